@@ -1,0 +1,121 @@
+use std::fmt;
+use std::task::{Context, Poll};
+
+use sssonector_core::{BoxError, CircuitOpen, Classify};
+use tower_service::Service;
+
+use crate::breaker::{CircuitBreaker, Permit};
+use crate::layer::fallback::Fallback;
+use crate::layer::future::ResponseFuture;
+
+/// A service guarded by a circuit breaker; made by
+/// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
+pub struct CircuitBreakerService<S, C, F> {
+    inner: S,
+    breaker: CircuitBreaker,
+    classifier: C,
+    fallback: F,
+    /// What `poll_ready` decided for the next call.
+    admission: Admission,
+}
+
+enum Admission {
+    Undecided,
+    Admitted(Permit),
+    Rejected(CircuitOpen),
+}
+
+impl<S, C, F> CircuitBreakerService<S, C, F> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, breaker: CircuitBreaker, classifier: C, fallback: F) -> Self {
+        Self {
+            inner,
+            breaker,
+            classifier,
+            fallback,
+            admission: Admission::Undecided,
+        }
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+// A clone starts undecided: a permit (a half-open probe slot, perhaps) belongs to the service
+// that was polled ready, never to its copies.
+impl<S: Clone, C: Clone, F: Clone> Clone for CircuitBreakerService<S, C, F> {
+    fn clone(&self) -> Self {
+        Self::new(
+            self.inner.clone(),
+            self.breaker.clone(),
+            self.classifier.clone(),
+            self.fallback.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug, F> fmt::Debug for CircuitBreakerService<S, C, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerService")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, F, Req> Service<Req> for CircuitBreakerService<S, C, F>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Error> + Clone,
+    F: Fallback<Req, S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Admission::Undecided = self.admission {
+            self.admission = match self.breaker.try_acquire() {
+                Ok(permit) => Admission::Admitted(permit),
+                Err(open) => Admission::Rejected(open),
+            };
+        }
+        match self.admission {
+            // The call will be answered without the inner service.
+            Admission::Rejected(_) => Poll::Ready(Ok(())),
+            _ => match self.inner.poll_ready(cx) {
+                Poll::Ready(Err(e)) => {
+                    // The inner service failed; the permit is dropped uncounted.
+                    self.admission = Admission::Undecided;
+                    Poll::Ready(Err(e.into()))
+                }
+                other => other.map_err(Into::into),
+            },
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match std::mem::replace(&mut self.admission, Admission::Undecided) {
+            Admission::Admitted(permit) => {
+                ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
+            }
+            Admission::Rejected(open) => {
+                ResponseFuture::rejected(self.fallback.fallback(request, open))
+            }
+            Admission::Undecided => {
+                panic!(
+                    "CircuitBreakerService::call was called before poll_ready returned Ready(Ok)"
+                )
+            }
+        }
+    }
+}

@@ -229,7 +229,7 @@ impl CircuitBreaker {
         let tag = generation_tag(word);
         let tagged = |v: u64| {
             if v & !0xFFFF_FFFF == tag {
-                v & 0xFFFF_FFFF
+                u32::try_from(v & 0xFFFF_FFFF).unwrap_or(u32::MAX)
             } else {
                 0
             }
@@ -240,8 +240,8 @@ impl CircuitBreaker {
             window_calls: totals.calls,
             window_failures: totals.failures,
             window_slow_calls: totals.slow,
-            probes_in_flight: tagged(inner.probes.load(Ordering::Acquire)) as u32,
-            probe_successes: tagged(inner.probe_successes.load(Ordering::Acquire)) as u32,
+            probes_in_flight: tagged(inner.probes.load(Ordering::Acquire)),
+            probe_successes: tagged(inner.probe_successes.load(Ordering::Acquire)),
         }
     }
 }
@@ -289,11 +289,13 @@ pub struct Permit {
 
 impl Permit {
     /// The call succeeded.
+    #[inline]
     pub fn success(self) {
         self.record(Outcome::Success);
     }
 
     /// The call failed.
+    #[inline]
     pub fn failure(self) {
         self.record(Outcome::Failure);
     }
@@ -317,6 +319,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         if !self.recorded && state_of(self.word) == State::HalfOpen {
             self.breaker.inner.release_probe(self.word);
@@ -528,7 +531,7 @@ impl Inner {
     }
 
     /// The length of the next open period: the base grown by the number of opens since the
-    /// circuit last closed, capped, then jittered within the cap.
+    /// circuit last closed, capped, then spread by ±jitter.
     fn open_duration(&self, opens: u32) -> Duration {
         let c = &self.config;
         let exponent = i32::try_from(opens).unwrap_or(i32::MAX);
@@ -537,7 +540,6 @@ impl Inner {
         let mut secs = grown.min(max);
         if c.open_jitter > 0.0 {
             secs *= 1.0 + self.rng.range_f64(-c.open_jitter, c.open_jitter);
-            secs = secs.min(max);
         }
         Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(c.open_max)
     }
@@ -592,7 +594,7 @@ impl Inner {
 
     fn announce(&self, change: StateChange) {
         self.metrics.state.set(change.to.gauge_value());
-        self.metrics.transitions[change.to.to_bits() as usize].increment(1);
+        self.metrics.transitions[change.to.index()].increment(1);
         let breaker = &*self.config.name;
         match change.to {
             State::Open | State::ForcedOpen => tracing::warn!(
@@ -600,7 +602,9 @@ impl Inner {
                 from = change.from.as_str(),
                 to = change.to.as_str(),
                 cause = %change.cause,
-                open_for_ms = change.open_for.map(|d| d.as_millis() as u64),
+                open_for_ms = change
+                    .open_for
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 "circuit opened"
             ),
             _ => tracing::info!(

@@ -170,8 +170,8 @@ impl BreakerBuilder {
         self
     }
 
-    /// Spreads each open period by ±`ratio` (0.1 is ±10 %, capped at the maximum), so clients
-    /// that tripped together do not probe together.
+    /// Spreads each open period by ±`ratio` (0.1 is ±10 %, applied after the growth cap), so
+    /// clients that tripped together do not probe together.
     pub fn open_jitter(mut self, ratio: f64) -> Self {
         self.config.open_jitter = ratio;
         self

@@ -40,9 +40,11 @@ impl CountWindow {
     }
 
     pub(crate) fn record(&self, failed: bool, slow: bool) -> Totals {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
+        // The remainder is below the slot count, itself a usize, so it fits.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = (self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64) as usize;
         let new = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let old = self.slots[index as usize].swap(new, Ordering::AcqRel);
+        let old = self.slots[index].swap(new, Ordering::AcqRel);
         if old & RECORDED == 0 {
             self.calls.fetch_add(1, Ordering::AcqRel);
         }

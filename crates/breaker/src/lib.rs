@@ -73,14 +73,16 @@ mod breaker;
 mod call;
 mod config;
 mod count_window;
-mod layer;
+mod middleware;
 mod registry;
 mod state;
 
 pub use breaker::{CircuitBreaker, Outcome, Permit, Stats};
 pub use call::BreakerError;
 pub use config::{BreakerBuilder, ConfigError, Window};
-pub use layer::{CircuitBreakerLayer, CircuitBreakerService, Fallback, NoFallback, ResponseFuture};
+pub use middleware::{
+    CircuitBreakerLayer, CircuitBreakerService, Fallback, NoFallback, ResponseFuture,
+};
 pub use registry::BreakerRegistry;
 pub use sssonector_core::{AnyError, BoxError, CircuitOpen, Classify, ErrorClass};
 pub use state::{Cause, State, StateChange};

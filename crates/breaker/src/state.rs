@@ -32,6 +32,17 @@ impl State {
         }
     }
 
+    /// A dense index, for arrays of per-state handles.
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+            State::ForcedOpen => 3,
+            State::ForcedClosed => 4,
+        }
+    }
+
     pub(crate) const fn from_bits(bits: u64) -> State {
         match bits & 0b111 {
             0 => State::Closed,
@@ -98,6 +109,7 @@ impl fmt::Display for Cause {
             Cause::FailureRate(r) => write!(f, "failure rate {:.1}%", r * 100.0),
             Cause::SlowCallRate(r) => write!(f, "slow-call rate {:.1}%", r * 100.0),
             Cause::ProbeFailed => f.write_str("a half-open probe failed"),
+            Cause::ProbesSucceeded(1) => f.write_str("a half-open probe succeeded"),
             Cause::ProbesSucceeded(n) => write!(f, "{n} half-open probes succeeded"),
             Cause::OpenPeriodEnded => f.write_str("the open period ended"),
             Cause::Manual => f.write_str("manual override"),

@@ -251,12 +251,20 @@ fn open_periods_grow_with_jitter_and_reset_on_close() {
         .open_jitter(0.2)
         .build()
         .unwrap();
-    fail(&jittered);
-    let wait = jittered.try_acquire().unwrap_err().retry_after.unwrap();
-    assert!(
-        wait >= Duration::from_secs(8) && wait <= Duration::from_secs(10),
-        "{wait:?}"
-    );
+    // Many trips: every period lies within ±20 %, and they are spread, not all equal.
+    let mut waits = Vec::new();
+    for _ in 0..50 {
+        fail(&jittered);
+        let wait = jittered.try_acquire().unwrap_err().retry_after.unwrap();
+        assert!(
+            wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12),
+            "{wait:?}"
+        );
+        waits.push(wait);
+        jittered.reset();
+    }
+    assert!(waits.iter().any(|w| *w < Duration::from_secs(9)));
+    assert!(waits.iter().any(|w| *w > Duration::from_secs(11)));
 }
 
 #[test]
@@ -683,8 +691,8 @@ proptest! {
         let b = clocked(&clock)
             .consecutive_failures(consecutive_limit)
             .failure_rate(rate)
-            .window(Window::Count(window_size as u32))
-            .minimum_calls(minimum as u32)
+            .window(Window::Count(u32::try_from(window_size).unwrap()))
+            .minimum_calls(u32::try_from(minimum).unwrap())
             .open_duration(Duration::from_secs(open_secs))
             .success_threshold(success_threshold)
             .build()

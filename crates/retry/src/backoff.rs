@@ -102,6 +102,11 @@ impl Backoff {
         self.max
     }
 
+    /// The growth factor per retry.
+    pub fn multiplier_value(&self) -> f64 {
+        self.multiplier
+    }
+
     /// The jitter mode.
     pub fn jitter_mode(&self) -> Jitter {
         self.jitter

@@ -53,14 +53,15 @@
 mod backoff;
 mod budget;
 mod error;
-mod layer;
+mod middleware;
+mod plan;
 mod policy;
 mod retry_fn;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;
 pub use error::{AttemptTimedOut, ConfigError, Failure, GiveUpReason, RetryError};
-pub use layer::{ResponseFuture, Retry, RetryLayer};
+pub use middleware::{ResponseFuture, Retry, RetryLayer};
 pub use policy::{RetryAfterPolicy, RetryEvent, RetryPolicy, RetryPolicyBuilder};
 pub use retry_fn::{retry, retry_notify};
 pub use sssonector_core::{AnyError, BoxError, Classify, DefaultClassifier, ErrorClass};

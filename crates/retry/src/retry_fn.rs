@@ -103,7 +103,7 @@ where
 {
     let mut attempts = policy.start();
     loop {
-        let failure = match attempts.attempt_timeout(&policy.shared) {
+        let failure = match attempts.attempt_timeout(policy.plan()) {
             None => match operation().await {
                 Ok(value) => return Ok(value),
                 Err(e) => Failure::Error(e),
@@ -115,7 +115,12 @@ where
             },
         };
         let made = attempts.made;
-        match attempts.on_failure(policy, &failure) {
+        match attempts.on_failure(
+            policy.plan(),
+            policy.shared.as_deref(),
+            &policy.classifier,
+            &failure,
+        ) {
             Decision::Retry(delay) => {
                 notify(&failure, delay);
                 tokio::time::sleep(delay).await;

@@ -115,7 +115,7 @@ async fn deadline_cuts_an_attempt_in_flight() {
         .build()
         .unwrap();
     let start = Instant::now();
-    let err = retry(&policy, || std::future::pending::<Result<(), io::Error>>())
+    let err = retry(&policy, std::future::pending::<Result<(), io::Error>>)
         .await
         .unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_secs(1));

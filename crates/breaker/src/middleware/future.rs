@@ -29,6 +29,7 @@ pin_project! {
 }
 
 impl<Fut, C, Res> ResponseFuture<Fut, C, Res> {
+    #[inline]
     pub(crate) fn called(future: Fut, permit: Permit, classifier: C) -> Self {
         Self {
             kind: Kind::Called { future },
@@ -56,6 +57,7 @@ where
 {
     type Output = Result<Res, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {

@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use sssonector_core::{BoxError, Classify};
 use tower_service::Service;
 
-use crate::layer::future::ResponseFuture;
+use crate::middleware::future::ResponseFuture;
 use crate::policy::RetryPolicy;
 
 /// A service that retries failed requests; made by [`RetryLayer`](crate::RetryLayer).
@@ -42,17 +42,19 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         // The service that was polled ready goes into the future; the clone stays behind and
         // is polled ready before it is called.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
-        let attempts = self.policy.start();
+        self.policy.begin();
         let future = ready.call(request.clone());
-        ResponseFuture::new(future, ready, request, self.policy.clone(), attempts)
+        ResponseFuture::new(future, ready, request, &self.policy)
     }
 }

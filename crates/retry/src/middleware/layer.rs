@@ -1,6 +1,6 @@
 use tower_layer::Layer;
 
-use crate::layer::service::Retry;
+use crate::middleware::service::Retry;
 use crate::policy::RetryPolicy;
 
 /// Retries failed requests of the wrapped service according to a [`RetryPolicy`].

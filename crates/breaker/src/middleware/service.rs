@@ -5,8 +5,8 @@ use sssonector_core::{BoxError, CircuitOpen, Classify};
 use tower_service::Service;
 
 use crate::breaker::{CircuitBreaker, Permit};
-use crate::layer::fallback::Fallback;
-use crate::layer::future::ResponseFuture;
+use crate::middleware::fallback::Fallback;
+use crate::middleware::future::ResponseFuture;
 
 /// A service guarded by a circuit breaker; made by
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
@@ -82,6 +82,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C, S::Response>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Admission::Undecided = self.admission {
             self.admission = match self.breaker.try_acquire() {
@@ -103,6 +104,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         match std::mem::replace(&mut self.admission, Admission::Undecided) {
             Admission::Admitted(permit) => {

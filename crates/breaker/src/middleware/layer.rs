@@ -2,8 +2,8 @@ use sssonector_core::AnyError;
 use tower_layer::Layer;
 
 use crate::breaker::CircuitBreaker;
-use crate::layer::fallback::NoFallback;
-use crate::layer::service::CircuitBreakerService;
+use crate::middleware::fallback::NoFallback;
+use crate::middleware::service::CircuitBreakerService;
 
 /// Guards the wrapped service with a [`CircuitBreaker`].
 ///

@@ -1,0 +1,116 @@
+//! Every contender, built once here so the criterion benchmarks and the instruction counter
+//! measure exactly the same stacks.
+//!
+//! Each wraps the same inner service: an immediately ready `service_fn` echoing a `u64`.
+
+use std::future::{Ready, ready};
+use std::io;
+use std::time::Duration;
+
+use sssonector_breaker::{CircuitBreaker, CircuitBreakerLayer, Window};
+use sssonector_retry::{RetryLayer, RetryPolicy};
+use tower::{Layer, Service, service_fn};
+
+/// The inner service every contender wraps.
+pub fn bare()
+-> impl Service<u64, Response = u64, Error = io::Error, Future = Ready<io::Result<u64>>>
++ Clone
++ Send
++ 'static {
+    service_fn(|x: u64| ready(Ok::<_, io::Error>(x)))
+}
+
+/// A minimal attempts-limited policy for `tower::retry`, as its documentation shows.
+#[derive(Clone, Debug)]
+pub struct Attempts(pub usize);
+
+impl tower::retry::Policy<u64, u64, io::Error> for Attempts {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut u64,
+        result: &mut Result<u64, io::Error>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(_) if self.0 > 0 => {
+                self.0 -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+/// Our retry layer with the default policy (3 retries, exponential backoff).
+pub fn retry_ours() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    RetryLayer::new(RetryPolicy::default()).layer(bare())
+}
+
+/// Our retry layer with a named policy, which records metrics and so shares state per call.
+pub fn retry_ours_named() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    let policy = RetryPolicy::builder()
+        .name("bench")
+        .build()
+        .expect("valid policy");
+    RetryLayer::new(policy).layer(bare())
+}
+
+/// `tower::retry` with an attempts-limited policy.
+pub fn retry_tower() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    tower::retry::RetryLayer::new(Attempts(3)).layer(bare())
+}
+
+/// tower-resilience's retry with 4 attempts and exponential backoff.
+pub fn retry_tower_resilience() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    tower_resilience::retry::RetryLayer::<u64, u64, io::Error>::builder()
+        .max_attempts(4)
+        .exponential_backoff(Duration::from_millis(100))
+        .build()
+        .layer(bare())
+}
+
+/// Our breaker tripping on 5 consecutive failures (the default).
+pub fn breaker_ours() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    let breaker = CircuitBreaker::builder()
+        .consecutive_failures(5)
+        .build()
+        .expect("valid breaker");
+    CircuitBreakerLayer::new(breaker).layer(bare())
+}
+
+/// tower-resilience's breaker tripping on 5 consecutive failures.
+pub fn breaker_tower_resilience() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .consecutive_failures(5)
+        .build()
+        .expect("valid breaker")
+        .layer(bare())
+}
+
+/// Our breaker tripping on a 50 % failure rate over the last 100 calls.
+pub fn breaker_ours_rate() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    let breaker = CircuitBreaker::builder()
+        .consecutive_failures(0)
+        .failure_rate(0.5)
+        .window(Window::Count(100))
+        .build()
+        .expect("valid breaker");
+    CircuitBreakerLayer::new(breaker).layer(bare())
+}
+
+/// tower-resilience's breaker with a 50 % failure rate over the last 100 calls (its default).
+pub fn breaker_tower_resilience_rate() -> impl Service<u64, Response = u64, Error: std::fmt::Debug>
+{
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .expect("valid breaker")
+        .layer(bare())
+}

@@ -1,0 +1,133 @@
+//! `cargo xtask ci`: exactly what CI runs, in order, stopping at the first failure.
+
+use std::time::Instant;
+
+use crate::cmd::{available, cargo, step};
+
+/// cargo-deny's version, pinned so CI is reproducible; installing it from source takes about
+/// three minutes on two cores.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Examples that run to completion on their own, with no network beyond loopback and no root.
+const UNATTENDED_EXAMPLES: &[&str] = &["retry_breaker_tcp"];
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if let Some(extra) = args.first() {
+        return Err(format!("`ci` takes no arguments, got `{extra}`"));
+    }
+    let started = Instant::now();
+    install_tools()?;
+
+    step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    if available("cargo-nextest", &["nextest", "--version"]) {
+        step(
+            "tests",
+            cargo().args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+            ]),
+        )?;
+    } else {
+        eprintln!("cargo-nextest is not installed: running the tests with cargo test");
+        step(
+            "tests",
+            cargo().args([
+                "test",
+                "--workspace",
+                "--all-features",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ]),
+        )?;
+    }
+    step(
+        "doc tests",
+        cargo().args(["test", "--workspace", "--all-features", "--doc"]),
+    )?;
+    step(
+        "docs",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    step(
+        "benchmarks build",
+        cargo().args(["bench", "--workspace", "--no-run"]),
+    )?;
+    step(
+        "examples build",
+        cargo().args(["build", "--workspace", "--examples"]),
+    )?;
+    for example in UNATTENDED_EXAMPLES {
+        step(
+            &format!("example {example}"),
+            cargo().args([
+                "run",
+                "--quiet",
+                "-p",
+                "sssonector-examples",
+                "--example",
+                example,
+            ]),
+        )?;
+    }
+    step(
+        "dependency policy",
+        cargo().args([
+            "deny",
+            "--all-features",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ]),
+    )?;
+    eprintln!(
+        "\nxtask ci: all steps passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Installs what CI needs and a fresh machine lacks, saying what it installs.
+fn install_tools() -> Result<(), String> {
+    if !available("cargo", &["fmt", "--version"]) || !available("cargo", &["clippy", "--version"]) {
+        return Err(
+            "rustfmt and clippy are required; install them with `rustup component add rustfmt clippy`"
+                .into(),
+        );
+    }
+    if !available("cargo-deny", &["--version"]) {
+        eprintln!(
+            "cargo-deny is missing: installing cargo-deny {CARGO_DENY_VERSION} from crates.io"
+        );
+        step(
+            "install cargo-deny",
+            cargo().args([
+                "install",
+                "--locked",
+                "--version",
+                CARGO_DENY_VERSION,
+                "cargo-deny",
+            ]),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Project automation for the sssonector workspace.
+//!
+//! - `cargo xtask ci`: exactly what CI runs (format, lints, tests, docs, benchmark and example
+//!   builds, the unattended examples, dependency policy). Installs missing tools itself.
+//! - `cargo xtask bench [FILTER]`: runs the criterion benchmarks that set our crates beside
+//!   their anchors and prints the overhead ratios the crate READMEs quote.
+
+// xtask reports to the developer running it on standard output.
+#![allow(clippy::print_stdout)]
+
+mod bench;
+mod ci;
+mod cmd;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            eprintln!("{}", USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown subcommand `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  ci              run everything CI runs (installs cargo-deny if missing)
+  bench [FILTER]  run the comparative criterion benchmarks and print overhead ratios";

@@ -3,39 +3,23 @@
 //!
 //! `cargo xtask bench retry` prints the overhead ratios.
 
-use std::hint::black_box;
-
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use sssonector_benches::{call, contenders, runtime};
-use tower::Service;
-
-fn bench_one<S>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    rt: &tokio::runtime::Runtime,
-    mut svc: S,
-) where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    group.bench_function(name, |b| b.iter(|| call(rt, &mut svc, black_box(7))));
-}
+use criterion::{Criterion, criterion_group, criterion_main};
+use sssonector_benches::{bench_service, contenders, runtime};
 
 fn no_retry(c: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
     let mut group = c.benchmark_group("retry_no_retry");
-    bench_one(&mut group, "bare", &rt, contenders::bare());
-    bench_one(&mut group, "ours", &rt, contenders::retry_ours());
-    bench_one(
+    bench_service(&mut group, "bare", &rt, contenders::bare());
+    bench_service(&mut group, "ours", &rt, contenders::retry_ours());
+    bench_service(
         &mut group,
         "ours-named",
         &rt,
         contenders::retry_ours_named(),
     );
-    bench_one(&mut group, "tower-retry", &rt, contenders::retry_tower());
-    bench_one(
+    bench_service(&mut group, "tower-retry", &rt, contenders::retry_tower());
+    bench_service(
         &mut group,
         "tower-resilience",
         &rt,

@@ -44,3 +44,18 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a current-thread runtime builds")
 }
+
+/// Adds one contender to a criterion group: `name` calling `service` once per iteration.
+pub fn bench_service<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    mut service: S,
+) where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| {
+        b.iter(|| call(runtime, &mut service, std::hint::black_box(7)))
+    });
+}

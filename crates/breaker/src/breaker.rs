@@ -440,12 +440,7 @@ impl Inner {
                 (None, Some(w)) => {
                     let now = self.timeline.now_nanos();
                     w.add(now, [1, u64::from(failed), u64::from(slow)]);
-                    let [calls, failures, slow] = w.sums(now);
-                    Totals {
-                        calls,
-                        failures,
-                        slow,
-                    }
+                    Totals::from(w.sums(now))
                 }
                 (None, None) => Totals::default(),
             };
@@ -508,14 +503,7 @@ impl Inner {
     fn window_totals(&self, now: u64) -> Totals {
         match (&self.count_window, &self.time_window) {
             (Some(w), _) => w.totals(),
-            (None, Some(w)) => {
-                let [calls, failures, slow] = w.sums(now);
-                Totals {
-                    calls,
-                    failures,
-                    slow,
-                }
-            }
+            (None, Some(w)) => Totals::from(w.sums(now)),
             (None, None) => Totals::default(),
         }
     }

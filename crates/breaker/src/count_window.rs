@@ -14,6 +14,17 @@ pub(crate) struct Totals {
     pub(crate) slow: u64,
 }
 
+impl From<[u64; 3]> for Totals {
+    /// From a time window's sums: calls, failures, slow calls.
+    fn from([calls, failures, slow]: [u64; 3]) -> Self {
+        Totals {
+            calls,
+            failures,
+            slow,
+        }
+    }
+}
+
 /// A ring of the last `size` outcomes with running totals.
 ///
 /// Each record overwrites the oldest slot with one atomic swap and adjusts the totals by the

@@ -23,13 +23,7 @@ pub enum State {
 
 impl State {
     pub(crate) const fn to_bits(self) -> u64 {
-        match self {
-            State::Closed => 0,
-            State::Open => 1,
-            State::HalfOpen => 2,
-            State::ForcedOpen => 3,
-            State::ForcedClosed => 4,
-        }
+        self.index() as u64
     }
 
     /// A dense index, for arrays of per-state handles.

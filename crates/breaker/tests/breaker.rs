@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proptest::prelude::{Just, ProptestConfig, Strategy, prop_assert_eq, prop_oneof, proptest};
+use proptest::prelude::{
+    Just, ProptestConfig, Strategy, prop_assert, prop_assert_eq, prop_oneof, proptest,
+};
 use sssonector_breaker::{
     BreakerError, BreakerRegistry, Cause, CircuitBreaker, ConfigError, Outcome, State, Window,
 };
@@ -674,7 +676,7 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config(256))]
 
     /// The breaker admits and rejects exactly as the model does, and reports the same state.
     #[test]
@@ -728,5 +730,92 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ProbeOp {
+    Acquire,
+    Release(usize),
+    Succeed(usize),
+    Fail(usize),
+    Advance(u64),
+}
+
+fn probe_op() -> impl Strategy<Value = ProbeOp> {
+    prop_oneof![
+        4 => Just(ProbeOp::Acquire),
+        2 => (0usize..8).prop_map(ProbeOp::Release),
+        2 => (0usize..8).prop_map(ProbeOp::Succeed),
+        1 => (0usize..8).prop_map(ProbeOp::Fail),
+        1 => (0u64..40).prop_map(ProbeOp::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Whatever permits are taken, dropped, or recorded, and however time moves, the permits
+    /// held from one half-open period never exceed the probe limit.
+    #[test]
+    fn half_open_never_admits_more_than_its_probe_limit(
+        ops in proptest::collection::vec(probe_op(), 1..200),
+        limit in 1u32..5,
+        threshold in 1u32..6,
+    ) {
+        let clock = ManualClock::new();
+        // Counts half-open periods, so each permit can be tagged with the period it belongs to.
+        let periods = Arc::new(AtomicU32::new(0));
+        let p = periods.clone();
+        let b = clocked(&clock)
+            .consecutive_failures(1)
+            .half_open_probes(limit)
+            .success_threshold(threshold)
+            .open_duration(Duration::from_secs(10))
+            .on_state_change(move |c| {
+                if c.to == State::HalfOpen {
+                    p.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .build()
+            .unwrap();
+        fail(&b);
+        let mut held: Vec<(u32, sssonector_breaker::Permit)> = Vec::new();
+        for op in ops {
+            match op {
+                ProbeOp::Acquire => {
+                    if let Ok(permit) = b.try_acquire() {
+                        held.push((periods.load(Ordering::SeqCst), permit));
+                    }
+                }
+                ProbeOp::Release(i) if i < held.len() => drop(held.remove(i)),
+                ProbeOp::Succeed(i) if i < held.len() => held.remove(i).1.success(),
+                ProbeOp::Fail(i) if i < held.len() => held.remove(i).1.failure(),
+                ProbeOp::Advance(secs) => clock.advance(Duration::from_secs(secs)),
+                _ => {}
+            }
+            if b.state() == State::HalfOpen {
+                let current = periods.load(Ordering::SeqCst);
+                let probes = held
+                    .iter()
+                    .filter(|(period, p)| *period == current && p.state() == State::HalfOpen)
+                    .count();
+                prop_assert!(probes <= limit as usize, "{} probes held, limit {}", probes, limit);
+                prop_assert_eq!(b.stats().probes_in_flight as usize, probes);
+            }
+        }
+    }
+}
+
+/// Proptest settings: `cases` cases, failures saved beside the crate (integration tests have no
+/// lib.rs for proptest to find) so they are replayed first on every later run.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/breaker.txt",
+            ),
+        )),
+        ..ProptestConfig::with_cases(cases)
     }
 }

@@ -371,7 +371,7 @@ fn metrics_count_attempts_retries_and_give_ups() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(config(64))]
 
     /// Whatever the outcomes, attempts never exceed max_retries + 1, a success ends the loop,
     /// and the loop stops at the first permanent error.
@@ -418,5 +418,18 @@ proptest! {
         if let Err(e) = result {
             prop_assert_eq!(e.attempts(), made);
         }
+    }
+}
+
+/// Proptest settings: `cases` cases, failures saved beside the crate (integration tests have no
+/// lib.rs for proptest to find) so they are replayed first on every later run.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/retry_fn.txt",
+            ),
+        )),
+        ..ProptestConfig::with_cases(cases)
     }
 }

@@ -44,12 +44,25 @@ impl Error for CircuitOpen {}
 pub struct RateLimited {
     /// How long until the call would be admitted.
     pub retry_after: Duration,
+    /// Capacity available now (less than the call asked for), in the limiter's units.
+    pub remaining: u64,
 }
 
 impl RateLimited {
     /// A rejection that would be admitted after `retry_after`.
     pub fn new(retry_after: Duration) -> Self {
-        Self { retry_after }
+        Self {
+            retry_after,
+            remaining: 0,
+        }
+    }
+
+    /// A rejection that would be admitted after `retry_after`, with `remaining` capacity now.
+    pub fn with_remaining(retry_after: Duration, remaining: u64) -> Self {
+        Self {
+            retry_after,
+            remaining,
+        }
     }
 }
 

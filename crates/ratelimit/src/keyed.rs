@@ -1,0 +1,415 @@
+//! One limiter per key, with a hard cap on how many keys are tracked.
+
+use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hashbrown::HashTable;
+use metrics::{Counter, Gauge};
+use parking_lot::RwLock;
+use sssonector_core::{RateLimited, SharedClock, Timeline, TokioClock};
+
+use crate::error::{ConfigError, Rejected};
+use crate::gcra::{Cell, Decision, Params, decide, ticks, ticks_to_duration};
+use crate::limiter::{Admitted, Metrics};
+use crate::quota::Quota;
+
+/// Rate limits per key (client address, API key, tenant) under a hard cap on tracked keys.
+///
+/// A flood of unique keys cannot grow memory past the cap: when a shard is full, keys whose
+/// limiter is back at full capacity are dropped first (that loses nothing: such a key starts
+/// fresh exactly as it would have continued), then the key closest to full capacity. Checks for
+/// known keys take a shared lock on one shard and update the key's state lock-free.
+///
+/// For IP addresses, group them first with [`IpGrouping`](crate::IpGrouping) so a client
+/// rotating through its IPv6 /64 counts once.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use sssonector_ratelimit::{KeyedLimiter, Quota};
+///
+/// let limiter = KeyedLimiter::<IpAddr>::builder()
+///     .quota(Quota::per_second(5)?.with_burst(1)?)
+///     .max_keys(100_000)
+///     .build()?;
+/// let a: IpAddr = "192.0.2.1".parse().unwrap();
+/// let b: IpAddr = "192.0.2.2".parse().unwrap();
+/// assert!(limiter.check_key(&a).is_ok());
+/// assert!(limiter.check_key(&a).is_err());
+/// assert!(limiter.check_key(&b).is_ok()); // another key, another limit
+/// # Ok::<(), sssonector_ratelimit::ConfigError>(())
+/// ```
+pub struct KeyedLimiter<K> {
+    inner: Arc<Inner<K>>,
+}
+
+impl<K> Clone for KeyedLimiter<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<K> {
+    name: Cow<'static, str>,
+    quotas: Vec<Quota>,
+    params: Box<[Params]>,
+    shards: Box<[RwLock<HashTable<Entry<K>>>]>,
+    shard_cap: usize,
+    hasher: RandomState,
+    timeline: Timeline,
+    keys: AtomicUsize,
+    metrics: Metrics,
+    tracked: Gauge,
+    evictions: Counter,
+}
+
+struct Entry<K> {
+    hash: u64,
+    key: K,
+    cells: Box<[Cell]>,
+}
+
+impl<K> Entry<K> {
+    /// The latest time any of the key's limits returns to full capacity.
+    fn busy_until(&self) -> u64 {
+        self.cells.iter().map(Cell::tat).max().unwrap_or(0)
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// A builder; a quota is required.
+    pub fn builder() -> KeyedLimiterBuilder<K> {
+        KeyedLimiterBuilder {
+            name: Cow::Borrowed("default"),
+            quotas: Vec::new(),
+            max_keys: 100_000,
+            shards: 64,
+            clock: None,
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<HashTable<Entry<K>>> {
+        // The high bits: the table itself uses the low ones.
+        let index = (hash >> 32) as usize % self.inner.shards.len();
+        &self.inner.shards[index]
+    }
+
+    /// Admits one unit for `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] with the wait and what is left for this key.
+    #[inline]
+    pub fn check_key(&self, key: &K) -> Result<Admitted, RateLimited> {
+        match self.check_key_n(key, 1) {
+            Ok(a) => Ok(a),
+            Err(Rejected::Limited(l)) => Err(l),
+            Err(_) => Err(RateLimited::new(std::time::Duration::MAX)),
+        }
+    }
+
+    /// Admits `cost` units for `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected::Limited`] over the limit; [`Rejected::InsufficientCapacity`] when `cost`
+    /// exceeds the burst.
+    pub fn check_key_n(&self, key: &K, cost: u64) -> Result<Admitted, Rejected> {
+        let result = self.decide(key, cost);
+        self.inner.metrics.count(&result);
+        result
+    }
+
+    fn decide(&self, key: &K, cost: u64) -> Result<Admitted, Rejected> {
+        let inner = &*self.inner;
+        let mut increments = [0u64; 4];
+        let many;
+        let increments: &[u64] = if inner.params.len() <= increments.len() {
+            for (slot, p) in increments.iter_mut().zip(inner.params.iter()) {
+                *slot = p.increment(cost).ok_or(Rejected::InsufficientCapacity {
+                    requested: cost,
+                    burst: p.burst,
+                })?;
+            }
+            &increments[..inner.params.len()]
+        } else {
+            many = inner
+                .params
+                .iter()
+                .map(|p| {
+                    p.increment(cost).ok_or(Rejected::InsufficientCapacity {
+                        requested: cost,
+                        burst: p.burst,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            &many
+        };
+        let hash = inner.hasher.hash_one(key);
+        let shard = self.shard(hash);
+        let now = ticks(inner.timeline.now_nanos());
+        if inner.params.len() == 1 {
+            let table = shard.read();
+            if let Some(entry) = table.find(hash, |e| e.key == *key) {
+                return Self::single(&inner.params[0], &entry.cells[0], now, increments[0]);
+            }
+        }
+        let mut table = shard.write();
+        if table.find(hash, |e| e.key == *key).is_none() {
+            if table.len() >= inner.shard_cap {
+                self.evict(&mut table, now);
+            }
+            table.insert_unique(
+                hash,
+                Entry {
+                    hash,
+                    key: key.clone(),
+                    cells: inner.params.iter().map(|_| Cell::default()).collect(),
+                },
+                |e| e.hash,
+            );
+            let keys = inner.keys.fetch_add(1, Ordering::Relaxed) + 1;
+            inner.tracked.set(keys as f64);
+        }
+        let entry = table
+            .find(hash, |e| e.key == *key)
+            .expect("the entry was just found or inserted");
+        if let [cell] = &*entry.cells {
+            return Self::single(&inner.params[0], cell, now, increments[0]);
+        }
+        // Several quotas: decided together under the shard's write lock.
+        let mut tats = Vec::with_capacity(entry.cells.len());
+        let mut admitted = Admitted {
+            remaining: u64::MAX,
+        };
+        let mut denied: Option<RateLimited> = None;
+        for ((params, cell), increment) in inner.params.iter().zip(entry.cells.iter()).zip(increments) {
+            match decide(params, cell.tat(), now, *increment) {
+                Decision::Admit { tat, remaining } => {
+                    tats.push(tat);
+                    admitted.remaining = admitted.remaining.min(remaining);
+                }
+                Decision::Deny { wait, remaining } => {
+                    let wait = ticks_to_duration(wait);
+                    denied = Some(match denied {
+                        Some(d) => RateLimited::with_remaining(
+                            d.retry_after.max(wait),
+                            d.remaining.min(remaining),
+                        ),
+                        None => RateLimited::with_remaining(wait, remaining),
+                    });
+                }
+            }
+        }
+        if let Some(denied) = denied {
+            return Err(Rejected::Limited(denied));
+        }
+        for (cell, tat) in entry.cells.iter().zip(tats) {
+            cell.set_tat(tat);
+        }
+        Ok(admitted)
+    }
+
+    #[inline]
+    fn single(params: &Params, cell: &Cell, now: u64, increment: u64) -> Result<Admitted, Rejected> {
+        match cell.check(params, now, increment) {
+            Decision::Admit { remaining, .. } => Ok(Admitted { remaining }),
+            Decision::Deny { wait, remaining } => Err(Rejected::Limited(
+                RateLimited::with_remaining(ticks_to_duration(wait), remaining),
+            )),
+        }
+    }
+
+    /// Makes room for one key in a full shard.
+    fn evict(&self, table: &mut HashTable<Entry<K>>, now: u64) {
+        let inner = &*self.inner;
+        let before = table.len();
+        table.retain(|e| e.busy_until() > now);
+        if table.len() >= inner.shard_cap {
+            // Every key is still limited: drop the one closest to full capacity.
+            let victim = table
+                .iter()
+                .min_by_key(|e| e.busy_until())
+                .map(|e| e.hash);
+            if let Some(hash) = victim {
+                let oldest = table.iter().filter(|e| e.hash == hash).map(|e| e.busy_until()).min();
+                if let Ok(entry) = table.find_entry(hash, |e| Some(e.busy_until()) == oldest) {
+                    entry.remove();
+                }
+            }
+        }
+        let removed = before - table.len();
+        if removed > 0 {
+            inner.evictions.increment(removed as u64);
+            let keys = inner.keys.fetch_sub(removed, Ordering::Relaxed) - removed;
+            inner.tracked.set(keys as f64);
+        }
+    }
+
+    /// Drops every key whose limits are back at full capacity (nothing is lost: such a key
+    /// would start fresh anyway). Call it periodically to return memory after a burst of keys.
+    pub fn retain_recent(&self) -> usize {
+        let now = ticks(self.inner.timeline.now_nanos());
+        let mut removed = 0;
+        for shard in self.inner.shards.iter() {
+            let mut table = shard.write();
+            let before = table.len();
+            table.retain(|e| e.busy_until() > now);
+            removed += before - table.len();
+        }
+        if removed > 0 {
+            self.inner.evictions.increment(removed as u64);
+            let keys = self.inner.keys.fetch_sub(removed, Ordering::Relaxed) - removed;
+            self.inner.tracked.set(keys as f64);
+        }
+        removed
+    }
+
+    /// How many keys are tracked.
+    pub fn len(&self) -> usize {
+        self.inner.keys.load(Ordering::Relaxed)
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most keys ever tracked at once.
+    pub fn max_keys(&self) -> usize {
+        self.inner.shard_cap * self.inner.shards.len()
+    }
+
+    /// The quotas each key gets.
+    pub fn quotas(&self) -> &[Quota] {
+        &self.inner.quotas
+    }
+
+    /// Units `key` may use at once now (the full burst for an unknown key).
+    pub fn remaining(&self, key: &K) -> u64 {
+        let inner = &*self.inner;
+        let hash = inner.hasher.hash_one(key);
+        let now = ticks(inner.timeline.now_nanos());
+        let table = self.shard(hash).read();
+        match table.find(hash, |e| e.key == *key) {
+            Some(entry) => inner
+                .params
+                .iter()
+                .zip(entry.cells.iter())
+                .map(|(p, c)| p.remaining(c.tat(), now))
+                .min()
+                .unwrap_or(0),
+            None => inner.params.iter().map(|p| p.burst).min().unwrap_or(0),
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedLimiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLimiter")
+            .field("name", &self.inner.name)
+            .field("quotas", &self.inner.quotas)
+            .field("keys", &self.inner.keys.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`KeyedLimiter`].
+pub struct KeyedLimiterBuilder<K> {
+    name: Cow<'static, str>,
+    quotas: Vec<Quota>,
+    max_keys: usize,
+    shards: usize,
+    clock: Option<SharedClock>,
+    _key: std::marker::PhantomData<fn(K)>,
+}
+
+impl<K> fmt::Debug for KeyedLimiterBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLimiterBuilder")
+            .field("name", &self.name)
+            .field("quotas", &self.quotas)
+            .field("max_keys", &self.max_keys)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
+    /// Names the limiter in metrics (`limiter` label) and logs.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a quota every key gets; all of a key's quotas must admit.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quotas.push(quota);
+        self
+    }
+
+    /// The hard cap on tracked keys (default 100 000), spread over the shards.
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.max_keys = max;
+        self
+    }
+
+    /// How many independently locked shards (default 64).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// The clock (default tokio's).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Builds the limiter.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NoQuota`] without a quota; [`ConfigError::Zero`] for a zero key cap or
+    /// shard count.
+    pub fn build(self) -> Result<KeyedLimiter<K>, ConfigError> {
+        if self.quotas.is_empty() {
+            return Err(ConfigError::NoQuota);
+        }
+        if self.max_keys == 0 {
+            return Err(ConfigError::Zero("max_keys"));
+        }
+        if self.shards == 0 {
+            return Err(ConfigError::Zero("shards"));
+        }
+        // Fewer shards than keys: each shard holds at least one key, and the cap is never
+        // exceeded.
+        let shards = self.shards.min(self.max_keys);
+        let shard_cap = self.max_keys / shards;
+        let name = self.name.to_string();
+        Ok(KeyedLimiter {
+            inner: Arc::new(Inner {
+                params: self.quotas.iter().map(Params::from_quota).collect(),
+                quotas: self.quotas,
+                shards: (0..shards).map(|_| RwLock::new(HashTable::new())).collect(),
+                shard_cap,
+                hasher: RandomState::new(),
+                timeline: Timeline::new(self.clock.unwrap_or_else(|| Arc::new(TokioClock))),
+                keys: AtomicUsize::new(0),
+                metrics: Metrics::register("keyed", &name),
+                tracked: metrics::gauge!("sssonector_ratelimit_tracked_keys", "limiter" => name.clone()),
+                evictions: metrics::counter!("sssonector_ratelimit_evictions_total", "limiter" => name),
+                name: self.name,
+            }),
+        })
+    }
+}

@@ -1,0 +1,436 @@
+//! A direct (unkeyed) rate limiter: one or several quotas, checked or waited on.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+use parking_lot::Mutex;
+use sssonector_core::{RateLimited, SharedClock, Timeline, TokioClock};
+
+use crate::error::{ConfigError, Rejected};
+use crate::gcra::{Cell, Decision, Params, ticks, ticks_to_duration};
+use crate::quota::Quota;
+
+/// What an admitted check leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Admitted {
+    /// Units still available at once (under the tightest quota).
+    pub remaining: u64,
+}
+
+/// A rate limiter: one quota, or several stacked (say 10/s and 1000/h) that are decided
+/// together, all admitting or none charged.
+///
+/// Checks with a single quota are lock-free. Clones share the limiter.
+///
+/// # Examples
+///
+/// ```
+/// use sssonector_ratelimit::{Quota, RateLimiter};
+///
+/// let limiter = RateLimiter::new(Quota::per_second(10)?.with_burst(2)?);
+/// assert!(limiter.check().is_ok());
+/// assert!(limiter.check().is_ok());
+/// let denied = limiter.check().unwrap_err();
+/// assert!(denied.retry_after <= std::time::Duration::from_millis(100));
+/// # Ok::<(), sssonector_ratelimit::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Cow<'static, str>,
+    timeline: Timeline,
+    limits: Box<[Limit]>,
+    /// Serialises decisions across several quotas and rate changes.
+    lock: Mutex<()>,
+    metrics: Metrics,
+}
+
+struct Limit {
+    quota: Mutex<Quota>,
+    t: AtomicU64,
+    tau: AtomicU64,
+    burst: AtomicU64,
+    cell: Cell,
+}
+
+impl Limit {
+    fn new(quota: Quota) -> Self {
+        let p = Params::from_quota(&quota);
+        Self {
+            quota: Mutex::new(quota),
+            t: AtomicU64::new(p.t),
+            tau: AtomicU64::new(p.tau),
+            burst: AtomicU64::new(p.burst),
+            cell: Cell::default(),
+        }
+    }
+
+    #[inline]
+    fn params(&self) -> Params {
+        Params {
+            t: self.t.load(Ordering::Relaxed),
+            tau: self.tau.load(Ordering::Relaxed),
+            burst: self.burst.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_params(&self, p: Params) {
+        self.t.store(p.t, Ordering::Relaxed);
+        self.tau.store(p.tau, Ordering::Relaxed);
+        self.burst.store(p.burst, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Metrics {
+    admitted: Counter,
+    limited: Counter,
+    wait: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn register(kind: &'static str, name: &str) -> Self {
+        Self {
+            admitted: metrics::counter!("sssonector_ratelimit_admitted_total", "limiter" => name.to_owned(), "kind" => kind),
+            limited: metrics::counter!("sssonector_ratelimit_limited_total", "limiter" => name.to_owned(), "kind" => kind),
+            wait: metrics::histogram!("sssonector_ratelimit_wait_seconds", "limiter" => name.to_owned(), "kind" => kind),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn count<T, E>(&self, result: &Result<T, E>) {
+        match result {
+            Ok(_) => self.admitted.increment(1),
+            Err(_) => self.limited.increment(1),
+        }
+    }
+
+    pub(crate) fn waited(&self, wait: Duration) {
+        self.wait.record(wait.as_secs_f64());
+    }
+}
+
+impl RateLimiter {
+    /// A limiter with one quota, on tokio's clock, named `"default"`.
+    pub fn new(quota: Quota) -> Self {
+        Self::builder()
+            .quota(quota)
+            .build()
+            .expect("one quota is a valid limiter")
+    }
+
+    /// A builder, for several quotas, a name or a clock.
+    pub fn builder() -> RateLimiterBuilder {
+        RateLimiterBuilder {
+            name: Cow::Borrowed("default"),
+            quotas: Vec::new(),
+            clock: None,
+        }
+    }
+
+    /// The limiter's name (the `limiter` metric label).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The quotas, in the order given.
+    pub fn quotas(&self) -> Vec<Quota> {
+        self.inner.limits.iter().map(|l| *l.quota.lock()).collect()
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        ticks(self.inner.timeline.now_nanos())
+    }
+
+    /// Admits one unit if every quota allows it.
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] with how long until a unit would be admitted and how many are left.
+    #[inline]
+    pub fn check(&self) -> Result<Admitted, RateLimited> {
+        let result = match self.decide(1) {
+            Ok(a) => Ok(a),
+            Err(Rejected::Limited(l)) => Err(l),
+            // A burst is at least 1, so a cost of 1 always fits.
+            Err(Rejected::InsufficientCapacity { .. }) => Err(RateLimited::new(Duration::MAX)),
+        };
+        self.inner.metrics.count(&result);
+        result
+    }
+
+    /// Admits `cost` units (a weighted request, or bytes) if every quota allows it.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected::Limited`] when over the limit now; [`Rejected::InsufficientCapacity`] when
+    /// `cost` exceeds a quota's burst and can never be admitted at once.
+    #[inline]
+    pub fn check_n(&self, cost: u64) -> Result<Admitted, Rejected> {
+        let result = self.decide(cost);
+        self.inner.metrics.count(&result);
+        result
+    }
+
+    #[inline]
+    fn decide(&self, cost: u64) -> Result<Admitted, Rejected> {
+        let now = self.now();
+        if let [limit] = &*self.inner.limits {
+            let params = limit.params();
+            let increment = params
+                .increment(cost)
+                .ok_or(Rejected::InsufficientCapacity {
+                    requested: cost,
+                    burst: params.burst,
+                })?;
+            return match limit.cell.check(&params, now, increment) {
+                Decision::Admit { remaining, .. } => Ok(Admitted { remaining }),
+                Decision::Deny { wait, remaining } => Err(Rejected::Limited(
+                    RateLimited::with_remaining(ticks_to_duration(wait), remaining),
+                )),
+            };
+        }
+        let _guard = self.inner.lock.lock();
+        let mut admitted = Admitted {
+            remaining: u64::MAX,
+        };
+        let mut denied: Option<RateLimited> = None;
+        let mut new_tats = Vec::with_capacity(self.inner.limits.len());
+        for limit in self.inner.limits.iter() {
+            let params = limit.params();
+            let increment = params
+                .increment(cost)
+                .ok_or(Rejected::InsufficientCapacity {
+                    requested: cost,
+                    burst: params.burst,
+                })?;
+            match crate::gcra::decide(&params, limit.cell.tat(), now, increment) {
+                Decision::Admit { tat, remaining } => {
+                    new_tats.push(tat);
+                    admitted.remaining = admitted.remaining.min(remaining);
+                }
+                Decision::Deny { wait, remaining } => {
+                    let wait = ticks_to_duration(wait);
+                    denied = Some(match denied {
+                        Some(d) => RateLimited::with_remaining(
+                            d.retry_after.max(wait),
+                            d.remaining.min(remaining),
+                        ),
+                        None => RateLimited::with_remaining(wait, remaining),
+                    });
+                }
+            }
+        }
+        if let Some(denied) = denied {
+            return Err(Rejected::Limited(denied));
+        }
+        for (limit, tat) in self.inner.limits.iter().zip(new_tats) {
+            limit.cell.set_tat(tat);
+        }
+        Ok(admitted)
+    }
+
+    /// Waits until one unit is admitted, then takes it.
+    ///
+    /// Waiters are served first come, first served: each reserves its place when it starts
+    /// waiting, so a steady stream of `check` calls cannot starve it. Dropping the future gives
+    /// the reservation back.
+    pub async fn until_ready(&self) {
+        // A cost of 1 always fits the burst.
+        let _ = self.until_n_ready(1).await;
+    }
+
+    /// Waits until `cost` units are admitted, then takes them.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected::InsufficientCapacity`] at once when `cost` exceeds a quota's burst.
+    pub async fn until_n_ready(&self, cost: u64) -> Result<(), Rejected> {
+        let reservation = self.reserve(cost)?;
+        let wait = reservation.wait;
+        self.inner.metrics.admitted.increment(1);
+        if !wait.is_zero() {
+            self.inner.metrics.waited(wait);
+            tokio::time::sleep(wait).await;
+        }
+        reservation.complete();
+        Ok(())
+    }
+
+    /// Charges `cost` units now and says how long to wait before using them; the reservation
+    /// is refunded if dropped before [`Reservation::complete`].
+    pub(crate) fn reserve(&self, cost: u64) -> Result<Reservation, Rejected> {
+        let now = self.now();
+        let _guard = (self.inner.limits.len() > 1).then(|| self.inner.lock.lock());
+        let mut wait = 0;
+        let mut increments = Vec::with_capacity(self.inner.limits.len());
+        for limit in self.inner.limits.iter() {
+            let params = limit.params();
+            let increment = params
+                .increment(cost)
+                .ok_or(Rejected::InsufficientCapacity {
+                    requested: cost,
+                    burst: params.burst,
+                })?;
+            increments.push(increment);
+        }
+        for (limit, increment) in self.inner.limits.iter().zip(&increments) {
+            wait = wait.max(limit.cell.reserve(&limit.params(), now, *increment));
+        }
+        Ok(Reservation {
+            limiter: self.clone(),
+            increments,
+            wait: ticks_to_duration(wait),
+            done: false,
+        })
+    }
+
+    /// Changes quota `index` (0 for a single-quota limiter) at run time. Debt carries over in
+    /// units, so a limiter that was over its old limit is still over the new one by as many
+    /// units.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NoQuota`] if there is no quota at `index`.
+    pub fn set_quota(&self, index: usize, quota: Quota) -> Result<(), ConfigError> {
+        let limit = self.inner.limits.get(index).ok_or(ConfigError::NoQuota)?;
+        let _guard = self.inner.lock.lock();
+        let old = limit.params();
+        let new = Params::from_quota(&quota);
+        let now = self.now();
+        let debt = limit.cell.tat().saturating_sub(now);
+        // Units owed under the old rate, charged at the new one.
+        let units = u128::from(debt) * u128::from(new.t) / u128::from(old.t);
+        limit
+            .cell
+            .set_tat(now.saturating_add(u64::try_from(units).unwrap_or(u64::MAX)));
+        limit.set_params(new);
+        *limit.quota.lock() = quota;
+        tracing::info!(limiter = %self.inner.name, index, quota = %quota, "rate limit changed");
+        Ok(())
+    }
+
+    /// Units available at once now, under the tightest quota.
+    pub fn remaining(&self) -> u64 {
+        let now = self.now();
+        self.inner
+            .limits
+            .iter()
+            .map(|l| l.params().remaining(l.cell.tat(), now))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// How long until the limiter is back to full capacity.
+    pub fn reset_after(&self) -> Duration {
+        let now = self.now();
+        let ahead = self
+            .inner
+            .limits
+            .iter()
+            .map(|l| l.cell.tat().saturating_sub(now))
+            .max()
+            .unwrap_or(0);
+        ticks_to_duration(ahead)
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("name", &self.inner.name)
+            .field("quotas", &self.quotas())
+            .finish()
+    }
+}
+
+/// A reservation of capacity, refunded if dropped before it is completed.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    limiter: RateLimiter,
+    increments: Vec<u64>,
+    pub(crate) wait: Duration,
+    done: bool,
+}
+
+impl Reservation {
+    pub(crate) fn complete(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            let now = self.limiter.now();
+            for (limit, increment) in self.limiter.inner.limits.iter().zip(&self.increments) {
+                limit.cell.refund(now, *increment);
+            }
+        }
+    }
+}
+
+/// Builds a [`RateLimiter`].
+pub struct RateLimiterBuilder {
+    name: Cow<'static, str>,
+    quotas: Vec<Quota>,
+    clock: Option<SharedClock>,
+}
+
+impl fmt::Debug for RateLimiterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiterBuilder")
+            .field("name", &self.name)
+            .field("quotas", &self.quotas)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiterBuilder {
+    /// Names the limiter in metrics (`limiter` label) and logs.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a quota; every quota must admit a request.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quotas.push(quota);
+        self
+    }
+
+    /// The clock (default tokio's, so waits and checks agree under paused time).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Builds the limiter.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NoQuota`] without a quota.
+    pub fn build(self) -> Result<RateLimiter, ConfigError> {
+        if self.quotas.is_empty() {
+            return Err(ConfigError::NoQuota);
+        }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock));
+        Ok(RateLimiter {
+            inner: Arc::new(Inner {
+                metrics: Metrics::register("direct", &self.name),
+                name: self.name,
+                timeline: Timeline::new(clock),
+                limits: self.quotas.into_iter().map(Limit::new).collect(),
+                lock: Mutex::new(()),
+            }),
+        })
+    }
+}

@@ -41,7 +41,9 @@ pub(crate) struct Params {
 
 impl Params {
     pub(crate) fn from_quota(quota: &Quota) -> Self {
-        let period = u128::from(ticks(u64::try_from(quota.period().as_nanos()).unwrap_or(u64::MAX)));
+        let period = u128::from(ticks(
+            u64::try_from(quota.period().as_nanos()).unwrap_or(u64::MAX),
+        ));
         let t = period.div_ceil(u128::from(quota.count())).max(1);
         let t = u64::try_from(t).unwrap_or(u64::MAX);
         Self {
@@ -184,8 +186,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(cell.check(&p, ms(100), p.t), Decision::Admit { .. }));
-        assert!(matches!(cell.check(&p, ms(100), p.t), Decision::Deny { .. }));
+        assert!(matches!(
+            cell.check(&p, ms(100), p.t),
+            Decision::Admit { .. }
+        ));
+        assert!(matches!(
+            cell.check(&p, ms(100), p.t),
+            Decision::Deny { .. }
+        ));
     }
 
     #[test]
@@ -193,10 +201,19 @@ mod tests {
         let p = params(10, Duration::from_secs(1), 1);
         let cell = Cell::default();
         assert_eq!(cell.reserve(&p, 0, p.t), 0);
-        assert_eq!(ticks_to_duration(cell.reserve(&p, 0, p.t)), Duration::from_millis(100));
-        assert_eq!(ticks_to_duration(cell.reserve(&p, 0, p.t)), Duration::from_millis(200));
+        assert_eq!(
+            ticks_to_duration(cell.reserve(&p, 0, p.t)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            ticks_to_duration(cell.reserve(&p, 0, p.t)),
+            Duration::from_millis(200)
+        );
         cell.refund(0, p.t);
-        assert_eq!(ticks_to_duration(cell.reserve(&p, 0, p.t)), Duration::from_millis(200));
+        assert_eq!(
+            ticks_to_duration(cell.reserve(&p, 0, p.t)),
+            Duration::from_millis(200)
+        );
     }
 
     #[test]

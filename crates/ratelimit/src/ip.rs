@@ -93,10 +93,18 @@ mod tests {
     #[test]
     fn prefixes() {
         let g = IpGrouping::new(24, 48).unwrap();
-        assert_eq!(g.key("198.51.100.77".parse().unwrap()).to_string(), "198.51.100.0");
-        assert_eq!(g.key("2001:db8:aa:bb::1".parse().unwrap()).to_string(), "2001:db8:aa::");
         assert_eq!(
-            IpGrouping::default().key("::ffff:192.0.2.9".parse().unwrap()).to_string(),
+            g.key("198.51.100.77".parse().unwrap()).to_string(),
+            "198.51.100.0"
+        );
+        assert_eq!(
+            g.key("2001:db8:aa:bb::1".parse().unwrap()).to_string(),
+            "2001:db8:aa::"
+        );
+        assert_eq!(
+            IpGrouping::default()
+                .key("::ffff:192.0.2.9".parse().unwrap())
+                .to_string(),
             "192.0.2.9"
         );
         let all = IpGrouping::new(0, 0).unwrap();

@@ -192,7 +192,9 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             remaining: u64::MAX,
         };
         let mut denied: Option<RateLimited> = None;
-        for ((params, cell), increment) in inner.params.iter().zip(entry.cells.iter()).zip(increments) {
+        for ((params, cell), increment) in
+            inner.params.iter().zip(entry.cells.iter()).zip(increments)
+        {
             match decide(params, cell.tat(), now, *increment) {
                 Decision::Admit { tat, remaining } => {
                     tats.push(tat);
@@ -220,7 +222,12 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 
     #[inline]
-    fn single(params: &Params, cell: &Cell, now: u64, increment: u64) -> Result<Admitted, Rejected> {
+    fn single(
+        params: &Params,
+        cell: &Cell,
+        now: u64,
+        increment: u64,
+    ) -> Result<Admitted, Rejected> {
         match cell.check(params, now, increment) {
             Decision::Admit { remaining, .. } => Ok(Admitted { remaining }),
             Decision::Deny { wait, remaining } => Err(Rejected::Limited(
@@ -236,12 +243,13 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         table.retain(|e| e.busy_until() > now);
         if table.len() >= inner.shard_cap {
             // Every key is still limited: drop the one closest to full capacity.
-            let victim = table
-                .iter()
-                .min_by_key(|e| e.busy_until())
-                .map(|e| e.hash);
+            let victim = table.iter().min_by_key(|e| e.busy_until()).map(|e| e.hash);
             if let Some(hash) = victim {
-                let oldest = table.iter().filter(|e| e.hash == hash).map(|e| e.busy_until()).min();
+                let oldest = table
+                    .iter()
+                    .filter(|e| e.hash == hash)
+                    .map(|e| e.busy_until())
+                    .min();
                 if let Ok(entry) = table.find_entry(hash, |e| Some(e.busy_until()) == oldest) {
                     entry.remove();
                 }

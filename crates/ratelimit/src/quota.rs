@@ -158,12 +158,20 @@ impl Quota {
 
 impl fmt::Debug for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Quota({}/{:?}, burst {})", self.count, self.period, self.burst)
+        write!(
+            f,
+            "Quota({}/{:?}, burst {})",
+            self.count, self.period, self.burst
+        )
     }
 }
 
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} per {:?} (burst {})", self.count, self.period, self.burst)
+        write!(
+            f,
+            "{} per {:?} (burst {})",
+            self.count, self.period, self.burst
+        )
     }
 }

@@ -64,7 +64,11 @@ impl SlidingWindowLimiter {
     /// # Errors
     ///
     /// As [`new`](Self::new).
-    pub fn with_clock(limit: u64, window: Duration, clock: SharedClock) -> Result<Self, ConfigError> {
+    pub fn with_clock(
+        limit: u64,
+        window: Duration,
+        clock: SharedClock,
+    ) -> Result<Self, ConfigError> {
         let window = duration_to_nanos(window);
         if limit == 0 || window == 0 {
             return Err(ConfigError::ZeroRate);
@@ -92,16 +96,19 @@ impl SlidingWindowLimiter {
         let into = now % inner.window;
         let mut state = inner.state.lock();
         if index != state.index {
-            state.previous = if index == state.index + 1 { state.current } else { 0 };
+            state.previous = if index == state.index + 1 {
+                state.current
+            } else {
+                0
+            };
             state.current = 0;
             state.index = index;
         }
         // The previous window's requests still inside the sliding window, rounded up.
         let weight = u128::from(inner.window - into);
-        let carried = u64::try_from(
-            (u128::from(state.previous) * weight).div_ceil(u128::from(inner.window)),
-        )
-        .unwrap_or(u64::MAX);
+        let carried =
+            u64::try_from((u128::from(state.previous) * weight).div_ceil(u128::from(inner.window)))
+                .unwrap_or(u64::MAX);
         let used = carried.saturating_add(state.current);
         if used.saturating_add(cost) <= inner.limit {
             state.current += cost;
@@ -157,8 +164,9 @@ mod tests {
     #[test]
     fn previous_window_slides_out() {
         let clock = ManualClock::new();
-        let l = SlidingWindowLimiter::with_clock(10, Duration::from_secs(10), Arc::new(clock.clone()))
-            .unwrap();
+        let l =
+            SlidingWindowLimiter::with_clock(10, Duration::from_secs(10), Arc::new(clock.clone()))
+                .unwrap();
         for _ in 0..10 {
             l.check().unwrap();
         }

@@ -114,3 +114,63 @@ pub fn breaker_tower_resilience_rate() -> impl Service<u64, Response = u64, Erro
         .expect("valid breaker")
         .layer(bare())
 }
+
+/// A quota no benchmark loop can exhaust: what is measured is the admit path.
+pub const UNLIMITED_PER_SECOND: u32 = 1_000_000_000;
+
+/// Our direct limiter.
+pub fn ratelimit_ours() -> sssonector_ratelimit::RateLimiter {
+    sssonector_ratelimit::RateLimiter::new(
+        sssonector_ratelimit::Quota::per_second(u64::from(UNLIMITED_PER_SECOND)).expect("valid quota"),
+    )
+}
+
+/// governor's direct limiter with its default (quanta) clock.
+pub fn ratelimit_governor() -> governor::DefaultDirectRateLimiter {
+    governor::RateLimiter::direct(governor::Quota::per_second(
+        std::num::NonZeroU32::new(UNLIMITED_PER_SECOND).expect("non-zero"),
+    ))
+}
+
+/// Our keyed limiter.
+pub fn keyed_ours() -> sssonector_ratelimit::KeyedLimiter<u64> {
+    sssonector_ratelimit::KeyedLimiter::builder()
+        .quota(sssonector_ratelimit::Quota::per_second(u64::from(UNLIMITED_PER_SECOND)).expect("valid quota"))
+        .build()
+        .expect("valid limiter")
+}
+
+/// governor's keyed limiter (DashMap state, quanta clock).
+pub fn keyed_governor() -> governor::DefaultKeyedRateLimiter<u64> {
+    governor::RateLimiter::keyed(governor::Quota::per_second(
+        std::num::NonZeroU32::new(UNLIMITED_PER_SECOND).expect("non-zero"),
+    ))
+}
+
+/// Our rate-limit layer (reject mode) over the bare service.
+pub fn ratelimit_layer_ours() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    sssonector_ratelimit::RateLimitLayer::new(ratelimit_ours(), sssonector_ratelimit::Mode::Reject)
+        .layer(bare())
+}
+
+/// Our rate-limit layer (wait mode) over the bare service.
+pub fn ratelimit_layer_ours_wait() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    sssonector_ratelimit::RateLimitLayer::new(ratelimit_ours(), sssonector_ratelimit::Mode::Wait)
+        .layer(bare())
+}
+
+/// `tower::limit::RateLimit` over the bare service.
+pub fn ratelimit_layer_tower() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    tower::limit::RateLimitLayer::new(u64::from(UNLIMITED_PER_SECOND), Duration::from_secs(1))
+        .layer(bare())
+}
+
+/// tower-resilience's rate limiter over the bare service.
+pub fn ratelimit_layer_tower_resilience() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+    tower_resilience::ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(UNLIMITED_PER_SECOND as usize)
+        .refresh_period(Duration::from_secs(1))
+        .build()
+        .expect("valid rate limiter")
+        .layer(bare())
+}

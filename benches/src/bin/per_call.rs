@@ -1,22 +1,34 @@
 //! Runs one contender `N` times: `per-call GROUP/NAME N`. `cargo xtask bench` runs it under
-//! callgrind at two values of N; the difference divided by the difference in N is the
-//! instructions per call, free of start-up cost and of timing noise.
+//! callgrind with collection switched on only inside `measured`, after a warm-up call has done
+//! every one-time initialisation (clock calibration, lazy statics), so the count divided by `N`
+//! is instructions per call: exact and repeatable.
 
 use std::hint::black_box;
 
 use sssonector_benches::{call, contenders, runtime};
 use tower::Service;
 
+/// The measured loop; callgrind collects inside it only (`--toggle-collect=*measured*`).
+#[inline(never)]
+fn measured(n: u64, op: &mut dyn FnMut(u64) -> u64) -> u64 {
+    let mut sum = 0u64;
+    for i in 0..n {
+        sum = sum.wrapping_add(op(black_box(i)));
+    }
+    sum
+}
+
+fn run_op(n: u64, mut op: impl FnMut(u64) -> u64) {
+    black_box(op(0));
+    black_box(measured(n, &mut op));
+}
+
 fn run<S>(runtime: &tokio::runtime::Runtime, mut service: S, n: u64)
 where
     S: Service<u64, Response = u64>,
     S::Error: std::fmt::Debug,
 {
-    let mut sum = 0u64;
-    for _ in 0..n {
-        sum = sum.wrapping_add(call(runtime, &mut service, black_box(7)));
-    }
-    black_box(sum);
+    run_op(n, |_| call(runtime, &mut service, black_box(7)));
 }
 
 fn main() {
@@ -37,6 +49,28 @@ fn main() {
         "breaker/tower-resilience" => run(&rt, contenders::breaker_tower_resilience(), n),
         "breaker-rate/ours" => run(&rt, contenders::breaker_ours_rate(), n),
         "breaker-rate/tower-resilience" => run(&rt, contenders::breaker_tower_resilience_rate(), n),
+        "ratelimit-check/ours" => {
+            let l = contenders::ratelimit_ours();
+            run_op(n, |_| u64::from(l.check().is_ok()));
+        }
+        "ratelimit-check/governor" => {
+            let l = contenders::ratelimit_governor();
+            run_op(n, |_| u64::from(l.check().is_ok()));
+        }
+        "ratelimit-keyed/ours" => {
+            let l = contenders::keyed_ours();
+            run_op(n, |i| u64::from(l.check_key(&(i % 1024)).is_ok()));
+        }
+        "ratelimit-keyed/governor" => {
+            let l = contenders::keyed_governor();
+            run_op(n, |i| u64::from(l.check_key(&(i % 1024)).is_ok()));
+        }
+        "ratelimit-layer/bare" => run(&rt, contenders::bare(), n),
+        "ratelimit-layer/ours" => run(&rt, contenders::ratelimit_layer_ours(), n),
+        "ratelimit-layer/tower-limit" => run(&rt, contenders::ratelimit_layer_tower(), n),
+        "ratelimit-layer/tower-resilience" => {
+            run(&rt, contenders::ratelimit_layer_tower_resilience(), n);
+        }
         other => {
             eprintln!("unknown contender `{other}`");
             std::process::exit(2);

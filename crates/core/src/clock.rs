@@ -118,26 +118,50 @@ impl Clock for ManualClock {
 /// buckets) stores them. 2^64 nanoseconds is about 584 years, so the count does not overflow.
 #[derive(Clone, Debug)]
 pub struct Timeline {
-    clock: SharedClock,
+    source: Source,
     origin: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    Clock(SharedClock),
+    #[cfg(feature = "quanta")]
+    Fast { clock: quanta::Clock, origin: u64 },
 }
 
 impl Timeline {
     /// A timeline whose origin is `clock`'s current instant.
     pub fn new(clock: SharedClock) -> Self {
         let origin = clock.now();
-        Self { clock, origin }
+        Self {
+            source: Source::Clock(clock),
+            origin,
+        }
+    }
+
+    /// A timeline on the processor's time-stamp counter (through `quanta`), which reads in a
+    /// few nanoseconds where [`Instant::now`] takes 20 or more. It follows real time only: tests
+    /// that pause tokio's clock use [`Timeline::new`] with `TokioClock` instead.
+    #[cfg(feature = "quanta")]
+    pub fn fast() -> Self {
+        let clock = quanta::Clock::new();
+        let raw = clock.raw();
+        Self {
+            origin: Instant::now(),
+            source: Source::Fast { clock, origin: raw },
+        }
     }
 
     /// Nanoseconds since the origin.
     #[inline]
     pub fn now_nanos(&self) -> u64 {
-        duration_to_nanos(self.clock.now().saturating_duration_since(self.origin))
-    }
-
-    /// The underlying clock.
-    pub fn clock(&self) -> &SharedClock {
-        &self.clock
+        match &self.source {
+            Source::Clock(clock) => {
+                duration_to_nanos(clock.now().saturating_duration_since(self.origin))
+            }
+            #[cfg(feature = "quanta")]
+            Source::Fast { clock, origin } => clock.delta_as_nanos(*origin, clock.raw()),
+        }
     }
 
     /// The instant `nanos` after the origin.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hashbrown::HashTable;
 use metrics::{Counter, Gauge};
 use parking_lot::RwLock;
-use sssonector_core::{RateLimited, SharedClock, Timeline, TokioClock};
+use sssonector_core::{RateLimited, SharedClock, Timeline};
 
 use crate::error::{ConfigError, Rejected};
 use crate::gcra::{Cell, Decision, Params, decide, ticks, ticks_to_duration};
@@ -73,13 +73,20 @@ struct Inner<K> {
 struct Entry<K> {
     hash: u64,
     key: K,
-    cells: Box<[Cell]>,
+    /// The first quota's state, inline: the common single-quota check touches no other memory.
+    first: Cell,
+    /// The other quotas' states (empty, and unallocated, for one quota).
+    more: Box<[Cell]>,
 }
 
 impl<K> Entry<K> {
     /// The latest time any of the key's limits returns to full capacity.
     fn busy_until(&self) -> u64 {
-        self.cells.iter().map(Cell::tat).max().unwrap_or(0)
+        self.cells().map(Cell::tat).max().unwrap_or(0)
+    }
+
+    fn cells(&self) -> impl Iterator<Item = &Cell> {
+        std::iter::once(&self.first).chain(self.more.iter())
     }
 }
 
@@ -98,8 +105,9 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     #[inline]
     fn shard(&self, hash: u64) -> &RwLock<HashTable<Entry<K>>> {
-        // The high bits: the table itself uses the low ones.
-        let index = (hash >> 32) as usize % self.inner.shards.len();
+        // The high bits (the table itself uses the low ones), masked: the shard count is a
+        // power of two, so no division on the hot path.
+        let index = (hash >> 32) as usize & (self.inner.shards.len() - 1);
         &self.inner.shards[index]
     }
 
@@ -110,11 +118,14 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     /// [`RateLimited`] with the wait and what is left for this key.
     #[inline]
     pub fn check_key(&self, key: &K) -> Result<Admitted, RateLimited> {
-        match self.check_key_n(key, 1) {
+        let result = match self.decide(key, 1) {
             Ok(a) => Ok(a),
             Err(Rejected::Limited(l)) => Err(l),
+            // A burst is at least 1, so a cost of 1 always fits.
             Err(_) => Err(RateLimited::new(std::time::Duration::MAX)),
-        }
+        };
+        self.inner.metrics.count(&result);
+        result
     }
 
     /// Admits `cost` units for `key`.
@@ -129,7 +140,31 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         result
     }
 
+    #[inline]
     fn decide(&self, key: &K, cost: u64) -> Result<Admitted, Rejected> {
+        let inner = &*self.inner;
+        // The common case, one quota and a known key: a shared lock and one atomic update.
+        if let [params] = &*inner.params {
+            let increment = params
+                .increment(cost)
+                .ok_or(Rejected::InsufficientCapacity {
+                    requested: cost,
+                    burst: params.burst,
+                })?;
+            let hash = inner.hasher.hash_one(key);
+            let now = ticks(inner.timeline.now_nanos());
+            let table = self.shard(hash).read();
+            if let Some(entry) = table.find(hash, |e| e.key == *key) {
+                return Self::single(params, &entry.first, now, increment);
+            }
+        }
+        self.decide_slow(key, cost)
+    }
+
+    /// A new key, or several quotas: decided under the shard's write lock.
+    #[cold]
+    #[inline(never)]
+    fn decide_slow(&self, key: &K, cost: u64) -> Result<Admitted, Rejected> {
         let inner = &*self.inner;
         let mut increments = [0u64; 4];
         let many;
@@ -157,12 +192,6 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let hash = inner.hasher.hash_one(key);
         let shard = self.shard(hash);
         let now = ticks(inner.timeline.now_nanos());
-        if inner.params.len() == 1 {
-            let table = shard.read();
-            if let Some(entry) = table.find(hash, |e| e.key == *key) {
-                return Self::single(&inner.params[0], &entry.cells[0], now, increments[0]);
-            }
-        }
         let mut table = shard.write();
         if table.find(hash, |e| e.key == *key).is_none() {
             if table.len() >= inner.shard_cap {
@@ -173,7 +202,8 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
                 Entry {
                     hash,
                     key: key.clone(),
-                    cells: inner.params.iter().map(|_| Cell::default()).collect(),
+                    first: Cell::default(),
+                    more: inner.params.iter().skip(1).map(|_| Cell::default()).collect(),
                 },
                 |e| e.hash,
             );
@@ -183,17 +213,17 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let entry = table
             .find(hash, |e| e.key == *key)
             .expect("the entry was just found or inserted");
-        if let [cell] = &*entry.cells {
-            return Self::single(&inner.params[0], cell, now, increments[0]);
+        if entry.more.is_empty() {
+            return Self::single(&inner.params[0], &entry.first, now, increments[0]);
         }
         // Several quotas: decided together under the shard's write lock.
-        let mut tats = Vec::with_capacity(entry.cells.len());
+        let mut tats = Vec::with_capacity(inner.params.len());
         let mut admitted = Admitted {
             remaining: u64::MAX,
         };
         let mut denied: Option<RateLimited> = None;
         for ((params, cell), increment) in
-            inner.params.iter().zip(entry.cells.iter()).zip(increments)
+            inner.params.iter().zip(entry.cells()).zip(increments)
         {
             match decide(params, cell.tat(), now, *increment) {
                 Decision::Admit { tat, remaining } => {
@@ -215,7 +245,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         if let Some(denied) = denied {
             return Err(Rejected::Limited(denied));
         }
-        for (cell, tat) in entry.cells.iter().zip(tats) {
+        for (cell, tat) in entry.cells().zip(tats) {
             cell.set_tat(tat);
         }
         Ok(admitted)
@@ -312,7 +342,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             Some(entry) => inner
                 .params
                 .iter()
-                .zip(entry.cells.iter())
+                .zip(entry.cells())
                 .map(|(p, c)| p.remaining(c.tat(), now))
                 .min()
                 .unwrap_or(0),
@@ -371,16 +401,23 @@ impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
         self
     }
 
-    /// How many independently locked shards (default 64).
+    /// How many independently locked shards (default 64; rounded down to a power of two).
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards;
         self
     }
 
-    /// The clock (default tokio's).
+    /// The clock (default: the time-stamp counter, see `Timeline::fast`). Tests that pause
+    /// tokio's clock pass `Arc::new(TokioClock)`.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
+    }
+
+    /// Reads tokio's clock, so that under `tokio::time::pause` checks follow paused time (for
+    /// tests).
+    pub fn tokio_clock(self) -> Self {
+        self.clock(Arc::new(sssonector_core::TokioClock))
     }
 
     /// Builds the limiter.
@@ -399,9 +436,14 @@ impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
         if self.shards == 0 {
             return Err(ConfigError::Zero("shards"));
         }
-        // Fewer shards than keys: each shard holds at least one key, and the cap is never
-        // exceeded.
+        // A power of two no larger than the key cap: each shard holds at least one key, and the
+        // cap is never exceeded.
         let shards = self.shards.min(self.max_keys);
+        let shards = if shards.is_power_of_two() {
+            shards
+        } else {
+            shards.next_power_of_two() / 2
+        };
         let shard_cap = self.max_keys / shards;
         let name = self.name.to_string();
         Ok(KeyedLimiter {
@@ -411,7 +453,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
                 shards: (0..shards).map(|_| RwLock::new(HashTable::new())).collect(),
                 shard_cap,
                 hasher: RandomState::new(),
-                timeline: Timeline::new(self.clock.unwrap_or_else(|| Arc::new(TokioClock))),
+                timeline: self.clock.map_or_else(Timeline::fast, Timeline::new),
                 keys: AtomicUsize::new(0),
                 metrics: Metrics::register("keyed", &name),
                 tracked: metrics::gauge!("sssonector_ratelimit_tracked_keys", "limiter" => name.clone()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use parking_lot::Mutex;
-use sssonector_core::{RateLimited, SharedClock, Timeline, TokioClock};
+use sssonector_core::{RateLimited, SharedClock, Timeline};
 
 use crate::error::{ConfigError, Rejected};
 use crate::gcra::{Cell, Decision, Params, ticks, ticks_to_duration};
@@ -407,10 +407,17 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// The clock (default tokio's, so waits and checks agree under paused time).
+    /// The clock (default: the time-stamp counter, see `Timeline::fast`). Tests that pause
+    /// tokio's clock pass `Arc::new(TokioClock)` so checks and waits agree.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
+    }
+
+    /// Reads tokio's clock, so that under `tokio::time::pause` checks see the same time as
+    /// waits (for tests).
+    pub fn tokio_clock(self) -> Self {
+        self.clock(Arc::new(sssonector_core::TokioClock))
     }
 
     /// Builds the limiter.
@@ -422,12 +429,12 @@ impl RateLimiterBuilder {
         if self.quotas.is_empty() {
             return Err(ConfigError::NoQuota);
         }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock));
+        let clock = self.clock;
         Ok(RateLimiter {
             inner: Arc::new(Inner {
                 metrics: Metrics::register("direct", &self.name),
                 name: self.name,
-                timeline: Timeline::new(clock),
+                timeline: clock.map_or_else(Timeline::fast, Timeline::new),
                 limits: self.quotas.into_iter().map(Limit::new).collect(),
                 lock: Mutex::new(()),
             }),

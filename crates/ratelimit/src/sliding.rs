@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sssonector_core::{RateLimited, SharedClock, Timeline, TokioClock, duration_to_nanos};
+use sssonector_core::{RateLimited, SharedClock, Timeline, duration_to_nanos};
 
 use crate::error::ConfigError;
 use crate::limiter::Admitted;
@@ -50,13 +50,13 @@ struct State {
 }
 
 impl SlidingWindowLimiter {
-    /// `limit` requests per `window`, on tokio's clock.
+    /// `limit` requests per `window`, on the time-stamp counter (see `Timeline::fast`).
     ///
     /// # Errors
     ///
     /// [`ConfigError::ZeroRate`] for a zero limit or window.
     pub fn new(limit: u64, window: Duration) -> Result<Self, ConfigError> {
-        Self::with_clock(limit, window, Arc::new(TokioClock))
+        Self::build(limit, window, Timeline::fast())
     }
 
     /// As [`new`](Self::new), reading time from `clock`.
@@ -69,6 +69,10 @@ impl SlidingWindowLimiter {
         window: Duration,
         clock: SharedClock,
     ) -> Result<Self, ConfigError> {
+        Self::build(limit, window, Timeline::new(clock))
+    }
+
+    fn build(limit: u64, window: Duration, timeline: Timeline) -> Result<Self, ConfigError> {
         let window = duration_to_nanos(window);
         if limit == 0 || window == 0 {
             return Err(ConfigError::ZeroRate);
@@ -77,7 +81,7 @@ impl SlidingWindowLimiter {
             inner: Arc::new(Inner {
                 limit,
                 window,
-                timeline: Timeline::new(clock),
+                timeline,
                 state: Mutex::new(State::default()),
             }),
         })

@@ -208,7 +208,9 @@ pin_project! {
     /// use tokio::io::AsyncWriteExt;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let upload = Pacing::new(vec![RateLimiter::new(Quota::bytes_per_second(1_000_000)?)])?.overhead(0.0)?;
+    /// // Under paused time the limiter reads tokio's clock; in production leave the default.
+/// let limiter = RateLimiter::builder().quota(Quota::bytes_per_second(1_000_000)?).tokio_clock().build()?;
+/// let upload = Pacing::new(vec![limiter])?.overhead(0.0)?;
     /// let mut stream = PacedStream::new(tokio::io::sink(), None, Some(upload));
     /// let start = tokio::time::Instant::now();
     /// stream.write_all(&vec![0u8; 2_000_000]).await?;

@@ -10,8 +10,14 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
 
+
+/// A limiter on tokio's clock, so checks follow paused time.
+fn tokio_limiter(quota: Quota) -> RateLimiter {
+    RateLimiter::builder().quota(quota).tokio_clock().build().unwrap()
+}
+
 fn one_per_100ms() -> RateLimiter {
-    RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap())
+    tokio_limiter(Quota::per_second(10).unwrap().with_burst(1).unwrap())
 }
 
 #[tokio::test(start_paused = true)]
@@ -65,6 +71,7 @@ async fn a_clone_waits_for_its_own_turn() {
 async fn keyed_wait_delays_only_the_busy_key() {
     let limiter = KeyedLimiter::<IpAddr>::builder()
         .quota(Quota::per_second(1).unwrap().with_burst(1).unwrap())
+        .tokio_clock()
         .build()
         .unwrap();
     let svc = tower::service_fn(|ip: IpAddr| async move {

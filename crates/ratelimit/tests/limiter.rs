@@ -8,6 +8,12 @@ use proptest::prelude::{ProptestConfig, Strategy, prop_assert, proptest};
 use sssonector_core::ManualClock;
 use sssonector_ratelimit::{AdaptiveRate, ConfigError, KeyedLimiter, Quota, RateLimiter, Rejected};
 
+
+/// A limiter on tokio's clock, so checks follow paused time.
+fn tokio_limiter(quota: Quota) -> RateLimiter {
+    RateLimiter::builder().quota(quota).tokio_clock().build().unwrap()
+}
+
 fn manual(quotas: &[Quota]) -> (RateLimiter, ManualClock) {
     let clock = ManualClock::new();
     let mut b = RateLimiter::builder().clock(Arc::new(clock.clone()));
@@ -100,7 +106,7 @@ fn adaptive_rate_stays_between_floor_and_ceiling() {
 
 #[tokio::test(start_paused = true)]
 async fn waiters_are_served_first_come_first_served() {
-    let limiter = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    let limiter = tokio_limiter(Quota::per_second(10).unwrap().with_burst(1).unwrap());
     limiter.check().unwrap();
     let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -129,7 +135,7 @@ async fn waiters_are_served_first_come_first_served() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_wait_gives_its_place_back() {
-    let limiter = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    let limiter = tokio_limiter(Quota::per_second(10).unwrap().with_burst(1).unwrap());
     limiter.check().unwrap();
     let waited = tokio::time::timeout(Duration::from_millis(10), limiter.until_ready()).await;
     assert!(waited.is_err());
@@ -297,7 +303,7 @@ proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checks_never_exceed_the_burst() {
     // A limiter that refills once an hour: whatever the interleaving, exactly the burst passes.
-    let limiter = RateLimiter::new(Quota::per_hour(1).unwrap().with_burst(1000).unwrap());
+    let limiter = tokio_limiter(Quota::per_hour(1).unwrap().with_burst(1000).unwrap());
     let admitted = Arc::new(AtomicU32::new(0));
     let tasks: Vec<_> = (0..8)
         .map(|_| {

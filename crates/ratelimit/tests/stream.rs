@@ -6,6 +6,12 @@ use sssonector_ratelimit::{PacedStream, Pacing, Quota, RateLimiter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+
+/// A limiter on tokio's clock, so checks follow paused time.
+fn tokio_limiter(quota: Quota) -> RateLimiter {
+    RateLimiter::builder().quota(quota).tokio_clock().build().unwrap()
+}
+
 const MBIT: u64 = 1_000_000;
 
 /// Writes as fast as the pacing allows for `run`, returning the payload bytes that got through.
@@ -24,7 +30,7 @@ async fn pump(pacing: Pacing, run: Duration) -> u64 {
 #[tokio::test(start_paused = true)]
 async fn ten_seconds_at_80_mbit_lands_within_two_percent() {
     // No overhead: the payload rate is the limit.
-    let limiter = RateLimiter::new(Quota::bits_per_second(80 * MBIT).unwrap());
+    let limiter = tokio_limiter(Quota::bits_per_second(80 * MBIT).unwrap());
     let pacing = Pacing::new(vec![limiter]).unwrap().overhead(0.0).unwrap();
     let sent = pump(pacing, Duration::from_secs(10)).await;
     let rate = sent as f64 * 8.0 / 10.0;
@@ -44,7 +50,7 @@ async fn ten_seconds_at_80_mbit_lands_within_two_percent() {
 #[tokio::test(start_paused = true)]
 async fn overhead_compensation_keeps_the_wire_rate_at_the_limit() {
     // 5 % overhead: payload runs at limit / 1.05, so the wire carries the limit.
-    let limiter = RateLimiter::new(Quota::bits_per_second(80 * MBIT).unwrap());
+    let limiter = tokio_limiter(Quota::bits_per_second(80 * MBIT).unwrap());
     let pacing = Pacing::new(vec![limiter]).unwrap();
     let sent = pump(pacing, Duration::from_secs(10)).await;
     let payload = sent as f64 * 8.0 / 10.0;
@@ -59,16 +65,16 @@ async fn overhead_compensation_keeps_the_wire_rate_at_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn nested_budgets_all_apply() {
     // Two connections of one tenant: each may do 40 Mbit/s, the tenant 50 in all.
-    let tenant = RateLimiter::new(Quota::bits_per_second(50 * MBIT).unwrap());
+    let tenant = tokio_limiter(Quota::bits_per_second(50 * MBIT).unwrap());
     let a = Pacing::new(vec![
-        RateLimiter::new(Quota::bits_per_second(40 * MBIT).unwrap()),
+        tokio_limiter(Quota::bits_per_second(40 * MBIT).unwrap()),
         tenant.clone(),
     ])
     .unwrap()
     .overhead(0.0)
     .unwrap();
     let b = Pacing::new(vec![
-        RateLimiter::new(Quota::bits_per_second(40 * MBIT).unwrap()),
+        tokio_limiter(Quota::bits_per_second(40 * MBIT).unwrap()),
         tenant,
     ])
     .unwrap()
@@ -94,7 +100,7 @@ async fn nested_budgets_all_apply() {
 #[tokio::test(start_paused = true)]
 async fn reads_are_paced_and_never_take_more_than_paid_for() {
     let (client, mut server) = tokio::io::duplex(1 << 20);
-    let pacing = Pacing::new(vec![RateLimiter::new(
+    let pacing = Pacing::new(vec![tokio_limiter(
         Quota::bytes_per_second(100_000)
             .unwrap()
             .with_burst(10_000)

@@ -30,7 +30,7 @@ pub enum Mode {
 /// use tower::{Service, ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), sssonector_ratelimit::BoxError> {
-/// let limiter = RateLimiter::new(Quota::per_second(10)?.with_burst(1)?);
+/// let limiter = RateLimiter::builder().quota(Quota::per_second(10)?.with_burst(1)?).tokio_clock().build()?;
 /// let mut svc = ServiceBuilder::new()
 ///     .layer(RateLimitLayer::new(limiter, Mode::Reject))
 ///     .service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
@@ -75,7 +75,7 @@ impl<S> Layer<S> for RateLimitLayer {
 /// use tower::{Service, ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), sssonector_ratelimit::BoxError> {
-/// let per_ip = KeyedLimiter::<IpAddr>::builder().quota(Quota::per_second(1)?.with_burst(1)?).build()?;
+/// let per_ip = KeyedLimiter::<IpAddr>::builder().quota(Quota::per_second(1)?.with_burst(1)?).tokio_clock().build()?;
 /// let group = IpGrouping::default();
 /// let mut svc = ServiceBuilder::new()
 ///     .layer(KeyedRateLimitLayer::new(per_ip, move |peer: &SocketAddr| group.key(peer.ip()), Mode::Reject))

@@ -21,7 +21,9 @@ fn direct(c: &mut Criterion) {
     let ours = contenders::ratelimit_ours();
     group.bench_function("ours", |b| b.iter(|| black_box(ours.check().is_ok())));
     let governor = contenders::ratelimit_governor();
-    group.bench_function("governor", |b| b.iter(|| black_box(governor.check().is_ok())));
+    group.bench_function("governor", |b| {
+        b.iter(|| black_box(governor.check().is_ok()))
+    });
     group.finish();
 }
 
@@ -70,8 +72,18 @@ fn layer(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit_layer");
     bench_service(&mut group, "bare", &rt, contenders::bare());
     bench_service(&mut group, "ours", &rt, contenders::ratelimit_layer_ours());
-    bench_service(&mut group, "ours-wait", &rt, contenders::ratelimit_layer_ours_wait());
-    bench_service(&mut group, "tower-limit", &rt, contenders::ratelimit_layer_tower());
+    bench_service(
+        &mut group,
+        "ours-wait",
+        &rt,
+        contenders::ratelimit_layer_ours_wait(),
+    );
+    bench_service(
+        &mut group,
+        "tower-limit",
+        &rt,
+        contenders::ratelimit_layer_tower(),
+    );
     bench_service(
         &mut group,
         "tower-resilience",
@@ -87,7 +99,9 @@ criterion_main!(benches, clock_benches);
 fn clocks(c: &mut Criterion) {
     let mut group = c.benchmark_group("clocks");
     group.bench_function("std_instant", |b| b.iter(|| black_box(Instant::now())));
-    group.bench_function("tokio_instant", |b| b.iter(|| black_box(tokio::time::Instant::now())));
+    group.bench_function("tokio_instant", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
     group.finish();
 }
 criterion_group!(clock_benches, clocks);

@@ -121,7 +121,8 @@ pub const UNLIMITED_PER_SECOND: u32 = 1_000_000_000;
 /// Our direct limiter.
 pub fn ratelimit_ours() -> sssonector_ratelimit::RateLimiter {
     sssonector_ratelimit::RateLimiter::new(
-        sssonector_ratelimit::Quota::per_second(u64::from(UNLIMITED_PER_SECOND)).expect("valid quota"),
+        sssonector_ratelimit::Quota::per_second(u64::from(UNLIMITED_PER_SECOND))
+            .expect("valid quota"),
     )
 }
 
@@ -135,7 +136,10 @@ pub fn ratelimit_governor() -> governor::DefaultDirectRateLimiter {
 /// Our keyed limiter.
 pub fn keyed_ours() -> sssonector_ratelimit::KeyedLimiter<u64> {
     sssonector_ratelimit::KeyedLimiter::builder()
-        .quota(sssonector_ratelimit::Quota::per_second(u64::from(UNLIMITED_PER_SECOND)).expect("valid quota"))
+        .quota(
+            sssonector_ratelimit::Quota::per_second(u64::from(UNLIMITED_PER_SECOND))
+                .expect("valid quota"),
+        )
         .build()
         .expect("valid limiter")
 }
@@ -166,7 +170,8 @@ pub fn ratelimit_layer_tower() -> impl Service<u64, Response = u64, Error: std::
 }
 
 /// tower-resilience's rate limiter over the bare service.
-pub fn ratelimit_layer_tower_resilience() -> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
+pub fn ratelimit_layer_tower_resilience()
+-> impl Service<u64, Response = u64, Error: std::fmt::Debug> {
     tower_resilience::ratelimiter::RateLimiterLayer::builder()
         .limit_for_period(UNLIMITED_PER_SECOND as usize)
         .refresh_period(Duration::from_secs(1))

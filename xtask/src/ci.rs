@@ -9,7 +9,7 @@ use crate::cmd::{available, cargo, step};
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
 /// Examples that run to completion on their own, with no network beyond loopback and no root.
-const UNATTENDED_EXAMPLES: &[&str] = &["retry_breaker_tcp"];
+const UNATTENDED_EXAMPLES: &[&str] = &["retry_breaker_tcp", "ip_limited_echo", "throttled_copy"];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if let Some(extra) = args.first() {

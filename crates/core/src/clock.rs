@@ -126,7 +126,10 @@ pub struct Timeline {
 enum Source {
     Clock(SharedClock),
     #[cfg(feature = "quanta")]
-    Fast { clock: quanta::Clock, origin: u64 },
+    Fast {
+        clock: quanta::Clock,
+        origin: u64,
+    },
 }
 
 impl Timeline {

@@ -203,7 +203,12 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
                     hash,
                     key: key.clone(),
                     first: Cell::default(),
-                    more: inner.params.iter().skip(1).map(|_| Cell::default()).collect(),
+                    more: inner
+                        .params
+                        .iter()
+                        .skip(1)
+                        .map(|_| Cell::default())
+                        .collect(),
                 },
                 |e| e.hash,
             );
@@ -222,9 +227,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             remaining: u64::MAX,
         };
         let mut denied: Option<RateLimited> = None;
-        for ((params, cell), increment) in
-            inner.params.iter().zip(entry.cells()).zip(increments)
-        {
+        for ((params, cell), increment) in inner.params.iter().zip(entry.cells()).zip(increments) {
             match decide(params, cell.tat(), now, *increment) {
                 Decision::Admit { tat, remaining } => {
                     tats.push(tat);

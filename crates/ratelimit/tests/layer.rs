@@ -10,10 +10,13 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
 
-
 /// A limiter on tokio's clock, so checks follow paused time.
 fn tokio_limiter(quota: Quota) -> RateLimiter {
-    RateLimiter::builder().quota(quota).tokio_clock().build().unwrap()
+    RateLimiter::builder()
+        .quota(quota)
+        .tokio_clock()
+        .build()
+        .unwrap()
 }
 
 fn one_per_100ms() -> RateLimiter {

@@ -8,10 +8,13 @@ use proptest::prelude::{ProptestConfig, Strategy, prop_assert, proptest};
 use sssonector_core::ManualClock;
 use sssonector_ratelimit::{AdaptiveRate, ConfigError, KeyedLimiter, Quota, RateLimiter, Rejected};
 
-
 /// A limiter on tokio's clock, so checks follow paused time.
 fn tokio_limiter(quota: Quota) -> RateLimiter {
-    RateLimiter::builder().quota(quota).tokio_clock().build().unwrap()
+    RateLimiter::builder()
+        .quota(quota)
+        .tokio_clock()
+        .build()
+        .unwrap()
 }
 
 fn manual(quotas: &[Quota]) -> (RateLimiter, ManualClock) {

@@ -6,10 +6,13 @@ use sssonector_ratelimit::{PacedStream, Pacing, Quota, RateLimiter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-
 /// A limiter on tokio's clock, so checks follow paused time.
 fn tokio_limiter(quota: Quota) -> RateLimiter {
-    RateLimiter::builder().quota(quota).tokio_clock().build().unwrap()
+    RateLimiter::builder()
+        .quota(quota)
+        .tokio_clock()
+        .build()
+        .unwrap()
 }
 
 const MBIT: u64 = 1_000_000;

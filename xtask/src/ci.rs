@@ -2,11 +2,17 @@
 
 use std::time::Instant;
 
+use std::process::Command;
+
 use crate::cmd::{available, cargo, step};
 
 /// cargo-deny's version, pinned so CI is reproducible; installing it from source takes about
 /// three minutes on two cores.
 const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Programs the tests need, with the Debian package that provides each. Tests that need one
+/// skip with a printed reason when it is missing; CI (root) installs them so they run for real.
+const APT_PACKAGES: &[(&str, &str)] = &[("redis-server", "redis-server")];
 
 /// Examples that run to completion on their own, with no network beyond loopback and no root.
 const UNATTENDED_EXAMPLES: &[&str] = &["retry_breaker_tcp", "ip_limited_echo", "throttled_copy"];
@@ -114,6 +120,35 @@ fn install_tools() -> Result<(), String> {
                 .into(),
         );
     }
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(program, _)| !available(program, &["--version"]))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        if is_root() {
+            eprintln!(
+                "installing Debian packages the tests need: {}",
+                missing.join(" ")
+            );
+            step(
+                "apt-get update",
+                Command::new("apt-get").args(["update", "-q"]),
+            )?;
+            step(
+                "apt-get install",
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        } else {
+            eprintln!(
+                "not root: not installing {}; the tests that need them will skip",
+                missing.join(" ")
+            );
+        }
+    }
     if !available("cargo-deny", &["--version"]) {
         eprintln!(
             "cargo-deny is missing: installing cargo-deny {CARGO_DENY_VERSION} from crates.io"
@@ -130,4 +165,12 @@ fn install_tools() -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// Whether this process runs as root (`id -u` prints 0).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"0")
 }

@@ -60,6 +60,8 @@ mod keyed;
 mod limiter;
 mod middleware;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 mod sliding;
 mod stream;
 mod tiers;
@@ -74,6 +76,8 @@ pub use middleware::{
     ResponseFuture,
 };
 pub use quota::Quota;
+#[cfg(feature = "redis")]
+pub use redis::{FailurePolicy, RedisLimiter, RedisLimiterBuilder};
 pub use sliding::SlidingWindowLimiter;
 pub use sssonector_core::{BoxError, RateLimited};
 pub use stream::{PacedStream, Pacing};

@@ -67,6 +67,7 @@ fn main() {
         }
         "ratelimit-layer/bare" => run(&rt, contenders::bare(), n),
         "ratelimit-layer/ours" => run(&rt, contenders::ratelimit_layer_ours(), n),
+        "ratelimit-layer/ours-wait" => run(&rt, contenders::ratelimit_layer_ours_wait(), n),
         "ratelimit-layer/tower-limit" => run(&rt, contenders::ratelimit_layer_tower(), n),
         "ratelimit-layer/tower-resilience" => {
             run(&rt, contenders::ratelimit_layer_tower_resilience(), n);

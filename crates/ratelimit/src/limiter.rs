@@ -47,7 +47,10 @@ pub struct RateLimiter {
 struct Inner {
     name: Cow<'static, str>,
     timeline: Timeline,
-    limits: Box<[Limit]>,
+    /// The first quota's state, inline: a single-quota check touches no other allocation.
+    first: Limit,
+    /// Further stacked quotas.
+    rest: Box<[Limit]>,
     /// Serialises decisions across several quotas and rate changes.
     lock: Mutex<()>,
     metrics: Metrics,
@@ -59,6 +62,16 @@ struct Limit {
     tau: AtomicU64,
     burst: AtomicU64,
     cell: Cell,
+}
+
+impl Inner {
+    fn limits(&self) -> impl Iterator<Item = &Limit> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+
+    fn count(&self) -> usize {
+        1 + self.rest.len()
+    }
 }
 
 impl Limit {
@@ -142,7 +155,7 @@ impl RateLimiter {
 
     /// The quotas, in the order given.
     pub fn quotas(&self) -> Vec<Quota> {
-        self.inner.limits.iter().map(|l| *l.quota.lock()).collect()
+        self.inner.limits().map(|l| *l.quota.lock()).collect()
     }
 
     #[inline]
@@ -183,7 +196,8 @@ impl RateLimiter {
     #[inline]
     fn decide(&self, cost: u64) -> Result<Admitted, Rejected> {
         let now = self.now();
-        if let [limit] = &*self.inner.limits {
+        if self.inner.rest.is_empty() {
+            let limit = &self.inner.first;
             let params = limit.params();
             let increment = params
                 .increment(cost)
@@ -203,8 +217,8 @@ impl RateLimiter {
             remaining: u64::MAX,
         };
         let mut denied: Option<RateLimited> = None;
-        let mut new_tats = Vec::with_capacity(self.inner.limits.len());
-        for limit in self.inner.limits.iter() {
+        let mut new_tats = Vec::with_capacity(self.inner.count());
+        for limit in self.inner.limits() {
             let params = limit.params();
             let increment = params
                 .increment(cost)
@@ -232,7 +246,7 @@ impl RateLimiter {
         if let Some(denied) = denied {
             return Err(Rejected::Limited(denied));
         }
-        for (limit, tat) in self.inner.limits.iter().zip(new_tats) {
+        for (limit, tat) in self.inner.limits().zip(new_tats) {
             limit.cell.set_tat(tat);
         }
         Ok(admitted)
@@ -269,10 +283,10 @@ impl RateLimiter {
     /// is refunded if dropped before [`Reservation::complete`].
     pub(crate) fn reserve(&self, cost: u64) -> Result<Reservation, Rejected> {
         let now = self.now();
-        let _guard = (self.inner.limits.len() > 1).then(|| self.inner.lock.lock());
+        let _guard = (self.inner.count() > 1).then(|| self.inner.lock.lock());
         let mut wait = 0;
-        let mut increments = Vec::with_capacity(self.inner.limits.len());
-        for limit in self.inner.limits.iter() {
+        let mut increments = Vec::with_capacity(self.inner.count());
+        for limit in self.inner.limits() {
             let params = limit.params();
             let increment = params
                 .increment(cost)
@@ -282,7 +296,7 @@ impl RateLimiter {
                 })?;
             increments.push(increment);
         }
-        for (limit, increment) in self.inner.limits.iter().zip(&increments) {
+        for (limit, increment) in self.inner.limits().zip(&increments) {
             wait = wait.max(limit.cell.reserve(&limit.params(), now, *increment));
         }
         Ok(Reservation {
@@ -301,7 +315,10 @@ impl RateLimiter {
     ///
     /// [`ConfigError::NoQuota`] if there is no quota at `index`.
     pub fn set_quota(&self, index: usize, quota: Quota) -> Result<(), ConfigError> {
-        let limit = self.inner.limits.get(index).ok_or(ConfigError::NoQuota)?;
+        let limit = match index {
+            0 => &self.inner.first,
+            i => self.inner.rest.get(i - 1).ok_or(ConfigError::NoQuota)?,
+        };
         let _guard = self.inner.lock.lock();
         let old = limit.params();
         let new = Params::from_quota(&quota);
@@ -322,8 +339,7 @@ impl RateLimiter {
     pub fn remaining(&self) -> u64 {
         let now = self.now();
         self.inner
-            .limits
-            .iter()
+            .limits()
             .map(|l| l.params().remaining(l.cell.tat(), now))
             .min()
             .unwrap_or(0)
@@ -334,8 +350,7 @@ impl RateLimiter {
         let now = self.now();
         let ahead = self
             .inner
-            .limits
-            .iter()
+            .limits()
             .map(|l| l.cell.tat().saturating_sub(now))
             .max()
             .unwrap_or(0);
@@ -371,7 +386,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
             let now = self.limiter.now();
-            for (limit, increment) in self.limiter.inner.limits.iter().zip(&self.increments) {
+            for (limit, increment) in self.limiter.inner.limits().zip(&self.increments) {
                 limit.cell.refund(now, *increment);
             }
         }
@@ -435,7 +450,8 @@ impl RateLimiterBuilder {
                 metrics: Metrics::register("direct", &self.name),
                 name: self.name,
                 timeline: clock.map_or_else(Timeline::fast, Timeline::new),
-                limits: self.quotas.into_iter().map(Limit::new).collect(),
+                first: Limit::new(self.quotas[0]),
+                rest: self.quotas[1..].iter().copied().map(Limit::new).collect(),
                 lock: Mutex::new(()),
             }),
         })

@@ -78,6 +78,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         loop {
             match &mut self.admission {
@@ -113,6 +114,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         match std::mem::replace(&mut self.admission, Admission::Undecided) {
             Admission::Admitted(reservation) => {
@@ -181,10 +183,12 @@ where
     type Error = BoxError;
     type Future = KeyedResponseFuture<S, Req, K>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let key = (self.extract)(&request);
         match self.limiter.check_key(&key) {

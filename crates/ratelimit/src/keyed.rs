@@ -57,7 +57,7 @@ impl<K> Clone for KeyedLimiter<K> {
 }
 
 struct Inner<K> {
-    name: Cow<'static, str>,
+    name: Option<Cow<'static, str>>,
     quotas: Vec<Quota>,
     params: Box<[Params]>,
     shards: Box<[RwLock<HashTable<Entry<K>>>]>,
@@ -94,7 +94,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     /// A builder; a quota is required.
     pub fn builder() -> KeyedLimiterBuilder<K> {
         KeyedLimiterBuilder {
-            name: Cow::Borrowed("default"),
+            name: None,
             quotas: Vec::new(),
             max_keys: 100_000,
             shards: 64,
@@ -366,7 +366,7 @@ impl<K> fmt::Debug for KeyedLimiter<K> {
 
 /// Builds a [`KeyedLimiter`].
 pub struct KeyedLimiterBuilder<K> {
-    name: Cow<'static, str>,
+    name: Option<Cow<'static, str>>,
     quotas: Vec<Quota>,
     max_keys: usize,
     shards: usize,
@@ -386,9 +386,10 @@ impl<K> fmt::Debug for KeyedLimiterBuilder<K> {
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
-    /// Names the limiter in metrics (`limiter` label) and logs.
+    /// Names the limiter, and turns on its admitted / limited counters, labelled
+    /// `limiter = name`. The tracked-keys gauge and eviction counter are always recorded.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = name.into();
+        self.name = Some(name.into());
         self
     }
 
@@ -448,7 +449,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
             shards.next_power_of_two() / 2
         };
         let shard_cap = self.max_keys / shards;
-        let name = self.name.to_string();
+        let label = self.name.as_deref().unwrap_or("default").to_owned();
         Ok(KeyedLimiter {
             inner: Arc::new(Inner {
                 params: self.quotas.iter().map(Params::from_quota).collect(),
@@ -458,9 +459,9 @@ impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
                 hasher: RandomState::new(),
                 timeline: self.clock.map_or_else(Timeline::fast, Timeline::new),
                 keys: AtomicUsize::new(0),
-                metrics: Metrics::register("keyed", &name),
-                tracked: metrics::gauge!("sssonector_ratelimit_tracked_keys", "limiter" => name.clone()),
-                evictions: metrics::counter!("sssonector_ratelimit_evictions_total", "limiter" => name),
+                metrics: Metrics::register("keyed", self.name.as_deref()),
+                tracked: metrics::gauge!("sssonector_ratelimit_tracked_keys", "limiter" => label.clone()),
+                evictions: metrics::counter!("sssonector_ratelimit_evictions_total", "limiter" => label),
                 name: self.name,
             }),
         })

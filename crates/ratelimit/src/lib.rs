@@ -43,7 +43,8 @@
 //!
 //! # Metrics
 //!
-//! Labelled `limiter` and `kind` (`direct`, `keyed`): `sssonector_ratelimit_admitted_total`,
+//! Named limiters (`.name(..)` on the builder) record, labelled `limiter` and `kind` (`direct`,
+//! `keyed`, `redis`): `sssonector_ratelimit_admitted_total`,
 //! `sssonector_ratelimit_limited_total`, the histogram `sssonector_ratelimit_wait_seconds` (time
 //! spent waiting in `until_ready`), and for keyed limiters the gauge
 //! `sssonector_ratelimit_tracked_keys` and the counter `sssonector_ratelimit_evictions_total`.

@@ -45,7 +45,8 @@ pub struct RateLimiter {
 }
 
 struct Inner {
-    name: Cow<'static, str>,
+    /// The name, if given (metrics are recorded only then).
+    name: Option<Cow<'static, str>>,
     timeline: Timeline,
     /// The first quota's state, inline: a single-quota check touches no other allocation.
     first: Limit,
@@ -102,31 +103,42 @@ impl Limit {
     }
 }
 
-pub(crate) struct Metrics {
+/// The admitted / limited counters and the wait histogram; present only for named limiters, so
+/// an unnamed limiter's check touches nothing but its own state.
+pub(crate) struct Metrics(Option<Handles>);
+
+struct Handles {
     admitted: Counter,
     limited: Counter,
     wait: Histogram,
 }
 
 impl Metrics {
-    pub(crate) fn register(kind: &'static str, name: &str) -> Self {
-        Self {
+    pub(crate) fn register(kind: &'static str, name: Option<&str>) -> Self {
+        Self(name.map(|name| Handles {
             admitted: metrics::counter!("sssonector_ratelimit_admitted_total", "limiter" => name.to_owned(), "kind" => kind),
             limited: metrics::counter!("sssonector_ratelimit_limited_total", "limiter" => name.to_owned(), "kind" => kind),
             wait: metrics::histogram!("sssonector_ratelimit_wait_seconds", "limiter" => name.to_owned(), "kind" => kind),
-        }
+        }))
     }
 
     #[inline]
     pub(crate) fn count<T, E>(&self, result: &Result<T, E>) {
-        match result {
-            Ok(_) => self.admitted.increment(1),
-            Err(_) => self.limited.increment(1),
+        if let Some(h) = &self.0 {
+            match result {
+                Ok(_) => h.admitted.increment(1),
+                Err(_) => h.limited.increment(1),
+            }
         }
     }
 
     pub(crate) fn waited(&self, wait: Duration) {
-        self.wait.record(wait.as_secs_f64());
+        if let Some(h) = &self.0 {
+            h.admitted.increment(1);
+            if !wait.is_zero() {
+                h.wait.record(wait.as_secs_f64());
+            }
+        }
     }
 }
 
@@ -142,15 +154,15 @@ impl RateLimiter {
     /// A builder, for several quotas, a name or a clock.
     pub fn builder() -> RateLimiterBuilder {
         RateLimiterBuilder {
-            name: Cow::Borrowed("default"),
+            name: None,
             quotas: Vec::new(),
             clock: None,
         }
     }
 
-    /// The limiter's name (the `limiter` metric label).
+    /// The limiter's name (the `limiter` metric label), `"default"` when unnamed.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.name.as_deref().unwrap_or("default")
     }
 
     /// The quotas, in the order given.
@@ -270,9 +282,8 @@ impl RateLimiter {
     pub async fn until_n_ready(&self, cost: u64) -> Result<(), Rejected> {
         let reservation = self.reserve(cost)?;
         let wait = reservation.wait;
-        self.inner.metrics.admitted.increment(1);
+        self.inner.metrics.waited(wait);
         if !wait.is_zero() {
-            self.inner.metrics.waited(wait);
             tokio::time::sleep(wait).await;
         }
         reservation.complete();
@@ -331,7 +342,7 @@ impl RateLimiter {
             .set_tat(now.saturating_add(u64::try_from(units).unwrap_or(u64::MAX)));
         limit.set_params(new);
         *limit.quota.lock() = quota;
-        tracing::info!(limiter = %self.inner.name, index, quota = %quota, "rate limit changed");
+        tracing::info!(limiter = self.name(), index, quota = %quota, "rate limit changed");
         Ok(())
     }
 
@@ -361,7 +372,7 @@ impl RateLimiter {
 impl fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiter")
-            .field("name", &self.inner.name)
+            .field("name", &self.name())
             .field("quotas", &self.quotas())
             .finish()
     }
@@ -395,7 +406,7 @@ impl Drop for Reservation {
 
 /// Builds a [`RateLimiter`].
 pub struct RateLimiterBuilder {
-    name: Cow<'static, str>,
+    name: Option<Cow<'static, str>>,
     quotas: Vec<Quota>,
     clock: Option<SharedClock>,
 }
@@ -410,9 +421,10 @@ impl fmt::Debug for RateLimiterBuilder {
 }
 
 impl RateLimiterBuilder {
-    /// Names the limiter in metrics (`limiter` label) and logs.
+    /// Names the limiter, and turns on its metrics, labelled `limiter = name`. Unnamed
+    /// limiters record no metrics (and so cost nothing beyond their own state per check).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = name.into();
+        self.name = Some(name.into());
         self
     }
 
@@ -447,7 +459,7 @@ impl RateLimiterBuilder {
         let clock = self.clock;
         Ok(RateLimiter {
             inner: Arc::new(Inner {
-                metrics: Metrics::register("direct", &self.name),
+                metrics: Metrics::register("direct", self.name.as_deref()),
                 name: self.name,
                 timeline: clock.map_or_else(Timeline::fast, Timeline::new),
                 first: Limit::new(self.quotas[0]),

@@ -301,7 +301,7 @@ impl RedisLimiterBuilder {
                 failure: self.failure,
                 pool: (0..self.connections).map(|_| Mutex::new(None)).collect(),
                 next: AtomicUsize::new(0),
-                metrics: Metrics::register("redis", &name),
+                metrics: Metrics::register("redis", Some(&name)),
                 errors: metrics::counter!("sssonector_ratelimit_redis_errors_total", "limiter" => name.clone()),
                 prefix: name,
             }),

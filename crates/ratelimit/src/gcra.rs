@@ -12,6 +12,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sssonector_core::RateLimited;
+
+use crate::error::Rejected;
 use crate::quota::Quota;
 
 /// Ticks per nanosecond.
@@ -62,6 +65,15 @@ impl Params {
         Some(self.t * cost) // ≤ tau, which fits
     }
 
+    /// Ticks `cost` units are worth, or the refusal for a cost above the burst.
+    #[inline]
+    pub(crate) fn charge(&self, cost: u64) -> Result<u64, Rejected> {
+        self.increment(cost).ok_or(Rejected::InsufficientCapacity {
+            requested: cost,
+            burst: self.burst,
+        })
+    }
+
     /// Units available at `now` for state `tat`.
     #[inline]
     pub(crate) fn remaining(&self, tat: u64, now: u64) -> u64 {
@@ -95,6 +107,40 @@ pub(crate) fn decide(params: &Params, tat: u64, now: u64, increment: u64) -> Dec
             wait: ahead - params.tau,
             remaining: params.remaining(tat, now),
         }
+    }
+}
+
+/// Decides a cost against several limits together (the caller holds whatever lock makes this
+/// atomic): the new TATs and the units left under the tightest limit if every limit admits,
+/// else the refusal with the longest wait and the least capacity.
+pub(crate) fn decide_all<'a>(
+    limits: impl Iterator<Item = (&'a Params, u64, u64)>,
+    now: u64,
+) -> Result<(Vec<u64>, u64), RateLimited> {
+    let mut tats = Vec::new();
+    let mut left = u64::MAX;
+    let mut denied: Option<RateLimited> = None;
+    for (params, tat, increment) in limits {
+        match decide(params, tat, now, increment) {
+            Decision::Admit { tat, remaining } => {
+                tats.push(tat);
+                left = left.min(remaining);
+            }
+            Decision::Deny { wait, remaining } => {
+                let wait = ticks_to_duration(wait);
+                denied = Some(match denied {
+                    Some(d) => RateLimited::with_remaining(
+                        d.retry_after.max(wait),
+                        d.remaining.min(remaining),
+                    ),
+                    None => RateLimited::with_remaining(wait, remaining),
+                });
+            }
+        }
+    }
+    match denied {
+        Some(denied) => Err(denied),
+        None => Ok((tats, left)),
     }
 }
 

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use sssonector_core::{RateLimited, SharedClock, Timeline};
 
 use crate::error::{ConfigError, Rejected};
-use crate::gcra::{Cell, Decision, Params, decide, ticks, ticks_to_duration};
+use crate::gcra::{Cell, Decision, Params, ticks, ticks_to_duration};
 use crate::limiter::{Admitted, Metrics};
 use crate::quota::Quota;
 
@@ -145,12 +145,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let inner = &*self.inner;
         // The common case, one quota and a known key: a shared lock and one atomic update.
         if let [params] = &*inner.params {
-            let increment = params
-                .increment(cost)
-                .ok_or(Rejected::InsufficientCapacity {
-                    requested: cost,
-                    burst: params.burst,
-                })?;
+            let increment = params.charge(cost)?;
             let hash = inner.hasher.hash_one(key);
             let now = ticks(inner.timeline.now_nanos());
             let table = self.shard(hash).read();
@@ -166,29 +161,11 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     #[inline(never)]
     fn decide_slow(&self, key: &K, cost: u64) -> Result<Admitted, Rejected> {
         let inner = &*self.inner;
-        let mut increments = [0u64; 4];
-        let many;
-        let increments: &[u64] = if inner.params.len() <= increments.len() {
-            for (slot, p) in increments.iter_mut().zip(inner.params.iter()) {
-                *slot = p.increment(cost).ok_or(Rejected::InsufficientCapacity {
-                    requested: cost,
-                    burst: p.burst,
-                })?;
-            }
-            &increments[..inner.params.len()]
-        } else {
-            many = inner
-                .params
-                .iter()
-                .map(|p| {
-                    p.increment(cost).ok_or(Rejected::InsufficientCapacity {
-                        requested: cost,
-                        burst: p.burst,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            &many
-        };
+        let increments = inner
+            .params
+            .iter()
+            .map(|p| p.charge(cost))
+            .collect::<Result<Vec<_>, _>>()?;
         let hash = inner.hasher.hash_one(key);
         let shard = self.shard(hash);
         let now = ticks(inner.timeline.now_nanos());
@@ -222,36 +199,17 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             return Self::single(&inner.params[0], &entry.first, now, increments[0]);
         }
         // Several quotas: decided together under the shard's write lock.
-        let mut tats = Vec::with_capacity(inner.params.len());
-        let mut admitted = Admitted {
-            remaining: u64::MAX,
-        };
-        let mut denied: Option<RateLimited> = None;
-        for ((params, cell), increment) in inner.params.iter().zip(entry.cells()).zip(increments) {
-            match decide(params, cell.tat(), now, *increment) {
-                Decision::Admit { tat, remaining } => {
-                    tats.push(tat);
-                    admitted.remaining = admitted.remaining.min(remaining);
-                }
-                Decision::Deny { wait, remaining } => {
-                    let wait = ticks_to_duration(wait);
-                    denied = Some(match denied {
-                        Some(d) => RateLimited::with_remaining(
-                            d.retry_after.max(wait),
-                            d.remaining.min(remaining),
-                        ),
-                        None => RateLimited::with_remaining(wait, remaining),
-                    });
-                }
-            }
-        }
-        if let Some(denied) = denied {
-            return Err(Rejected::Limited(denied));
-        }
+        let limits = inner
+            .params
+            .iter()
+            .zip(entry.cells())
+            .zip(&increments)
+            .map(|((p, c), inc)| (p, c.tat(), *inc));
+        let (tats, remaining) = crate::gcra::decide_all(limits, now)?;
         for (cell, tat) in entry.cells().zip(tats) {
             cell.set_tat(tat);
         }
-        Ok(admitted)
+        Ok(Admitted { remaining })
     }
 
     #[inline]

@@ -211,12 +211,7 @@ impl RateLimiter {
         if self.inner.rest.is_empty() {
             let limit = &self.inner.first;
             let params = limit.params();
-            let increment = params
-                .increment(cost)
-                .ok_or(Rejected::InsufficientCapacity {
-                    requested: cost,
-                    burst: params.burst,
-                })?;
+            let increment = params.charge(cost)?;
             return match limit.cell.check(&params, now, increment) {
                 Decision::Admit { remaining, .. } => Ok(Admitted { remaining }),
                 Decision::Deny { wait, remaining } => Err(Rejected::Limited(
@@ -225,43 +220,21 @@ impl RateLimiter {
             };
         }
         let _guard = self.inner.lock.lock();
-        let mut admitted = Admitted {
-            remaining: u64::MAX,
-        };
-        let mut denied: Option<RateLimited> = None;
-        let mut new_tats = Vec::with_capacity(self.inner.count());
-        for limit in self.inner.limits() {
-            let params = limit.params();
-            let increment = params
-                .increment(cost)
-                .ok_or(Rejected::InsufficientCapacity {
-                    requested: cost,
-                    burst: params.burst,
-                })?;
-            match crate::gcra::decide(&params, limit.cell.tat(), now, increment) {
-                Decision::Admit { tat, remaining } => {
-                    new_tats.push(tat);
-                    admitted.remaining = admitted.remaining.min(remaining);
-                }
-                Decision::Deny { wait, remaining } => {
-                    let wait = ticks_to_duration(wait);
-                    denied = Some(match denied {
-                        Some(d) => RateLimited::with_remaining(
-                            d.retry_after.max(wait),
-                            d.remaining.min(remaining),
-                        ),
-                        None => RateLimited::with_remaining(wait, remaining),
-                    });
-                }
-            }
-        }
-        if let Some(denied) = denied {
-            return Err(Rejected::Limited(denied));
-        }
+        let params: Vec<Params> = self.inner.limits().map(Limit::params).collect();
+        let increments = params
+            .iter()
+            .map(|p| p.charge(cost))
+            .collect::<Result<Vec<_>, _>>()?;
+        let limits = params
+            .iter()
+            .zip(self.inner.limits())
+            .zip(&increments)
+            .map(|((p, l), inc)| (p, l.cell.tat(), *inc));
+        let (new_tats, remaining) = crate::gcra::decide_all(limits, now)?;
         for (limit, tat) in self.inner.limits().zip(new_tats) {
             limit.cell.set_tat(tat);
         }
-        Ok(admitted)
+        Ok(Admitted { remaining })
     }
 
     /// Waits until one unit is admitted, then takes it.
@@ -296,17 +269,11 @@ impl RateLimiter {
         let now = self.now();
         let _guard = (self.inner.count() > 1).then(|| self.inner.lock.lock());
         let mut wait = 0;
-        let mut increments = Vec::with_capacity(self.inner.count());
-        for limit in self.inner.limits() {
-            let params = limit.params();
-            let increment = params
-                .increment(cost)
-                .ok_or(Rejected::InsufficientCapacity {
-                    requested: cost,
-                    burst: params.burst,
-                })?;
-            increments.push(increment);
-        }
+        let increments = self
+            .inner
+            .limits()
+            .map(|l| l.params().charge(cost))
+            .collect::<Result<Vec<_>, _>>()?;
         for (limit, increment) in self.inner.limits().zip(&increments) {
             wait = wait.max(limit.cell.reserve(&limit.params(), now, *increment));
         }

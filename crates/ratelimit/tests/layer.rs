@@ -1,5 +1,8 @@
 //! The tower layers with tower-test mocks.
 
+mod common;
+use common::tokio_limiter;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -9,15 +12,6 @@ use sssonector_ratelimit::{
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
-
-/// A limiter on tokio's clock, so checks follow paused time.
-fn tokio_limiter(quota: Quota) -> RateLimiter {
-    RateLimiter::builder()
-        .quota(quota)
-        .tokio_clock()
-        .build()
-        .unwrap()
-}
 
 fn one_per_100ms() -> RateLimiter {
     tokio_limiter(Quota::per_second(10).unwrap().with_burst(1).unwrap())

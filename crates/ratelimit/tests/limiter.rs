@@ -1,5 +1,8 @@
 //! Limiter behaviour under a manual clock or tokio's paused time: no test sleeps for real.
 
+mod common;
+use common::tokio_limiter;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -7,15 +10,6 @@ use std::time::Duration;
 use proptest::prelude::{ProptestConfig, Strategy, prop_assert, proptest};
 use sssonector_core::ManualClock;
 use sssonector_ratelimit::{AdaptiveRate, ConfigError, KeyedLimiter, Quota, RateLimiter, Rejected};
-
-/// A limiter on tokio's clock, so checks follow paused time.
-fn tokio_limiter(quota: Quota) -> RateLimiter {
-    RateLimiter::builder()
-        .quota(quota)
-        .tokio_clock()
-        .build()
-        .unwrap()
-}
 
 fn manual(quotas: &[Quota]) -> (RateLimiter, ManualClock) {
     let clock = ManualClock::new();

@@ -1,19 +1,13 @@
 //! Byte pacing accuracy and nesting, under tokio's paused clock.
 
+mod common;
+use common::tokio_limiter;
+
 use std::time::Duration;
 
-use sssonector_ratelimit::{PacedStream, Pacing, Quota, RateLimiter};
+use sssonector_ratelimit::{PacedStream, Pacing, Quota};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-/// A limiter on tokio's clock, so checks follow paused time.
-fn tokio_limiter(quota: Quota) -> RateLimiter {
-    RateLimiter::builder()
-        .quota(quota)
-        .tokio_clock()
-        .build()
-        .unwrap()
-}
 
 const MBIT: u64 = 1_000_000;
 

@@ -113,6 +113,7 @@ pub(crate) fn decide(params: &Params, tat: u64, now: u64, increment: u64) -> Dec
 /// Decides a cost against several limits together (the caller holds whatever lock makes this
 /// atomic): the new TATs and the units left under the tightest limit if every limit admits,
 /// else the refusal with the longest wait and the least capacity.
+#[inline(never)]
 pub(crate) fn decide_all<'a>(
     limits: impl Iterator<Item = (&'a Params, u64, u64)>,
     now: u64,

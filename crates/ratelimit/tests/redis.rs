@@ -142,3 +142,31 @@ async fn fails_open_or_closed_when_redis_is_gone_and_recovers() {
     let fresh = open.check_key("k").await.unwrap();
     assert_eq!(fresh.remaining, 4, "state starts over on an empty Redis");
 }
+
+#[tokio::test]
+async fn a_silent_server_hits_the_timeout_and_the_failure_policy() {
+    // Accepts connections and never answers: the check must not hang.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let keep = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let closed = RedisLimiter::builder(addr)
+        .quota(Quota::per_second(10).unwrap())
+        .timeout(Duration::from_millis(50))
+        .on_failure(FailurePolicy::Closed(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let refused = closed.check_key("k").await.unwrap_err();
+    assert_eq!(refused.retry_after, Duration::from_secs(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    keep.abort();
+}

@@ -91,6 +91,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .iter()
             .any(|a| a.contains("ratelimit") || a.contains("pacing"))
     {
+        interleaved()?;
         pacing_real_time()?;
     }
 
@@ -176,6 +177,31 @@ fn report(
             );
         }
     }
+    Ok(())
+}
+
+/// Interleaved A/B timing of the rate limiter against governor: alternating batches cancel the
+/// drift that makes two sequential criterion benchmarks of ten nanoseconds each disagree by up
+/// to ±30 % from run to run.
+fn interleaved() -> Result<(), String> {
+    step(
+        "A/B binary",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "sssonector-benches",
+            "--bin",
+            "ab",
+        ]),
+    )?;
+    let output = Command::new(target_dir().join("release/ab"))
+        .output()
+        .map_err(|e| format!("could not run the A/B binary: {e}"))?;
+    println!("\n## Interleaved A/B (301 paired batches; ratio of ours to the anchor)\n");
+    println!("| pair | ours per op | anchor per op | median ratio | interquartile range |");
+    println!("|---|---|---|---|---|");
+    print!("{}", String::from_utf8_lossy(&output.stdout));
     Ok(())
 }
 

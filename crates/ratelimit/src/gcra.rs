@@ -85,8 +85,9 @@ impl Params {
 /// The outcome of one decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Admitted; the new TAT and the units left.
-    Admit { tat: u64, remaining: u64 },
+    /// Admitted; the new TAT and the ticks of capacity left (divided by `t` only when someone
+    /// asks how many units that is: a division per check was measurable).
+    Admit { tat: u64, slack: u64 },
     /// Refused; ticks until the cost would be admitted, and the units available now.
     Deny { wait: u64, remaining: u64 },
 }
@@ -100,7 +101,7 @@ pub(crate) fn decide(params: &Params, tat: u64, now: u64, increment: u64) -> Dec
     if ahead <= params.tau {
         Decision::Admit {
             tat: new_tat,
-            remaining: (params.tau - ahead) / params.t,
+            slack: params.tau - ahead,
         }
     } else {
         Decision::Deny {
@@ -123,9 +124,9 @@ pub(crate) fn decide_all<'a>(
     let mut denied: Option<RateLimited> = None;
     for (params, tat, increment) in limits {
         match decide(params, tat, now, increment) {
-            Decision::Admit { tat, remaining } => {
+            Decision::Admit { tat, slack } => {
                 tats.push(tat);
-                left = left.min(remaining);
+                left = left.min(slack / params.t);
             }
             Decision::Deny { wait, remaining } => {
                 let wait = ticks_to_duration(wait);
@@ -222,7 +223,7 @@ mod tests {
         let ms = |n: u64| ticks(n * 1_000_000);
         for left in [2, 1, 0] {
             match cell.check(&p, 0, p.t) {
-                Decision::Admit { remaining, .. } => assert_eq!(remaining, left),
+                Decision::Admit { slack, .. } => assert_eq!(slack / p.t, left),
                 other => panic!("{other:?}"),
             }
         }

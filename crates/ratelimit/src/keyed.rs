@@ -209,7 +209,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         for (cell, tat) in entry.cells().zip(tats) {
             cell.set_tat(tat);
         }
-        Ok(Admitted { remaining })
+        Ok(Admitted::units(remaining))
     }
 
     #[inline]
@@ -220,7 +220,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         increment: u64,
     ) -> Result<Admitted, Rejected> {
         match cell.check(params, now, increment) {
-            Decision::Admit { remaining, .. } => Ok(Admitted { remaining }),
+            Decision::Admit { slack, .. } => Ok(Admitted::ticks(slack, params.t)),
             Decision::Deny { wait, remaining } => Err(Rejected::Limited(
                 RateLimited::with_remaining(ticks_to_duration(wait), remaining),
             )),

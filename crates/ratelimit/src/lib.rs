@@ -33,7 +33,7 @@
 //!     .quota(Quota::per_hour(100)?.with_burst(100)?)
 //!     .build()?;
 //!
-//! assert_eq!(limiter.check()?.remaining, 1);
+//! assert_eq!(limiter.check()?.remaining(), 1);
 //! limiter.check()?;
 //! let refused = limiter.check().unwrap_err();
 //! assert!(refused.retry_after <= Duration::from_millis(100));

@@ -16,10 +16,31 @@ use crate::quota::Quota;
 
 /// What an admitted check leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Admitted {
+    /// Capacity left, in `unit`s of the tightest quota; divided only on request.
+    slack: u64,
+    unit: u64,
+}
+
+impl Admitted {
+    /// `remaining` units left.
+    pub(crate) fn units(remaining: u64) -> Self {
+        Self {
+            slack: remaining,
+            unit: 1,
+        }
+    }
+
+    /// `slack` ticks left under a quota whose unit is worth `unit` ticks.
+    #[inline]
+    pub(crate) fn ticks(slack: u64, unit: u64) -> Self {
+        Self { slack, unit }
+    }
+
     /// Units still available at once (under the tightest quota).
-    pub remaining: u64,
+    pub fn remaining(&self) -> u64 {
+        self.slack / self.unit.max(1)
+    }
 }
 
 /// A rate limiter: one quota, or several stacked (say 10/s and 1000/h) that are decided
@@ -213,7 +234,7 @@ impl RateLimiter {
             let params = limit.params();
             let increment = params.charge(cost)?;
             return match limit.cell.check(&params, now, increment) {
-                Decision::Admit { remaining, .. } => Ok(Admitted { remaining }),
+                Decision::Admit { slack, .. } => Ok(Admitted::ticks(slack, params.t)),
                 Decision::Deny { wait, remaining } => Err(Rejected::Limited(
                     RateLimited::with_remaining(ticks_to_duration(wait), remaining),
                 )),
@@ -234,7 +255,7 @@ impl RateLimiter {
         for (limit, tat) in self.inner.limits().zip(new_tats) {
             limit.cell.set_tat(tat);
         }
-        Ok(Admitted { remaining })
+        Ok(Admitted::units(remaining))
     }
 
     /// Waits until one unit is admitted, then takes it.

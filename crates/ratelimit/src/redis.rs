@@ -71,7 +71,7 @@ pub enum FailurePolicy {
 ///     .on_failure(FailurePolicy::Open)
 ///     .build()?;
 /// match limiter.check_key("tenant-42").await {
-///     Ok(admitted) => println!("{} left", admitted.remaining),
+///     Ok(admitted) => println!("{} left", admitted.remaining()),
 ///     Err(refused) => println!("retry after {:?}", refused.retry_after),
 /// }
 /// # Ok(()) }
@@ -151,7 +151,7 @@ impl RedisLimiter {
         inner.errors.increment(1);
         tracing::warn!(redis = %inner.addr, key, error, policy = ?inner.failure, "rate limit store unavailable");
         match inner.failure {
-            FailurePolicy::Open => Ok(Admitted { remaining: 0 }),
+            FailurePolicy::Open => Ok(Admitted::units(0)),
             FailurePolicy::Closed(retry_after) => {
                 Err(Rejected::Limited(RateLimited::new(retry_after)))
             }
@@ -189,9 +189,9 @@ impl RedisLimiter {
         };
         match reply {
             Reply::Array(items) => match items.as_slice() {
-                [Reply::Integer(1), Reply::Integer(remaining), _] => Ok(Ok(Admitted {
-                    remaining: u64::try_from(*remaining).unwrap_or(0),
-                })),
+                [Reply::Integer(1), Reply::Integer(remaining), _] => {
+                    Ok(Ok(Admitted::units(u64::try_from(*remaining).unwrap_or(0))))
+                }
                 [
                     Reply::Integer(0),
                     Reply::Integer(remaining),

@@ -116,9 +116,7 @@ impl SlidingWindowLimiter {
         let used = carried.saturating_add(state.current);
         if used.saturating_add(cost) <= inner.limit {
             state.current += cost;
-            return Ok(Admitted {
-                remaining: inner.limit - used - cost,
-            });
+            return Ok(Admitted::units(inner.limit - used - cost));
         }
         let remaining = inner.limit.saturating_sub(used);
         let wait = if cost > inner.limit {

@@ -49,7 +49,7 @@ fn stacked_quotas_admit_all_or_charge_none() {
 #[test]
 fn weighted_costs_and_insufficient_capacity() {
     let (l, _clock) = manual(&[Quota::per_second(100).unwrap().with_burst(10).unwrap()]);
-    assert_eq!(l.check_n(7).unwrap().remaining, 3);
+    assert_eq!(l.check_n(7).unwrap().remaining(), 3);
     match l.check_n(4).unwrap_err() {
         Rejected::Limited(limited) => assert_eq!(limited.remaining, 3),
         other => panic!("{other:?}"),

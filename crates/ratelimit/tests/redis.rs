@@ -97,7 +97,7 @@ async fn two_servers_share_one_limit_per_key() {
     assert!(refused.retry_after > Duration::from_secs(50), "{refused:?}");
     assert_eq!(refused.remaining, 0);
     // Another key has its own limit; another prefix is another limit.
-    assert_eq!(a.check_key("tenant-2").await.unwrap().remaining, 4);
+    assert_eq!(a.check_key("tenant-2").await.unwrap().remaining(), 4);
     let other = limiter(redis.addr, "other", FailurePolicy::Open);
     assert!(other.check_key("tenant-1").await.is_ok());
 }
@@ -106,13 +106,13 @@ async fn two_servers_share_one_limit_per_key() {
 async fn weighted_costs_and_capacity() {
     let Some(redis) = Server::start() else { return };
     let l = limiter(redis.addr, "weighted", FailurePolicy::Open);
-    assert_eq!(l.check_key_n("k", 3).await.unwrap().remaining, 2);
+    assert_eq!(l.check_key_n("k", 3).await.unwrap().remaining(), 2);
     assert!(l.check_key_n("k", 3).await.is_err());
     assert!(
         l.check_key_n("k", 6).await.is_err(),
         "more than the burst is never admitted"
     );
-    assert_eq!(l.check_key_n("k", 2).await.unwrap().remaining, 0);
+    assert_eq!(l.check_key_n("k", 2).await.unwrap().remaining(), 0);
 }
 
 #[tokio::test]
@@ -140,7 +140,7 @@ async fn fails_open_or_closed_when_redis_is_gone_and_recovers() {
         return;
     };
     let fresh = open.check_key("k").await.unwrap();
-    assert_eq!(fresh.remaining, 4, "state starts over on an empty Redis");
+    assert_eq!(fresh.remaining(), 4, "state starts over on an empty Redis");
 }
 
 #[tokio::test]

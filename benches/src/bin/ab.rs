@@ -1,0 +1,103 @@
+//! Interleaved A/B timing: `ab PAIR`. Runs batches of ours and the anchor alternately and
+//! reports the median ratio of paired batches with its interquartile range. Alternating cancels
+//! the drift (frequency changes, neighbours on a shared machine) that separates two criterion
+//! benchmarks run one after the other, which at ten nanoseconds per operation swings their ratio
+//! by ±30 %.
+
+// The table is this program's output.
+#![allow(clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use sssonector_benches::contenders;
+
+const ROUNDS: usize = 301;
+const BATCH: u64 = 50_000;
+
+/// Times `BATCH` calls of `op` on each of `threads` threads (wall time).
+fn batch(op: &(dyn Fn(u64) -> bool + Sync), threads: u64) -> f64 {
+    let run = |offset: u64| {
+        let mut admitted = 0u64;
+        for i in 0..BATCH {
+            admitted += u64::from(op(black_box(i * 7 + offset)));
+        }
+        black_box(admitted);
+    };
+    let start = Instant::now();
+    if threads == 1 {
+        run(0);
+    } else {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                s.spawn(move || run(t * 131));
+            }
+        });
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn compare(
+    name: &str,
+    threads: u64,
+    ours: &(dyn Fn(u64) -> bool + Sync),
+    theirs: &(dyn Fn(u64) -> bool + Sync),
+) {
+    // Warm up both: caches, lazy statics, clock calibration, key insertion.
+    batch(ours, threads);
+    batch(theirs, threads);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut total_ours, mut total_theirs) = (0.0, 0.0);
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so neither always runs on a warmer core.
+        let (a, b) = if round % 2 == 0 {
+            let a = batch(ours, threads);
+            (a, batch(theirs, threads))
+        } else {
+            let b = batch(theirs, threads);
+            (batch(ours, threads), b)
+        };
+        total_ours += a;
+        total_theirs += b;
+        ratios.push(a / b);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let q = |quarter: usize| ratios[(ROUNDS - 1) * quarter / 4];
+    let per_op = |t: f64| t / (ROUNDS as f64 * (BATCH * threads) as f64) * 1e9;
+    println!(
+        "| {name} | {:.2} ns | {:.2} ns | {:.3}× | {:.3}–{:.3} |",
+        per_op(total_ours),
+        per_op(total_theirs),
+        q(2),
+        q(1),
+        q(3)
+    );
+}
+
+fn main() {
+    let rt = sssonector_benches::runtime();
+    let _guard = rt.enter();
+    let which = std::env::args().nth(1).unwrap_or_default();
+    if which.is_empty() || which == "ratelimit-check" {
+        let ours = contenders::ratelimit_ours();
+        let theirs = contenders::ratelimit_governor();
+        compare(
+            "ratelimit_check (ours vs governor)",
+            1,
+            &|_| ours.check().is_ok(),
+            &|_| theirs.check().is_ok(),
+        );
+    }
+    if which.is_empty() || which == "ratelimit-keyed" {
+        for threads in [1, 2] {
+            let ours = contenders::keyed_ours();
+            let theirs = contenders::keyed_governor();
+            compare(
+                &format!("ratelimit_keyed_{threads}t (ours vs governor)"),
+                threads,
+                &|i| ours.check_key(&(i % 1024)).is_ok(),
+                &|i| theirs.check_key(&(i % 1024)).is_ok(),
+            );
+        }
+    }
+}

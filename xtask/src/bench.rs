@@ -101,18 +101,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         );
         return Ok(());
     }
-    step(
-        "per-call binary",
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "sssonector-benches",
-            "--bin",
-            "per-call",
-        ]),
-    )?;
-    let binary = target_dir().join("release/per-call");
+    let binary = release_binary("per-call")?;
     println!("\n## Instructions per call (callgrind; overhead = contender − bare service)\n");
     report(
         |c, name| {
@@ -184,18 +173,7 @@ fn report(
 /// drift that makes two sequential criterion benchmarks of ten nanoseconds each disagree by up
 /// to ±30 % from run to run.
 fn interleaved() -> Result<(), String> {
-    step(
-        "A/B binary",
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "sssonector-benches",
-            "--bin",
-            "ab",
-        ]),
-    )?;
-    let output = Command::new(target_dir().join("release/ab"))
+    let output = Command::new(release_binary("ab")?)
         .output()
         .map_err(|e| format!("could not run the A/B binary: {e}"))?;
     println!("\n## Interleaved A/B (301 paired batches; ratio of ours to the anchor)\n");
@@ -239,6 +217,22 @@ fn pacing_real_time() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Builds one of the benches package's binaries in release mode and returns its path.
+fn release_binary(name: &str) -> Result<PathBuf, String> {
+    step(
+        &format!("{name} binary"),
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "sssonector-benches",
+            "--bin",
+            name,
+        ]),
+    )?;
+    Ok(target_dir().join("release").join(name))
 }
 
 fn target_dir() -> PathBuf {

@@ -42,22 +42,8 @@ impl IpGrouping {
     ///
     /// [`ConfigError::OutOfRange`] for a prefix longer than the address.
     pub fn new(v4_prefix: u8, v6_prefix: u8) -> Result<Self, ConfigError> {
-        if v4_prefix > 32 {
-            return Err(ConfigError::OutOfRange {
-                field: "v4_prefix",
-                value: f64::from(v4_prefix),
-                min: 0.0,
-                max: 32.0,
-            });
-        }
-        if v6_prefix > 128 {
-            return Err(ConfigError::OutOfRange {
-                field: "v6_prefix",
-                value: f64::from(v6_prefix),
-                min: 0.0,
-                max: 128.0,
-            });
-        }
+        check_prefix("v4_prefix", v4_prefix, 32)?;
+        check_prefix("v6_prefix", v6_prefix, 128)?;
         Ok(Self {
             v4_prefix,
             v6_prefix,
@@ -73,6 +59,19 @@ impl IpGrouping {
                 None => IpAddr::V6(mask_v6(v6, self.v6_prefix)),
             },
         }
+    }
+}
+
+fn check_prefix(field: &'static str, prefix: u8, bits: u8) -> Result<(), ConfigError> {
+    if prefix <= bits {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            field,
+            value: f64::from(prefix),
+            min: 0.0,
+            max: f64::from(bits),
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Each wraps the same inner service: an immediately ready `service_fn` echoing a `u64`.
 
+use bytes::{BufMut, BytesMut};
 use std::future::{Ready, ready};
 use std::io;
 use std::time::Duration;
@@ -178,4 +179,73 @@ pub fn ratelimit_layer_tower_resilience()
         .build()
         .expect("valid rate limiter")
         .layer(bare())
+}
+
+/// The buffer size measured for pools: a TLS record.
+pub const BUF: usize = 16 * 1024;
+
+/// Our buffer pool with its default configuration (the 16 KiB class, thread caches on).
+pub fn bufpool_ours() -> sssonector_bufpool::BufPool {
+    sssonector_bufpool::BufPool::default()
+}
+
+/// One get, a one-byte write and a drop from our pool.
+#[inline]
+pub fn bufpool_ours_op(pool: &sssonector_bufpool::BufPool) -> u64 {
+    let mut buf = pool.try_get(BUF).expect("the budget holds many buffers");
+    buf.put_u8(1);
+    buf.len() as u64
+}
+
+/// lockfree-object-pool's fastest pool (`LinearObjectPool`) of 16 KiB `BytesMut`, cleared
+/// on return as ours are.
+pub fn bufpool_lockfree() -> lockfree_object_pool::LinearObjectPool<BytesMut> {
+    lockfree_object_pool::LinearObjectPool::new(|| BytesMut::with_capacity(BUF), BytesMut::clear)
+}
+
+/// One pull, a one-byte write and a drop from lockfree-object-pool.
+#[inline]
+pub fn bufpool_lockfree_op(pool: &lockfree_object_pool::LinearObjectPool<BytesMut>) -> u64 {
+    let mut buf = pool.pull();
+    buf.put_u8(1);
+    buf.len() as u64
+}
+
+/// lockfree-object-pool's `LinearObjectPool` behind an `Arc`, for `pull_owned`: a handle that
+/// is `'static` and `Send`, as ours is, so it can move into a spawned task.
+pub fn bufpool_lockfree_owned() -> std::sync::Arc<lockfree_object_pool::LinearObjectPool<BytesMut>> {
+    std::sync::Arc::new(bufpool_lockfree())
+}
+
+/// One `pull_owned`, a one-byte write and a drop from lockfree-object-pool.
+#[inline]
+pub fn bufpool_lockfree_owned_op(
+    pool: &std::sync::Arc<lockfree_object_pool::LinearObjectPool<BytesMut>>,
+) -> u64 {
+    let mut buf = pool.pull_owned();
+    buf.put_u8(1);
+    buf.len() as u64
+}
+
+/// object-pool's `Pool` of 16 KiB `BytesMut`.
+pub fn bufpool_object_pool() -> object_pool::Pool<BytesMut> {
+    object_pool::Pool::new(64, || BytesMut::with_capacity(BUF))
+}
+
+/// One pull, a one-byte write and a drop from object-pool (which does not clear on return,
+/// so we do, as the others do).
+#[inline]
+pub fn bufpool_object_pool_op(pool: &object_pool::Pool<BytesMut>) -> u64 {
+    let mut buf = pool.pull(|| BytesMut::with_capacity(BUF));
+    buf.clear();
+    buf.put_u8(1);
+    buf.len() as u64
+}
+
+/// A fresh allocation, a one-byte write and a free: what a pool saves.
+#[inline]
+pub fn bufpool_fresh_op() -> u64 {
+    let mut buf = BytesMut::with_capacity(BUF);
+    buf.put_u8(1);
+    buf.len() as u64
 }

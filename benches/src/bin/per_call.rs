@@ -72,6 +72,23 @@ fn main() {
         "ratelimit-layer/tower-resilience" => {
             run(&rt, contenders::ratelimit_layer_tower_resilience(), n);
         }
+        "bufpool/ours" => {
+            let pool = contenders::bufpool_ours();
+            run_op(n, |_| contenders::bufpool_ours_op(&pool));
+        }
+        "bufpool/lockfree-object-pool" => {
+            let pool = contenders::bufpool_lockfree();
+            run_op(n, |_| contenders::bufpool_lockfree_op(&pool));
+        }
+        "bufpool/lockfree-object-pool-owned" => {
+            let pool = contenders::bufpool_lockfree_owned();
+            run_op(n, |_| contenders::bufpool_lockfree_owned_op(&pool));
+        }
+        "bufpool/object-pool" => {
+            let pool = contenders::bufpool_object_pool();
+            run_op(n, |_| contenders::bufpool_object_pool_op(&pool));
+        }
+        "bufpool/fresh-bytesmut" => run_op(n, |_| contenders::bufpool_fresh_op()),
         other => {
             eprintln!("unknown contender `{other}`");
             std::process::exit(2);

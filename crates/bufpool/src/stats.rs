@@ -1,0 +1,124 @@
+//! Statistics: shared counters, per-thread counters and the snapshot users read.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Counters updated on the shared (slow) paths.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) gets: AtomicU64,
+    pub(crate) returns: AtomicU64,
+    pub(crate) waits: AtomicU64,
+    pub(crate) rejections: AtomicU64,
+    pub(crate) trimmed: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+    pub(crate) dropped_on_return: AtomicU64,
+}
+
+/// Counters of one thread's cache. Only that thread writes them, with a plain load and
+/// store (no read-modify-write); any thread may read them.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadStats {
+    pub(crate) gets: AtomicU64,
+    pub(crate) returns: AtomicU64,
+    pub(crate) cached_bytes: AtomicUsize,
+}
+
+/// Adds to a counter that only the calling thread writes.
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+impl ThreadStats {
+    /// Folds a finished thread's counters into the shared ones.
+    pub(crate) fn fold_into(&self, counters: &Counters) {
+        let move_over = |from: &AtomicU64, to: &AtomicU64| {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        // Buffers handed out from a thread cache are hits.
+        move_over(&self.gets, &counters.hits);
+        move_over(&self.gets, &counters.gets);
+        move_over(&self.returns, &counters.returns);
+    }
+}
+
+/// A snapshot of a pool's statistics, from [`BufPool::stats`](crate::BufPool::stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The byte budget.
+    pub budget: usize,
+    /// Bytes charged for every buffer the pool owns: idle plus outstanding. Never above
+    /// `budget`.
+    pub in_use_bytes: usize,
+    /// Bytes in idle buffers: shared queues plus thread caches.
+    pub pooled_bytes: usize,
+    /// Bytes in idle buffers in the shared queues.
+    pub shared_pooled_bytes: usize,
+    /// Bytes in idle buffers in thread caches.
+    pub thread_cached_bytes: usize,
+    /// Buffers handed out and not yet returned (frozen ones count until their last clone is
+    /// dropped).
+    pub outstanding: u64,
+    /// Bytes charged for outstanding buffers: `in_use_bytes − pooled_bytes`.
+    pub outstanding_bytes: u64,
+    /// Gets served by an idle buffer.
+    pub hits: u64,
+    /// Gets that allocated a new buffer.
+    pub misses: u64,
+    /// Calls to `get` that had to wait for memory.
+    pub waits: u64,
+    /// Calls to `try_get` refused because the budget was used up.
+    pub rejections: u64,
+    /// Idle buffers freed by trimming.
+    pub trimmed: u64,
+    /// Idle buffers freed to make room for a buffer of another class.
+    pub evicted: u64,
+    /// Buffers freed on return because they grew past, or shrank below, their class.
+    pub dropped_on_return: u64,
+    /// Tasks waiting for memory now.
+    pub waiting: usize,
+}
+
+impl Stats {
+    pub(crate) fn publish(&self, pool: &str) {
+        let label = [("pool", pool.to_owned())];
+        let counters = [
+            ("sssonector_bufpool_hits_total", self.hits),
+            ("sssonector_bufpool_misses_total", self.misses),
+            ("sssonector_bufpool_waits_total", self.waits),
+            ("sssonector_bufpool_rejections_total", self.rejections),
+            ("sssonector_bufpool_trimmed_total", self.trimmed),
+            ("sssonector_bufpool_evicted_total", self.evicted),
+            (
+                "sssonector_bufpool_dropped_on_return_total",
+                self.dropped_on_return,
+            ),
+        ];
+        for (name, value) in counters {
+            metrics::counter!(name, &label).absolute(value);
+        }
+        #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+        let gauges = [
+            ("sssonector_bufpool_pooled_bytes", self.pooled_bytes as f64),
+            (
+                "sssonector_bufpool_outstanding_bytes",
+                self.outstanding_bytes as f64,
+            ),
+            (
+                "sssonector_bufpool_outstanding_buffers",
+                self.outstanding as f64,
+            ),
+            ("sssonector_bufpool_in_use_bytes", self.in_use_bytes as f64),
+            ("sssonector_bufpool_budget_bytes", self.budget as f64),
+        ];
+        for (name, value) in gauges {
+            metrics::gauge!(name, &label).set(value);
+        }
+    }
+}

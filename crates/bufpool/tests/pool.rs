@@ -1,0 +1,358 @@
+//! Behaviour of one pool: size classes, returning, freezing, the budget, waiting, trimming.
+
+use std::time::Duration;
+
+use bytes::BufMut;
+use sssonector_bufpool::{BufPool, ConfigError, GetError};
+
+fn pool(budget: usize) -> BufPool {
+    BufPool::builder()
+        .classes([1024, 4096])
+        .budget(budget)
+        .low_watermark(0)
+        .build()
+        .unwrap()
+}
+
+fn one_class(budget: usize) -> BufPool {
+    BufPool::builder()
+        .classes([1024])
+        .budget(budget)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn picks_the_smallest_class_that_fits() {
+    let pool = pool(1 << 20);
+    assert_eq!(pool.try_get(0).unwrap().capacity(), 1024);
+    assert_eq!(pool.try_get(1024).unwrap().capacity(), 1024);
+    assert_eq!(pool.try_get(1025).unwrap().capacity(), 4096);
+    let big = pool.try_get(5000).unwrap();
+    assert_eq!(big.capacity(), 5000);
+    assert_eq!(big.charge(), 5000);
+    assert!(big.is_empty());
+}
+
+#[test]
+fn a_dropped_buffer_is_reused() {
+    let pool = pool(1 << 20);
+    let mut buf = pool.try_get(100).unwrap();
+    buf.put_slice(b"secret");
+    let address = buf.as_ptr();
+    drop(buf);
+    let again = pool.try_get(100).unwrap();
+    assert_eq!(again.as_ptr(), address, "the same allocation comes back");
+    assert!(again.is_empty(), "a returned buffer is cleared");
+    let stats = pool.stats();
+    assert_eq!((stats.hits, stats.misses, stats.outstanding), (1, 1, 1));
+    drop(again);
+    pool.assert_no_outstanding();
+    assert_eq!(pool.stats().in_use_bytes, 1024);
+}
+
+#[test]
+fn frozen_bytes_return_when_the_last_clone_drops() {
+    let pool = pool(1 << 20);
+    let mut buf = pool.try_get(10).unwrap();
+    buf.put_slice(b"hello world");
+    let frozen = buf.freeze();
+    let hello = frozen.slice(0..5);
+    let clone = frozen.clone();
+    drop(frozen);
+    assert_eq!(pool.stats().outstanding, 1);
+    drop(clone);
+    assert_eq!(&hello[..], b"hello");
+    assert_eq!(pool.stats().outstanding, 1, "a slice keeps the buffer out");
+    drop(hello);
+    pool.assert_no_outstanding();
+    assert_eq!(pool.stats().pooled_bytes, 1024);
+}
+
+#[test]
+fn frozen_bytes_may_be_dropped_on_another_thread() {
+    let pool = pool(1 << 20);
+    let mut buf = pool.try_get(10).unwrap();
+    buf.put_slice(b"abc");
+    let frozen = buf.freeze();
+    std::thread::spawn(move || drop(frozen)).join().unwrap();
+    pool.assert_no_outstanding();
+    assert_eq!(pool.stats().in_use_bytes, 1024);
+    // The exiting thread flushed its cache into the shared queue.
+    assert_eq!(pool.stats().shared_pooled_bytes, 1024);
+}
+
+#[test]
+fn the_budget_is_never_exceeded() {
+    let pool = pool(4096 + 2048);
+    let a = pool.try_get(4096).unwrap();
+    let b = pool.try_get(1000).unwrap();
+    let c = pool.try_get(1000).unwrap();
+    let err = pool.try_get(1000).unwrap_err();
+    assert_eq!(
+        err,
+        GetError::BudgetExhausted {
+            requested: 1024,
+            in_use: 6144,
+            budget: 6144
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "buffer pool budget exhausted: 1024 bytes requested, 6144 of 6144 bytes in use"
+    );
+    assert_eq!(pool.stats().rejections, 1);
+    drop((a, b, c));
+    pool.assert_no_outstanding();
+}
+
+#[test]
+fn a_request_larger_than_the_budget_is_refused_at_once() {
+    let pool = pool(8192);
+    let err = pool.try_get(10_000).unwrap_err();
+    assert_eq!(
+        err,
+        GetError::TooLarge {
+            requested: 10_000,
+            budget: 8192
+        }
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(matches!(
+        rt.block_on(pool.get(10_000)),
+        Err(GetError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn idle_buffers_of_another_class_make_room() {
+    let pool = pool(4096);
+    drop(pool.try_get(4096).unwrap()); // one idle 4 KiB buffer, the whole budget
+    // Idle in this thread's cache; a get of another class flushes it and frees it.
+    let small: Vec<_> = (0..4).map(|_| pool.try_get(1000).unwrap()).collect();
+    let stats = pool.stats();
+    assert_eq!(stats.in_use_bytes, 4096);
+    assert_eq!(stats.evicted, 1);
+    drop(small);
+    pool.assert_no_outstanding();
+}
+
+#[test]
+fn a_grown_buffer_is_freed_on_return() {
+    let pool = pool(1 << 20);
+    let mut buf = pool.try_get(1024).unwrap();
+    buf.put_slice(&[7; 3000]); // grows past its class
+    drop(buf);
+    let stats = pool.stats();
+    assert_eq!(stats.dropped_on_return, 1);
+    assert_eq!(stats.in_use_bytes, 0);
+    pool.assert_no_outstanding();
+}
+
+#[test]
+fn a_buffer_advanced_in_place_is_reclaimed() {
+    let pool = pool(1 << 20);
+    let mut buf = pool.try_get(1024).unwrap();
+    buf.put_slice(&[1; 600]);
+    drop(buf.split_to(600)); // the split part is gone: the allocation is unique again
+    drop(buf);
+    let stats = pool.stats();
+    assert_eq!(stats.dropped_on_return, 0);
+    assert_eq!(stats.pooled_bytes, 1024);
+    assert_eq!(pool.try_get(1024).unwrap().capacity(), 1024);
+}
+
+#[test]
+fn a_buffer_whose_split_part_lives_on_is_freed() {
+    let pool = pool(1 << 20);
+    let mut buf = pool.try_get(1024).unwrap();
+    buf.put_slice(&[1; 600]);
+    let head = buf.split_to(600);
+    drop(buf);
+    assert_eq!(pool.stats().dropped_on_return, 1);
+    assert_eq!(pool.stats().in_use_bytes, 0);
+    assert_eq!(head.len(), 600);
+}
+
+#[test]
+fn thread_caches_can_be_disabled() {
+    let pool = BufPool::builder()
+        .classes([1024])
+        .budget(4096)
+        .thread_cache_bytes(0)
+        .build()
+        .unwrap();
+    drop(pool.try_get(1).unwrap());
+    let stats = pool.stats();
+    assert_eq!(stats.thread_cached_bytes, 0);
+    assert_eq!(stats.shared_pooled_bytes, 1024);
+}
+
+#[test]
+fn trimming_frees_what_stayed_idle_for_a_whole_period() {
+    let pool = BufPool::builder()
+        .classes([1024])
+        .budget(1 << 20)
+        .thread_cache_bytes(0)
+        .low_watermark(2048)
+        .build()
+        .unwrap();
+    let bufs: Vec<_> = (0..10).map(|_| pool.try_get(1).unwrap()).collect();
+    drop(bufs);
+    assert_eq!(pool.stats().pooled_bytes, 10 * 1024);
+    // The first trim starts the period: nothing has been idle for one yet.
+    assert_eq!(pool.trim(), 0);
+    // Six are used during the period; four stayed idle throughout.
+    let busy: Vec<_> = (0..6).map(|_| pool.try_get(1).unwrap()).collect();
+    drop(busy);
+    assert_eq!(pool.trim(), 4 * 1024);
+    // Idle for another whole period: down to the low watermark, no further.
+    assert_eq!(pool.trim(), 4 * 1024);
+    assert_eq!(pool.trim(), 0);
+    let stats = pool.stats();
+    assert_eq!(stats.pooled_bytes, 2048);
+    assert_eq!(stats.trimmed, 8);
+    assert_eq!(stats.in_use_bytes, 2048);
+}
+
+#[test]
+fn dropping_the_last_handle_frees_idle_buffers() {
+    let pool = pool(1 << 20);
+    let clone = pool.clone();
+    let out = pool.try_get(1).unwrap();
+    drop(pool.try_get(2000).unwrap());
+    drop(pool);
+    let stats = clone.stats();
+    assert_eq!(stats.in_use_bytes, 1024 + 4096);
+    let observer = clone.clone();
+    drop(clone);
+    drop(observer);
+    // The handle-less buffer is freed when it returns; nothing to observe but no panic.
+    drop(out);
+}
+
+#[test]
+fn the_leak_check_names_what_is_outstanding() {
+    let pool = BufPool::builder().name("leaky").build().unwrap();
+    let kept = pool.try_get(100).unwrap();
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.assert_no_outstanding();
+    }))
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert_eq!(
+        message,
+        "buffer pool `leaky`: 1 buffers (2048 bytes) still outstanding"
+    );
+    drop(kept);
+    pool.assert_no_outstanding();
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    let err = |b: sssonector_bufpool::BufPoolBuilder| b.build().unwrap_err();
+    assert_eq!(
+        err(BufPool::builder().classes([])),
+        ConfigError::NoClasses
+    );
+    assert_eq!(
+        err(BufPool::builder().classes([0, 10])),
+        ConfigError::ZeroClass
+    );
+    assert_eq!(
+        err(BufPool::builder().classes([10, 20, 10])),
+        ConfigError::DuplicateClass(10)
+    );
+    assert_eq!(
+        err(BufPool::builder().classes([1024]).budget(100)),
+        ConfigError::BudgetTooSmall {
+            budget: 100,
+            largest: 1024
+        }
+    );
+    assert_eq!(err(BufPool::builder().name("")), ConfigError::EmptyName);
+    assert_eq!(
+        err(BufPool::builder().classes(1..40)).to_string(),
+        "39 size classes given, at most 32 are supported"
+    );
+}
+
+#[tokio::test]
+async fn get_waits_for_memory_to_come_back() {
+    let pool = one_class(2048);
+    let a = pool.try_get(1024).unwrap();
+    let b = pool.try_get(1024).unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get(1024).await.map(|buf| buf.capacity()) })
+    };
+    // Let the waiter register, then return memory.
+    while pool.stats().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(a);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter is woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, 1024);
+    assert_eq!(pool.stats().waits, 1);
+    drop(b);
+    pool.assert_no_outstanding();
+}
+
+#[tokio::test]
+async fn a_waiter_for_another_class_gets_room_by_eviction() {
+    let pool = pool(4096);
+    let small: Vec<_> = (0..4).map(|_| pool.try_get(1).unwrap()).collect();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get(4096).await.map(|buf| buf.capacity()) })
+    };
+    while pool.stats().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(small); // returns go to the shared queue while someone waits; the waiter evicts them
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter is woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, 4096);
+    pool.assert_no_outstanding();
+}
+
+#[tokio::test]
+async fn a_cancelled_waiter_leaves_nothing_behind() {
+    let pool = one_class(1024);
+    let held = pool.try_get(1).unwrap();
+    let attempt = tokio::time::timeout(Duration::from_millis(20), pool.get(1)).await;
+    assert!(attempt.is_err(), "no memory: the get is still waiting");
+    assert_eq!(pool.stats().waiting, 0);
+    drop(held);
+    assert_eq!(pool.try_get(1).unwrap().capacity(), 1024);
+}
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_trims_and_stops_with_the_pool() {
+    let pool = BufPool::builder()
+        .classes([1024])
+        .budget(1 << 20)
+        .thread_cache_bytes(0)
+        .low_watermark(0)
+        .build()
+        .unwrap();
+    drop((0..4).map(|_| pool.try_get(1).unwrap()).collect::<Vec<_>>());
+    let task = tokio::spawn(pool.maintenance(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(pool.stats().pooled_bytes, 0, "idle for a whole period: trimmed");
+    drop(pool);
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("maintenance ends when the pool closes")
+        .unwrap();
+}

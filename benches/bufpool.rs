@@ -37,7 +37,10 @@ fn one_thread(c: &mut Criterion) {
 /// Runs `op` on two threads for `iters` operations in all and returns the wall time, so the
 /// time per operation falls as the contender scales. The threads live for the whole batch, so
 /// per-thread caches warm up once per batch, as they would in a server.
-fn two_threads(iters: u64, op: Arc<dyn Fn() -> u64 + Send + Sync>) -> Duration {
+/// One contender's operation, shared by the threads that run it.
+type Op = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn two_threads(iters: u64, op: Op) -> Duration {
     let per_thread = iters.div_ceil(2);
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -55,7 +58,7 @@ fn two_threads(iters: u64, op: Arc<dyn Fn() -> u64 + Send + Sync>) -> Duration {
 
 fn two(c: &mut Criterion) {
     let mut group = c.benchmark_group("bufpool_16k_2t");
-    let contenders: [(&str, Arc<dyn Fn() -> u64 + Send + Sync>); 5] = [
+    let contenders: [(&str, Op); 5] = [
         ("ours", {
             let pool = contenders::bufpool_ours();
             Arc::new(move || contenders::bufpool_ours_op(&pool))
@@ -75,7 +78,9 @@ fn two(c: &mut Criterion) {
         ("fresh-bytesmut", Arc::new(contenders::bufpool_fresh_op)),
     ];
     for (name, op) in contenders {
-        group.bench_function(name, |b| b.iter_custom(|iters| two_threads(iters, op.clone())));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| two_threads(iters, op.clone()))
+        });
     }
     group.finish();
 }

@@ -213,7 +213,8 @@ pub fn bufpool_lockfree_op(pool: &lockfree_object_pool::LinearObjectPool<BytesMu
 
 /// lockfree-object-pool's `LinearObjectPool` behind an `Arc`, for `pull_owned`: a handle that
 /// is `'static` and `Send`, as ours is, so it can move into a spawned task.
-pub fn bufpool_lockfree_owned() -> std::sync::Arc<lockfree_object_pool::LinearObjectPool<BytesMut>> {
+pub fn bufpool_lockfree_owned() -> std::sync::Arc<lockfree_object_pool::LinearObjectPool<BytesMut>>
+{
     std::sync::Arc::new(bufpool_lockfree())
 }
 

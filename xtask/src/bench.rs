@@ -81,6 +81,32 @@ const COMPARISONS: &[Comparison] = &[
         variants: &[],
     },
     Comparison {
+        group: "bufpool_16k_1t",
+        per_call: Some("bufpool"),
+        baseline: None,
+        judged_by_ab: false,
+        anchors: &[
+            ("lockfree-object-pool", Some(1.0)),
+            ("lockfree-object-pool-owned", None),
+            ("object-pool", None),
+            ("fresh-bytesmut", Some(1.0 / 3.0)),
+        ],
+        variants: &[],
+    },
+    Comparison {
+        group: "bufpool_16k_2t",
+        per_call: None,
+        baseline: None,
+        judged_by_ab: false,
+        anchors: &[
+            ("lockfree-object-pool", Some(1.0)),
+            ("lockfree-object-pool-owned", None),
+            ("object-pool", None),
+            ("fresh-bytesmut", Some(1.0 / 3.0)),
+        ],
+        variants: &[],
+    },
+    Comparison {
         group: "ratelimit_layer",
         per_call: Some("ratelimit-layer"),
         baseline: Some("bare"),
@@ -101,7 +127,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if args.is_empty()
         || args
             .iter()
-            .any(|a| a.contains("ratelimit") || a.contains("pacing"))
+            .any(|a| a.contains("ratelimit") || a.contains("pacing") || a.contains("bufpool"))
     {
         interleaved()?;
         pacing_real_time()?;

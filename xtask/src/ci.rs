@@ -15,7 +15,12 @@ const CARGO_DENY_VERSION: &str = "0.20.2";
 const APT_PACKAGES: &[(&str, &str)] = &[("redis-server", "redis-server")];
 
 /// Examples that run to completion on their own, with no network beyond loopback and no root.
-const UNATTENDED_EXAMPLES: &[&str] = &["retry_breaker_tcp", "ip_limited_echo", "throttled_copy"];
+const UNATTENDED_EXAMPLES: &[&str] = &[
+    "retry_breaker_tcp",
+    "ip_limited_echo",
+    "throttled_copy",
+    "pooled_copy",
+];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if let Some(extra) = args.first() {

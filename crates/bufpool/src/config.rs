@@ -133,9 +133,7 @@ impl BufPoolBuilder {
             .collect();
         let per_thread: usize = classes.iter().zip(&local_max).map(|(s, n)| s * n).sum();
         // Liveness: the caches together must leave room for one buffer of the largest class.
-        let max_cached_threads = (self.budget - largest)
-            .checked_div(per_thread)
-            .unwrap_or(0);
+        let max_cached_threads = (self.budget - largest).checked_div(per_thread).unwrap_or(0);
         Ok(BufPool::from_config(crate::pool::Config {
             classes,
             local_max,

@@ -29,6 +29,8 @@ struct LocalCache {
     /// Idle buffers per class, each `Vec` allocated once at its class's limit, so storing
     /// never reallocates. No room when the thread limit was reached. Cached nodes keep
     /// their pool reference, so handing them out touches no reference count.
+    // Boxed on purpose: moving a pointer in and out is what makes the fast path fast.
+    #[allow(clippy::vec_box)]
     stacks: Box<[Vec<Box<Node>>]>,
     /// This thread's counters; registered with the pool only if the thread got room.
     stats: Arc<ThreadStats>,

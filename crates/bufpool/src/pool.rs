@@ -46,6 +46,8 @@ pub(crate) struct Class {
 /// State shared by every handle, buffer and thread cache of one pool.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// Class sizes, ascending, apart from `classes` so finding a class reads one cache line.
+    sizes: Box<[usize]>,
     pub(crate) classes: Box<[Class]>,
     pub(crate) budget: usize,
     /// Bytes charged for every buffer the pool owns: in the queues, in thread caches, or out.
@@ -128,6 +130,7 @@ impl BufPool {
             .collect();
         Self {
             shared: Arc::new(Shared {
+                sizes: config.classes.clone().into_boxed_slice(),
                 classes,
                 budget: config.budget,
                 used: AtomicUsize::new(0),
@@ -165,7 +168,10 @@ impl BufPool {
                 // buffers of other classes, and a request to every other thread to flush.
                 local::flush_current(&self.shared);
                 self.shared.get_slow(len).inspect_err(|_| {
-                    self.shared.counters.rejections.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .rejections
+                        .fetch_add(1, Ordering::Relaxed);
                     self.shared.epoch.fetch_add(1, Ordering::Release);
                 })
             }
@@ -222,16 +228,13 @@ impl BufPool {
     /// Call it periodically, or run [`BufPool::maintenance`].
     pub fn trim(&self) -> usize {
         let shared = &self.shared;
-        let mut idle_bytes: usize = shared
-            .classes
-            .iter()
-            .map(|c| c.queue.len() * c.size)
-            .sum();
+        let mut idle_bytes: usize = shared.classes.iter().map(|c| c.queue.len() * c.size).sum();
         let mut freed = 0;
         for class in shared.classes.iter().rev() {
             let idle = class.idle_min.swap(class.queue.len(), Ordering::Relaxed);
             for _ in 0..idle {
-                if idle_bytes <= shared.low_watermark + class.size - 1 {
+                // Free only while at least the low watermark stays idle afterwards.
+                if idle_bytes < shared.low_watermark + class.size {
                     break;
                 }
                 let Some(node) = class.queue.pop() else { break };
@@ -339,7 +342,7 @@ impl Shared {
     /// The smallest class that holds `len` bytes.
     #[inline]
     pub(crate) fn class_for(&self, len: usize) -> Option<usize> {
-        self.classes.iter().position(|c| c.size >= len)
+        self.sizes.iter().position(|&size| size >= len)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -419,7 +422,9 @@ impl Shared {
     fn evict_one(&self) -> bool {
         for class in self.classes.iter().rev() {
             if let Some(node) = class.queue.pop() {
-                class.idle_min.fetch_min(class.queue.len(), Ordering::Relaxed);
+                class
+                    .idle_min
+                    .fetch_min(class.queue.len(), Ordering::Relaxed);
                 drop(node);
                 self.counters.evicted.fetch_add(1, Ordering::Relaxed);
                 self.release_budget(class.size);
@@ -453,7 +458,9 @@ impl Shared {
     pub(crate) fn discard(mut node: Box<Node>) {
         let Some(pool) = node.pool.take() else { return };
         pool.counters.returns.fetch_add(1, Ordering::Relaxed);
-        pool.counters.dropped_on_return.fetch_add(1, Ordering::Relaxed);
+        pool.counters
+            .dropped_on_return
+            .fetch_add(1, Ordering::Relaxed);
         let charge = node.slot.charge();
         drop(node);
         pool.release_budget(charge);
@@ -541,11 +548,7 @@ impl Shared {
         }
         drop(threads);
         stats.outstanding = gets.saturating_sub(returns);
-        stats.shared_pooled_bytes = self
-            .classes
-            .iter()
-            .map(|c| c.queue.len() * c.size)
-            .sum();
+        stats.shared_pooled_bytes = self.classes.iter().map(|c| c.queue.len() * c.size).sum();
         stats.pooled_bytes = stats.shared_pooled_bytes + stats.thread_cached_bytes;
         stats.outstanding_bytes = stats.in_use_bytes.saturating_sub(stats.pooled_bytes) as u64;
         stats

@@ -254,10 +254,7 @@ fn the_leak_check_names_what_is_outstanding() {
 #[test]
 fn invalid_configurations_are_refused() {
     let err = |b: sssonector_bufpool::BufPoolBuilder| b.build().unwrap_err();
-    assert_eq!(
-        err(BufPool::builder().classes([])),
-        ConfigError::NoClasses
-    );
+    assert_eq!(err(BufPool::builder().classes([])), ConfigError::NoClasses);
     assert_eq!(
         err(BufPool::builder().classes([0, 10])),
         ConfigError::ZeroClass
@@ -349,7 +346,11 @@ async fn maintenance_trims_and_stops_with_the_pool() {
     drop((0..4).map(|_| pool.try_get(1).unwrap()).collect::<Vec<_>>());
     let task = tokio::spawn(pool.maintenance(Duration::from_secs(10)));
     tokio::time::sleep(Duration::from_secs(25)).await;
-    assert_eq!(pool.stats().pooled_bytes, 0, "idle for a whole period: trimmed");
+    assert_eq!(
+        pool.stats().pooled_bytes,
+        0,
+        "idle for a whole period: trimmed"
+    );
     drop(pool);
     tokio::time::timeout(Duration::from_secs(60), task)
         .await

@@ -86,6 +86,9 @@ fn many_tasks_under_a_tight_budget() {
     let stats = pool.stats();
     assert_eq!(stats.thread_cached_bytes, 0);
     assert_eq!(stats.in_use_bytes, stats.shared_pooled_bytes);
-    assert!(stats.waits > 0, "the budget was tight enough to make tasks wait");
+    assert!(
+        stats.waits > 0,
+        "the budget was tight enough to make tasks wait"
+    );
     assert!(peak.load(Ordering::Relaxed) > 0);
 }

@@ -29,6 +29,10 @@ struct Comparison {
     anchors: &'static [(&'static str, Option<f64>)],
     variants: &'static [&'static str],
     judged_by_ab: bool,
+    /// False where atomic read-modify-writes dominate the anchor's cost: an instruction count
+    /// says little about time there (the buffer pools), so the instruction ratio is shown for
+    /// reference only.
+    instructions_judged: bool,
 }
 
 const COMPARISONS: &[Comparison] = &[
@@ -37,6 +41,7 @@ const COMPARISONS: &[Comparison] = &[
         per_call: Some("breaker"),
         baseline: Some("bare"),
         anchors: &[("tower-resilience", Some(0.25))],
+        instructions_judged: true,
         judged_by_ab: false,
         variants: &[],
     },
@@ -45,6 +50,7 @@ const COMPARISONS: &[Comparison] = &[
         per_call: Some("breaker-rate"),
         baseline: Some("bare"),
         anchors: &[("tower-resilience", Some(0.25))],
+        instructions_judged: true,
         judged_by_ab: false,
         variants: &[],
     },
@@ -53,6 +59,7 @@ const COMPARISONS: &[Comparison] = &[
         per_call: Some("retry"),
         baseline: Some("bare"),
         anchors: &[("tower-retry", Some(1.0)), ("tower-resilience", Some(0.5))],
+        instructions_judged: true,
         judged_by_ab: false,
         variants: &["ours-named"],
     },
@@ -61,6 +68,7 @@ const COMPARISONS: &[Comparison] = &[
         per_call: Some("ratelimit-check"),
         baseline: None,
         anchors: &[("governor", Some(1.0))],
+        instructions_judged: true,
         judged_by_ab: true,
         variants: &[],
     },
@@ -69,6 +77,7 @@ const COMPARISONS: &[Comparison] = &[
         per_call: Some("ratelimit-keyed"),
         baseline: None,
         anchors: &[("governor", Some(1.0))],
+        instructions_judged: true,
         judged_by_ab: true,
         variants: &[],
     },
@@ -77,6 +86,7 @@ const COMPARISONS: &[Comparison] = &[
         per_call: None,
         baseline: None,
         anchors: &[("governor", Some(1.0))],
+        instructions_judged: true,
         judged_by_ab: true,
         variants: &[],
     },
@@ -84,6 +94,7 @@ const COMPARISONS: &[Comparison] = &[
         group: "bufpool_16k_1t",
         per_call: Some("bufpool"),
         baseline: None,
+        instructions_judged: false,
         judged_by_ab: false,
         anchors: &[
             ("lockfree-object-pool", Some(1.0)),
@@ -97,6 +108,7 @@ const COMPARISONS: &[Comparison] = &[
         group: "bufpool_16k_2t",
         per_call: None,
         baseline: None,
+        instructions_judged: false,
         judged_by_ab: false,
         anchors: &[
             ("lockfree-object-pool", Some(1.0)),
@@ -111,6 +123,7 @@ const COMPARISONS: &[Comparison] = &[
         per_call: Some("ratelimit-layer"),
         baseline: Some("bare"),
         anchors: &[("tower-resilience", Some(0.5)), ("tower-limit", None)],
+        instructions_judged: true,
         judged_by_ab: false,
         variants: &["ours-wait"],
     },
@@ -123,7 +136,13 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     command.args(args.iter().skip_while(|a| *a == "--"));
     step("criterion benchmarks", &mut command)?;
     println!("\n## Time (criterion means; overhead = contender − bare service)\n");
-    report(|c, name| mean_ns(&criterion_dir(), c.group, name), "ns")?;
+    let filter = args.iter().find(|a| !a.starts_with('-') && *a != "--");
+    report(
+        filter,
+        false,
+        |c, name| mean_ns(&criterion_dir(), c.group, name),
+        "ns",
+    )?;
     if args.is_empty()
         || args
             .iter()
@@ -142,6 +161,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let binary = release_binary("per-call")?;
     println!("\n## Instructions per call (callgrind; overhead = contender − bare service)\n");
     report(
+        filter,
+        true,
         |c, name| {
             let prefix = c.per_call?;
             let contender = if name == "bare" {
@@ -158,12 +179,18 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 /// Prints one table of costs (overheads where the comparison has a baseline) and ratios from
 /// `measure(comparison, contender)`.
 fn report(
+    filter: Option<&String>,
+    instructions: bool,
     mut measure: impl FnMut(&Comparison, &str) -> Option<f64>,
     unit: &str,
 ) -> Result<(), String> {
     println!("| group | ours | anchor | anchor's | ratio | target |");
     println!("|---|---|---|---|---|---|");
-    for c in COMPARISONS {
+    // With a filter, only the groups criterion just ran: others would show old results.
+    let selected = COMPARISONS
+        .iter()
+        .filter(|c| filter.is_none_or(|f| c.group.contains(f.as_str())));
+    for c in selected {
         let bare = match c.baseline {
             Some(name) => match measure(c, name) {
                 Some(v) => v,
@@ -188,6 +215,9 @@ fn report(
                 let verdict = match target {
                     _ if *variant != "ours" => "(for reference)".to_string(),
                     _ if c.judged_by_ab => "(judged by interleaved A/B)".to_string(),
+                    _ if instructions && !c.instructions_judged => {
+                        "(for reference: judged on time)".to_string()
+                    }
                     None => "(for reference)".to_string(),
                     Some(t) if ratio <= *t => format!("≤ {t:.2}× met"),
                     Some(t) => format!("≤ {t:.2}× MISSED"),

@@ -35,6 +35,15 @@ struct Comparison {
     instructions_judged: bool,
 }
 
+/// The buffer pool's anchors: lockfree-object-pool's borrowed `pull` (target ≤ 1.0×), its
+/// owned `pull_owned` and object-pool for reference, and a fresh allocation (≥ 3× faster).
+const BUFPOOL_ANCHORS: &[(&str, Option<f64>)] = &[
+    ("lockfree-object-pool", Some(1.0)),
+    ("lockfree-object-pool-owned", None),
+    ("object-pool", None),
+    ("fresh-bytesmut", Some(1.0 / 3.0)),
+];
+
 const COMPARISONS: &[Comparison] = &[
     Comparison {
         group: "breaker_closed",
@@ -96,12 +105,7 @@ const COMPARISONS: &[Comparison] = &[
         baseline: None,
         instructions_judged: false,
         judged_by_ab: false,
-        anchors: &[
-            ("lockfree-object-pool", Some(1.0)),
-            ("lockfree-object-pool-owned", None),
-            ("object-pool", None),
-            ("fresh-bytesmut", Some(1.0 / 3.0)),
-        ],
+        anchors: BUFPOOL_ANCHORS,
         variants: &[],
     },
     Comparison {
@@ -110,12 +114,7 @@ const COMPARISONS: &[Comparison] = &[
         baseline: None,
         instructions_judged: false,
         judged_by_ab: false,
-        anchors: &[
-            ("lockfree-object-pool", Some(1.0)),
-            ("lockfree-object-pool-owned", None),
-            ("object-pool", None),
-            ("fresh-bytesmut", Some(1.0 / 3.0)),
-        ],
+        anchors: BUFPOOL_ANCHORS,
         variants: &[],
     },
     Comparison {

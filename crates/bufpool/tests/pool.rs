@@ -357,3 +357,64 @@ async fn maintenance_trims_and_stops_with_the_pool() {
         .expect("maintenance ends when the pool closes")
         .unwrap();
 }
+
+#[test]
+fn metrics_carry_the_pool_name_and_its_figures() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let pool = BufPool::builder()
+        .name("metered")
+        .classes([1024])
+        .budget(2048)
+        .build()
+        .unwrap();
+    let held = pool.try_get(1).unwrap();
+    drop(pool.try_get(1).unwrap());
+    let _hit = pool.try_get(1).map(drop);
+    let _hit = pool.try_get(1).map(drop);
+    metrics::with_local_recorder(&recorder, || pool.publish_metrics());
+    let values: Vec<(String, Vec<String>, DebugValue)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            (key.key().name().to_string(), labels, value)
+        })
+        .collect();
+    let get = |name: &str| {
+        values
+            .iter()
+            .find(|(n, labels, _)| n == name && labels == &["pool=metered".to_string()])
+            .map(|(_, _, v)| v)
+            .unwrap_or_else(|| panic!("{name} not recorded: {values:?}"))
+    };
+    let stats = pool.stats();
+    assert_eq!(
+        get("sssonector_bufpool_misses_total"),
+        &DebugValue::Counter(stats.misses)
+    );
+    assert_eq!(
+        get("sssonector_bufpool_hits_total"),
+        &DebugValue::Counter(stats.hits)
+    );
+    assert_eq!(
+        get("sssonector_bufpool_outstanding_buffers"),
+        &DebugValue::Gauge(1.0.into())
+    );
+    assert_eq!(
+        get("sssonector_bufpool_outstanding_bytes"),
+        &DebugValue::Gauge(1024.0.into())
+    );
+    assert_eq!(
+        get("sssonector_bufpool_budget_bytes"),
+        &DebugValue::Gauge(2048.0.into())
+    );
+    assert_eq!(stats.misses, 2);
+    drop(held);
+}

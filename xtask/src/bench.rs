@@ -135,7 +135,12 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     command.args(args.iter().skip_while(|a| *a == "--"));
     step("criterion benchmarks", &mut command)?;
     println!("\n## Time (criterion means; overhead = contender − bare service)\n");
-    let filter = args.iter().find(|a| !a.starts_with('-') && *a != "--");
+    // Criterion takes the filter first (`cargo xtask bench bufpool --measurement-time 3`);
+    // later words may be option values, not filters.
+    let filter = args
+        .iter()
+        .find(|a| *a != "--")
+        .filter(|a| !a.starts_with('-'));
     report(
         filter,
         false,

@@ -1,0 +1,846 @@
+//! The pool: its state, checkout, return, waiting, and upkeep.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sssonector_breaker::{CircuitBreaker, Permit};
+use sssonector_core::Rng;
+use sssonector_ratelimit::RateLimiter;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::balance::{Balancer, Candidate};
+use crate::config::{Config, PoolBuilder};
+use crate::conn::{Live, Pooled};
+use crate::error::PoolError;
+use crate::manager::Manager;
+use crate::stats::{Counters, EndpointStats, Stats};
+
+/// One endpoint: where to connect, its weight and its breaker.
+pub(crate) struct Endpoint<M: Manager> {
+    pub(crate) target: M::Endpoint,
+    pub(crate) weight: u32,
+    pub(crate) breaker: CircuitBreaker,
+}
+
+/// What the pool knows of one endpoint's connections.
+struct EpState<C> {
+    /// Idle connections, oldest first; checkout takes the newest (warmest).
+    idle: VecDeque<Live<C>>,
+    /// Established connections: idle plus in use.
+    open: usize,
+    in_use: usize,
+    connecting: usize,
+    /// Consecutive failed attempts to replenish the minimum idle, and when to try next.
+    replenish_failures: u32,
+    replenish_at: Option<Instant>,
+}
+
+/// What a waiter is handed: a connection, or a slot to connect with itself.
+pub(crate) enum Grant<M: Manager> {
+    Conn(Pooled<M>),
+    Slot(SlotToken<M>),
+}
+
+struct Waiter<M: Manager> {
+    id: u64,
+    tx: oneshot::Sender<Grant<M>>,
+}
+
+pub(crate) struct State<M: Manager> {
+    max_size: usize,
+    /// Capacity taken: established connections, connects in progress, and slots granted.
+    total: usize,
+    eps: Vec<EpState<M::Connection>>,
+    waiters: VecDeque<Waiter<M>>,
+    balancer: Balancer,
+    closed: bool,
+}
+
+/// State shared by the pool's handles and its connections.
+pub(crate) struct Shared<M: Manager> {
+    manager: M,
+    endpoints: Box<[Endpoint<M>]>,
+    pub(crate) config: Config,
+    limiter: Option<RateLimiter>,
+    state: Mutex<State<M>>,
+    next_waiter: AtomicU64,
+    rng: Rng,
+    drained: Notify,
+    pub(crate) counters: Counters,
+}
+
+/// A pool of connections to one or more endpoints. Clones share one pool.
+///
+/// [`get`](Pool::get) hands out an idle connection, or opens one (spreading new connections
+/// over endpoints by the [`Balance`](crate::Balance) setting and failing over to the next
+/// endpoint when one fails), or, when the pool is full, waits in a first-come, first-served
+/// queue. A connection goes back when its [`Pooled`] guard is dropped.
+pub struct Pool<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.shared.config.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Releases a reserved unit of capacity unless disarmed: a get cancelled while connecting
+/// leaks nothing.
+struct Reservation<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    connecting: Option<usize>,
+    armed: bool,
+}
+
+impl<M: Manager> Drop for Reservation<'_, M> {
+    fn drop(&mut self) {
+        if self.connecting.is_none() && !self.armed {
+            return;
+        }
+        let mut st = self.shared.state.lock();
+        if let Some(ep) = self.connecting.take() {
+            st.eps[ep].connecting -= 1;
+        }
+        if self.armed {
+            self.shared.release_slot(&mut st);
+        }
+        let drained = st.closed && st.total == 0;
+        drop(st);
+        if drained {
+            self.shared.drained.notify_waiters();
+        }
+    }
+}
+
+/// A unit of capacity granted to a waiter, released if the waiter is gone.
+pub(crate) struct SlotToken<M: Manager> {
+    shared: Option<Arc<Shared<M>>>,
+}
+
+impl<M: Manager> SlotToken<M> {
+    /// Takes the slot over: the caller now owns the capacity.
+    fn accept(mut self) {
+        self.shared = None;
+    }
+}
+
+impl<M: Manager> Drop for SlotToken<M> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let mut st = shared.state.lock();
+            shared.release_slot(&mut st);
+        }
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// A builder for a pool of `manager`'s connections.
+    pub fn builder(manager: M) -> PoolBuilder<M> {
+        PoolBuilder::new(manager)
+    }
+
+    pub(crate) fn from_parts(
+        manager: M,
+        endpoints: Vec<Endpoint<M>>,
+        config: Config,
+        limiter: Option<RateLimiter>,
+    ) -> Self {
+        let eps = endpoints
+            .iter()
+            .map(|_| EpState {
+                idle: VecDeque::new(),
+                open: 0,
+                in_use: 0,
+                connecting: 0,
+                replenish_failures: 0,
+                replenish_at: None,
+            })
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                manager,
+                endpoints: endpoints.into_boxed_slice(),
+                state: Mutex::new(State {
+                    max_size: config.max_size,
+                    total: 0,
+                    eps,
+                    waiters: VecDeque::new(),
+                    balancer: Balancer::default(),
+                    closed: false,
+                }),
+                config,
+                limiter,
+                next_waiter: AtomicU64::new(0),
+                rng: Rng::from_entropy(),
+                drained: Notify::new(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// A connection: an idle one, a new one, or — when the pool is full — the next one
+    /// returned, waiting at most the checkout timeout.
+    ///
+    /// # Errors
+    ///
+    /// - [`PoolError::Connect`] / [`PoolError::ConnectTimeout`]: opening a connection failed
+    ///   at every endpoint tried; the error is the last endpoint's own. A waiter whose turn
+    ///   comes because a connect failed tries a connect itself, so it too gets the real error
+    ///   rather than a timeout.
+    /// - [`PoolError::Unavailable`]: every endpoint's breaker is open.
+    /// - [`PoolError::Timeout`]: the pool stayed full for the checkout timeout.
+    /// - [`PoolError::Closed`]: the pool was closed.
+    pub async fn get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let shared = &self.shared;
+        let started = Instant::now();
+        let deadline = started + shared.config.checkout_timeout;
+        loop {
+            let (step, to_close) = {
+                let mut st = shared.state.lock();
+                if st.closed {
+                    return Err(PoolError::Closed);
+                }
+                let mut to_close = Vec::new();
+                let step = match shared.take_idle(&mut st, &mut to_close) {
+                    Some((ep, live)) => Step::Idle(ep, live),
+                    None if st.total < st.max_size => {
+                        st.total += 1;
+                        Step::Connect
+                    }
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        let id = shared.next_waiter.fetch_add(1, Ordering::Relaxed);
+                        st.waiters.push_back(Waiter { id, tx });
+                        Step::Wait(id, rx)
+                    }
+                };
+                (step, to_close)
+            };
+            drop(to_close);
+            match step {
+                Step::Idle(ep, live) => {
+                    if let Some(pooled) = shared.vet(ep, live).await {
+                        return Ok(pooled);
+                    }
+                }
+                Step::Connect => return shared.connect_new(deadline).await,
+                Step::Wait(id, mut rx) => {
+                    shared.counters.waits.fetch_add(1, Ordering::Relaxed);
+                    let grant = match timeout_at(deadline, &mut rx).await {
+                        Ok(Ok(grant)) => grant,
+                        Ok(Err(_)) => return Err(PoolError::Closed),
+                        Err(_) => {
+                            let mut st = shared.state.lock();
+                            let queued = st.waiters.iter().position(|w| w.id == id);
+                            if let Some(pos) = queued {
+                                let waiter = st.waiters.remove(pos);
+                                drop(st);
+                                drop(waiter);
+                                shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                                return Err(PoolError::Timeout(shared.config.checkout_timeout));
+                            }
+                            drop(st);
+                            // Granted just as the deadline passed: take what was sent.
+                            match rx.try_recv() {
+                                Ok(grant) => grant,
+                                Err(_) => return Err(PoolError::Closed),
+                            }
+                        }
+                    };
+                    shared.record_wait(started.elapsed());
+                    match grant {
+                        Grant::Conn(pooled) => {
+                            if let Some(pooled) = shared.revet(pooled).await {
+                                return Ok(pooled);
+                            }
+                        }
+                        Grant::Slot(token) => {
+                            token.accept();
+                            return shared.connect_new(deadline).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Changes the maximum size. Growing hands the new room to waiters at once; shrinking
+    /// closes idle connections now and connections in use as they come back.
+    pub fn resize(&self, max_size: usize) {
+        let shared = &self.shared;
+        let mut to_close = Vec::new();
+        let mut st = shared.state.lock();
+        st.max_size = max_size.max(1);
+        while st.total > st.max_size {
+            let Some(ep) = (0..st.eps.len()).find(|&i| !st.eps[i].idle.is_empty()) else {
+                break;
+            };
+            if let Some(live) = st.eps[ep].idle.pop_front() {
+                st.eps[ep].open -= 1;
+                st.total -= 1;
+                to_close.push(live);
+            }
+        }
+        while st.total < st.max_size && !st.waiters.is_empty() {
+            st.total += 1;
+            shared.grant_slot(&mut st);
+        }
+        drop(st);
+        drop(to_close);
+    }
+
+    /// Closes the pool: idle connections are closed, waiters get [`PoolError::Closed`], new
+    /// gets fail, and connections in use are closed as they come back. Resolves once every
+    /// connection is closed and every connect in progress has finished.
+    pub async fn close(&self) {
+        let shared = &self.shared;
+        let (idle, waiters) = {
+            let mut st = shared.state.lock();
+            st.closed = true;
+            let mut idle = Vec::new();
+            for ep in st.eps.iter_mut() {
+                ep.open -= ep.idle.len();
+                idle.extend(ep.idle.drain(..));
+            }
+            st.total -= idle.len();
+            let waiters: Vec<_> = st.waiters.drain(..).collect();
+            (idle, waiters)
+        };
+        drop(idle);
+        drop(waiters);
+        loop {
+            let notified = shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.state.lock().total == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A future that keeps the pool in shape every `period` until the pool is gone or closed:
+    /// closes idle connections past the idle timeout (keeping the minimum idle) and
+    /// connections past their lifetime, checks idle connections at the health-check interval,
+    /// opens connections up to the minimum idle per endpoint (backing off at an endpoint
+    /// that keeps failing), and publishes metrics. Spawn it; it holds no strong reference.
+    pub fn maintenance(&self, period: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let weak: Weak<Shared<M>> = Arc::downgrade(&self.shared);
+        async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_check = Instant::now();
+            loop {
+                ticks.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.state.lock().closed {
+                    return;
+                }
+                shared.reap();
+                if let Some(interval) = shared.config.health_check_interval {
+                    if last_check.elapsed() >= interval {
+                        last_check = Instant::now();
+                        shared.check_idle().await;
+                    }
+                }
+                shared.replenish().await;
+                Pool { shared }.publish_metrics();
+            }
+        }
+    }
+
+    /// A snapshot of the pool: totals and each endpoint's connections and breaker.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Publishes [`stats`](Self::stats) through the `metrics` facade, labelled `pool`:
+    /// gauges `sssonector_connpool_size`, `_idle`, `_in_use`, `_waiters`, `_max_size`;
+    /// counters `sssonector_connpool_connects_total`, `_connect_failures_total`,
+    /// `_health_check_failures_total`, `_timeouts_total`, `_waits_total`. Waits are also
+    /// recorded as they happen in the histogram `sssonector_connpool_wait_seconds`.
+    /// [`maintenance`](Self::maintenance) calls it on every tick.
+    pub fn publish_metrics(&self) {
+        self.stats().publish(&self.shared.config.name);
+    }
+}
+
+enum Step<M: Manager> {
+    Idle(usize, Live<M::Connection>),
+    Connect,
+    Wait(u64, oneshot::Receiver<Grant<M>>),
+}
+
+impl<M: Manager> Shared<M> {
+    /// Takes an idle connection, from the endpoint the balancer picks among those with idle
+    /// connections; expired ones are moved to `to_close`.
+    fn take_idle(
+        &self,
+        st: &mut State<M>,
+        to_close: &mut Vec<Live<M::Connection>>,
+    ) -> Option<(usize, Live<M::Connection>)> {
+        let now = Instant::now();
+        loop {
+            let candidates: Vec<Candidate> = st
+                .eps
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.idle.is_empty())
+                .map(|(index, e)| Candidate {
+                    index,
+                    load: e.in_use + e.connecting,
+                    weight: self.endpoints[index].weight,
+                })
+                .collect();
+            if candidates.is_empty() {
+                return None;
+            }
+            let ep = st
+                .balancer
+                .pick(self.config.balance, &candidates, &self.rng);
+            let live = st.eps[ep].idle.pop_back()?;
+            if self.expired(&live, now) {
+                st.eps[ep].open -= 1;
+                st.total -= 1;
+                to_close.push(live);
+                continue;
+            }
+            st.eps[ep].in_use += 1;
+            return Some((ep, live));
+        }
+    }
+
+    fn expired(&self, live: &Live<M::Connection>, now: Instant) -> bool {
+        live.expires.is_some_and(|at| now >= at)
+            || self
+                .config
+                .idle_timeout
+                .is_some_and(|t| now >= live.idle_since + t)
+    }
+
+    /// Checks a connection taken from idle, if configured; a failing one is closed.
+    async fn vet(self: &Arc<Self>, ep: usize, live: Live<M::Connection>) -> Option<Pooled<M>> {
+        let pooled = Pooled::new(Arc::clone(self), ep, live);
+        self.revet(pooled).await
+    }
+
+    async fn revet(self: &Arc<Self>, mut pooled: Pooled<M>) -> Option<Pooled<M>> {
+        if !self.config.check_on_checkout {
+            return Some(pooled);
+        }
+        let healthy = matches!(
+            timeout(self.config.check_timeout, self.manager.check(&mut *pooled)).await,
+            Ok(Ok(()))
+        );
+        if healthy {
+            return Some(pooled);
+        }
+        self.counters
+            .health_failures
+            .fetch_add(1, Ordering::Relaxed);
+        pooled.discard();
+        None
+    }
+
+    /// Opens a connection with capacity already reserved, failing over across endpoints.
+    async fn connect_new(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let mut reservation = Reservation {
+            shared: self,
+            connecting: None,
+            armed: true,
+        };
+        let mut tried = vec![false; self.endpoints.len()];
+        let mut last_error = None;
+        loop {
+            let (ep, permit) = {
+                let mut st = self.state.lock();
+                if st.closed {
+                    return Err(PoolError::Closed);
+                }
+                match self.choose(&mut st, &tried) {
+                    Ok(chosen) => {
+                        st.eps[chosen.0].connecting += 1;
+                        chosen
+                    }
+                    Err(unavailable) => return Err(last_error.unwrap_or(unavailable)),
+                }
+            };
+            reservation.connecting = Some(ep);
+            if let Some(limiter) = &self.limiter {
+                if timeout_at(deadline, limiter.until_ready()).await.is_err() {
+                    self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(PoolError::Timeout(self.config.checkout_timeout));
+                }
+            }
+            let connect_timeout = self.config.connect_timeout;
+            let result = timeout(
+                connect_timeout,
+                self.manager.connect(&self.endpoints[ep].target),
+            )
+            .await;
+            match result {
+                Ok(Ok(conn)) => {
+                    permit.success();
+                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    let live = Live {
+                        conn,
+                        created: now,
+                        idle_since: now,
+                        expires: self.lifetime_end(now),
+                    };
+                    let mut st = self.state.lock();
+                    let state = &mut st.eps[ep];
+                    state.connecting -= 1;
+                    state.open += 1;
+                    state.in_use += 1;
+                    state.replenish_failures = 0;
+                    reservation.connecting = None;
+                    reservation.armed = false;
+                    drop(st);
+                    return Ok(Pooled::new(Arc::clone(self), ep, live));
+                }
+                Ok(Err(source)) => {
+                    permit.failure();
+                    last_error = Some(PoolError::Connect {
+                        endpoint: ep,
+                        source,
+                    });
+                }
+                Err(_) => {
+                    permit.failure();
+                    last_error = Some(PoolError::ConnectTimeout {
+                        endpoint: ep,
+                        timeout: connect_timeout,
+                    });
+                }
+            }
+            self.counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.state.lock().eps[ep].connecting -= 1;
+            reservation.connecting = None;
+            tried[ep] = true;
+            if tried.iter().all(|t| *t) {
+                return Err(last_error.unwrap_or(PoolError::Unavailable { retry_after: None }));
+            }
+        }
+    }
+
+    /// Picks an endpoint not yet tried whose breaker lets a connect through.
+    fn choose(
+        &self,
+        st: &mut State<M>,
+        tried: &[bool],
+    ) -> Result<(usize, Permit), PoolError<M::Error>> {
+        let mut candidates: Vec<Candidate> = st
+            .eps
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !tried[*i])
+            .map(|(index, e)| Candidate {
+                index,
+                load: e.in_use + e.connecting,
+                weight: self.endpoints[index].weight,
+            })
+            .collect();
+        let mut retry_after: Option<Duration> = None;
+        while !candidates.is_empty() {
+            let ep = st
+                .balancer
+                .pick(self.config.balance, &candidates, &self.rng);
+            match self.endpoints[ep].breaker.try_acquire() {
+                Ok(permit) => return Ok((ep, permit)),
+                Err(open) => {
+                    retry_after = match (retry_after, open.retry_after) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    candidates.retain(|c| c.index != ep);
+                }
+            }
+        }
+        Err(PoolError::Unavailable { retry_after })
+    }
+
+    fn lifetime_end(&self, now: Instant) -> Option<Instant> {
+        let lifetime = self.config.max_lifetime?;
+        let jitter = self.config.lifetime_jitter;
+        // Uniform in [1 − jitter, 1 + jitter] of the lifetime.
+        #[allow(clippy::cast_precision_loss)] // 53 bits of randomness are plenty
+        let unit = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let factor = 1.0 - jitter + 2.0 * jitter * unit;
+        Some(now + lifetime.mul_f64(factor))
+    }
+
+    /// Takes a connection back from its guard.
+    pub(crate) fn put_back(self: &Arc<Self>, ep: usize, mut live: Live<M::Connection>) {
+        let broken = self.manager.is_broken(&mut live.conn) || self.expired_lifetime(&live);
+        let mut st = self.state.lock();
+        st.eps[ep].in_use -= 1;
+        if broken || st.closed || st.total > st.max_size {
+            st.eps[ep].open -= 1;
+            self.release_slot(&mut st);
+            let drained = st.closed && st.total == 0;
+            drop(st);
+            drop(live);
+            if drained {
+                self.drained.notify_waiters();
+            }
+            return;
+        }
+        // First come, first served: the oldest waiter gets it directly.
+        while let Some(waiter) = st.waiters.pop_front() {
+            st.eps[ep].in_use += 1;
+            let pooled = Pooled::new(Arc::clone(self), ep, live);
+            match waiter.tx.send(Grant::Conn(pooled)) {
+                Ok(()) => return,
+                Err(Grant::Conn(mut pooled)) => {
+                    st.eps[ep].in_use -= 1;
+                    live = pooled.take_live();
+                }
+                Err(Grant::Slot(_)) => unreachable!("a connection was sent"),
+            }
+        }
+        if st.eps[ep].idle.len() < self.config.max_idle_per_endpoint {
+            live.idle_since = Instant::now();
+            st.eps[ep].idle.push_back(live);
+        } else {
+            st.eps[ep].open -= 1;
+            st.total -= 1;
+            drop(st);
+            drop(live);
+        }
+    }
+
+    fn expired_lifetime(&self, live: &Live<M::Connection>) -> bool {
+        live.expires.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// A unit of capacity came free: the oldest waiter gets it to connect with, else it is
+    /// returned.
+    fn release_slot(self: &Arc<Self>, st: &mut State<M>) {
+        if st.closed || st.total > st.max_size || !self.grant_slot(st) {
+            st.total -= 1;
+        }
+    }
+
+    /// Hands one unit of capacity (already counted in `total`) to the oldest live waiter;
+    /// false if there was none.
+    fn grant_slot(self: &Arc<Self>, st: &mut State<M>) -> bool {
+        while let Some(waiter) = st.waiters.pop_front() {
+            let token = SlotToken {
+                shared: Some(Arc::clone(self)),
+            };
+            match waiter.tx.send(Grant::Slot(token)) {
+                Ok(()) => return true,
+                Err(Grant::Slot(token)) => token.accept(),
+                Err(Grant::Conn(_)) => unreachable!("a slot was sent"),
+            }
+        }
+        false
+    }
+
+    fn record_wait(&self, waited: Duration) {
+        metrics::histogram!(
+            "sssonector_connpool_wait_seconds",
+            "pool" => self.config.name.clone()
+        )
+        .record(waited.as_secs_f64());
+    }
+
+    /// Closes idle connections past the idle timeout (above the minimum idle) or past their
+    /// lifetime.
+    fn reap(&self) {
+        let now = Instant::now();
+        let mut to_close = Vec::new();
+        let mut st = self.state.lock();
+        let min_idle = self.config.min_idle_per_endpoint;
+        let mut closed = 0;
+        for ep in st.eps.iter_mut() {
+            let mut kept = VecDeque::with_capacity(ep.idle.len());
+            let mut surplus = ep.idle.len().saturating_sub(min_idle);
+            for live in ep.idle.drain(..) {
+                let past_lifetime = live.expires.is_some_and(|at| now >= at);
+                let past_idle = surplus > 0
+                    && self
+                        .config
+                        .idle_timeout
+                        .is_some_and(|t| now >= live.idle_since + t);
+                if past_lifetime || past_idle {
+                    surplus = surplus.saturating_sub(1);
+                    to_close.push(live);
+                } else {
+                    kept.push_back(live);
+                }
+            }
+            let removed = to_close.len() - closed;
+            ep.open -= removed;
+            closed = to_close.len();
+            ep.idle = kept;
+        }
+        st.total -= closed;
+        drop(st);
+        drop(to_close);
+    }
+
+    /// Checks every idle connection; failing ones are closed.
+    async fn check_idle(self: &Arc<Self>) {
+        let taken: Vec<(usize, Live<M::Connection>)> = {
+            let mut st = self.state.lock();
+            let mut taken = Vec::new();
+            for (i, ep) in st.eps.iter_mut().enumerate() {
+                ep.in_use += ep.idle.len();
+                taken.extend(ep.idle.drain(..).map(|live| (i, live)));
+            }
+            taken
+        };
+        for (ep, live) in taken {
+            let mut pooled = Pooled::new(Arc::clone(self), ep, live);
+            let healthy = matches!(
+                timeout(self.config.check_timeout, self.manager.check(&mut *pooled)).await,
+                Ok(Ok(()))
+            );
+            if !healthy {
+                self.counters
+                    .health_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                pooled.discard();
+            }
+            // Healthy ones go back (to a waiter, or idle) as the guard drops.
+        }
+    }
+
+    /// Opens connections up to the minimum idle per endpoint.
+    async fn replenish(self: &Arc<Self>) {
+        let min_idle = self.config.min_idle_per_endpoint;
+        if min_idle == 0 {
+            return;
+        }
+        for ep in 0..self.endpoints.len() {
+            // Bounded per tick: a manager whose connections come back closed cannot spin us.
+            for _ in 0..min_idle {
+                let permit = {
+                    let mut st = self.state.lock();
+                    let state = &st.eps[ep];
+                    let short = state.idle.len() + state.connecting < min_idle;
+                    let due = state.replenish_at.is_none_or(|at| Instant::now() >= at);
+                    if st.closed || !short || !due || st.total >= st.max_size {
+                        break;
+                    }
+                    let Ok(permit) = self.endpoints[ep].breaker.try_acquire() else {
+                        break;
+                    };
+                    st.total += 1;
+                    st.eps[ep].connecting += 1;
+                    permit
+                };
+                let mut reservation = Reservation {
+                    shared: self,
+                    connecting: Some(ep),
+                    armed: true,
+                };
+                let result = timeout(
+                    self.config.connect_timeout,
+                    self.manager.connect(&self.endpoints[ep].target),
+                )
+                .await;
+                let Ok(Ok(conn)) = result else {
+                    permit.failure();
+                    self.counters
+                        .connect_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    drop(reservation);
+                    let mut st = self.state.lock();
+                    let state = &mut st.eps[ep];
+                    state.replenish_failures += 1;
+                    let delay = self.config.replenish_backoff.delay(
+                        state.replenish_failures,
+                        self.config.replenish_backoff.initial(),
+                        &self.rng,
+                    );
+                    state.replenish_at = Some(Instant::now() + delay);
+                    break;
+                };
+                permit.success();
+                self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                let live = Live {
+                    conn,
+                    created: now,
+                    idle_since: now,
+                    expires: self.lifetime_end(now),
+                };
+                {
+                    let mut st = self.state.lock();
+                    let state = &mut st.eps[ep];
+                    state.connecting -= 1;
+                    state.open += 1;
+                    state.in_use += 1;
+                    state.replenish_failures = 0;
+                    state.replenish_at = None;
+                }
+                reservation.connecting = None;
+                reservation.armed = false;
+                // Through the guard: a waiter gets it first, else it goes idle.
+                drop(Pooled::new(Arc::clone(self), ep, live));
+            }
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let st = self.state.lock();
+        let endpoints = st
+            .eps
+            .iter()
+            .zip(self.endpoints.iter())
+            .map(|(e, endpoint)| EndpointStats {
+                open: e.open,
+                idle: e.idle.len(),
+                in_use: e.in_use,
+                connecting: e.connecting,
+                breaker: endpoint.breaker.state(),
+            })
+            .collect();
+        let c = &self.counters;
+        Stats {
+            max_size: st.max_size,
+            size: st.total,
+            idle: st.eps.iter().map(|e| e.idle.len()).sum(),
+            in_use: st.eps.iter().map(|e| e.in_use).sum(),
+            waiters: st.waiters.len(),
+            closed: st.closed,
+            endpoints,
+            connects: c.connects.load(Ordering::Relaxed),
+            connect_failures: c.connect_failures.load(Ordering::Relaxed),
+            health_failures: c.health_failures.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            waits: c.waits.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn manager(&self) -> &M {
+        &self.manager
+    }
+}

@@ -1,0 +1,109 @@
+//! A manager whose endpoints can be told to fail, hang, or fail health checks, and whose
+//! connections count themselves, so tests see every leak.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use sssonector_connpool::Manager;
+
+/// What an endpoint does when asked to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Accept,
+    Refuse,
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Faulty {
+    pub behaviour: Arc<Mutex<Vec<Behaviour>>>,
+    pub failing_checks: Arc<Mutex<Vec<bool>>>,
+    /// Connect attempts per endpoint.
+    pub attempts: Arc<Mutex<Vec<usize>>>,
+    /// Connections alive (made and not yet dropped).
+    pub alive: Arc<AtomicUsize>,
+}
+
+impl Faulty {
+    pub fn new(endpoints: usize) -> Self {
+        Self {
+            behaviour: Arc::new(Mutex::new(vec![Behaviour::Accept; endpoints])),
+            failing_checks: Arc::new(Mutex::new(vec![false; endpoints])),
+            attempts: Arc::new(Mutex::new(vec![0; endpoints])),
+            alive: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn set(&self, endpoint: usize, behaviour: Behaviour) {
+        self.behaviour.lock()[endpoint] = behaviour;
+    }
+
+    pub fn fail_checks(&self, endpoint: usize, fail: bool) {
+        self.failing_checks.lock()[endpoint] = fail;
+    }
+
+    pub fn attempts(&self, endpoint: usize) -> usize {
+        self.attempts.lock()[endpoint]
+    }
+
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub endpoint: usize,
+    pub broken: AtomicBool,
+    alive: Arc<AtomicUsize>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Manager for Faulty {
+    type Endpoint = usize;
+    type Connection = Conn;
+    type Error = io::Error;
+
+    async fn connect(&self, endpoint: &usize) -> io::Result<Conn> {
+        let behaviour = {
+            self.attempts.lock()[*endpoint] += 1;
+            self.behaviour.lock()[*endpoint]
+        };
+        match behaviour {
+            Behaviour::Accept => {
+                self.alive.fetch_add(1, Ordering::SeqCst);
+                Ok(Conn {
+                    endpoint: *endpoint,
+                    broken: AtomicBool::new(false),
+                    alive: Arc::clone(&self.alive),
+                })
+            }
+            Behaviour::Refuse => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("endpoint {endpoint} refused"),
+            )),
+            Behaviour::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn check(&self, conn: &mut Conn) -> io::Result<()> {
+        if self.failing_checks.lock()[conn.endpoint] {
+            Err(io::Error::other("health check failed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn is_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken.load(Ordering::SeqCst)
+    }
+}

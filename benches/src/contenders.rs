@@ -250,3 +250,166 @@ pub fn bufpool_fresh_op() -> u64 {
     buf.put_u8(1);
     buf.len() as u64
 }
+
+/// Connection pools: managers for ours, deadpool and bb8 that hand out plain numbers, with an
+/// optional fault (every tenth connection comes back broken), and a runner that spreads
+/// get-and-return cycles over tasks.
+pub mod connpool {
+    use std::io;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// The pool size measured.
+    pub const POOL: usize = 8;
+
+    /// Every tenth return is broken when `faults` is on.
+    #[derive(Debug, Default)]
+    pub struct Faults {
+        on: bool,
+        returns: AtomicU64,
+    }
+
+    impl Faults {
+        fn broken(&self) -> bool {
+            self.on && self.returns.fetch_add(1, Ordering::Relaxed) % 10 == 9
+        }
+    }
+
+    /// Our manager.
+    #[derive(Debug)]
+    pub struct Ours(Faults);
+
+    impl sssonector_connpool::Manager for Ours {
+        type Endpoint = ();
+        type Connection = u64;
+        type Error = io::Error;
+
+        async fn connect(&self, (): &()) -> io::Result<u64> {
+            Ok(7)
+        }
+
+        async fn check(&self, _: &mut u64) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn is_broken(&self, _: &mut u64) -> bool {
+            self.0.broken()
+        }
+    }
+
+    /// deadpool's manager.
+    #[derive(Debug)]
+    pub struct Dead(Faults);
+
+    impl deadpool::managed::Manager for Dead {
+        type Type = u64;
+        type Error = io::Error;
+
+        async fn create(&self) -> io::Result<u64> {
+            Ok(7)
+        }
+
+        async fn recycle(
+            &self,
+            _: &mut u64,
+            _: &deadpool::managed::Metrics,
+        ) -> deadpool::managed::RecycleResult<io::Error> {
+            if self.0.broken() {
+                return Err(deadpool::managed::RecycleError::Message("broken".into()));
+            }
+            Ok(())
+        }
+    }
+
+    /// bb8's manager.
+    #[derive(Debug)]
+    pub struct Bb8(Faults);
+
+    impl bb8::ManageConnection for Bb8 {
+        type Connection = u64;
+        type Error = io::Error;
+
+        async fn connect(&self) -> io::Result<u64> {
+            Ok(7)
+        }
+
+        async fn is_valid(&self, _: &mut u64) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn has_broken(&self, _: &mut u64) -> bool {
+            self.0.broken()
+        }
+    }
+
+    /// Runs `iters` get-and-return cycles spread over `tasks` tasks and returns the wall time.
+    pub fn run<F, Fut>(rt: &tokio::runtime::Runtime, tasks: u64, iters: u64, cycle: F) -> Duration
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let cycle = Arc::new(cycle);
+        let per_task = iters.div_ceil(tasks);
+        rt.block_on(async move {
+            let start = Instant::now();
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let cycle = Arc::clone(&cycle);
+                    tokio::spawn(async move {
+                        for _ in 0..per_task {
+                            cycle().await;
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.await.expect("benchmark task");
+            }
+            start.elapsed()
+        })
+    }
+
+    fn faults(on: bool) -> Faults {
+        Faults {
+            on,
+            ..Faults::default()
+        }
+    }
+
+    /// A two-worker runtime, as on the CI machine's two cores.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Our pool of `POOL`.
+    pub fn ours(faulty: bool) -> sssonector_connpool::Pool<Ours> {
+        sssonector_connpool::Pool::builder(Ours(faults(faulty)))
+            .endpoint(())
+            .max_size(POOL)
+            .build()
+            .expect("pool")
+    }
+
+    /// deadpool's pool of `POOL`.
+    pub fn deadpool(faulty: bool) -> deadpool::managed::Pool<Dead> {
+        deadpool::managed::Pool::builder(Dead(faults(faulty)))
+            .max_size(POOL)
+            .build()
+            .expect("pool")
+    }
+
+    /// bb8's pool of `POOL`, without a test on checkout (as ours and deadpool's here).
+    pub async fn bb8(faulty: bool) -> bb8::Pool<Bb8> {
+        bb8::Pool::builder()
+            .max_size(u32::try_from(POOL).expect("small"))
+            .test_on_check_out(false)
+            .build(Bb8(faults(faulty)))
+            .await
+            .expect("pool")
+    }
+}

@@ -20,6 +20,7 @@ const UNATTENDED_EXAMPLES: &[&str] = &[
     "ip_limited_echo",
     "throttled_copy",
     "pooled_copy",
+    "pooled_failover",
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {

@@ -130,4 +130,83 @@ fn main() {
             );
         }
     }
+    if which.is_empty() || which == "connpool" {
+        connpool_pairs();
+    }
+}
+
+/// Connection pools: batches of get-and-return cycles spread over tasks on a two-worker
+/// runtime, ours and deadpool's alternately. Fewer, longer rounds than the pairs above: one
+/// batch takes milliseconds.
+fn connpool_pairs() {
+    use sssonector_benches::contenders::connpool as cp;
+    const ROUNDS: usize = 41;
+    const CYCLES: u64 = 40_000;
+    let rt = cp::runtime();
+    for (tasks, faults, target) in [
+        (8, false, None),
+        (32, false, Some(2.0 / 3.0)),
+        (32, true, None),
+    ] {
+        let ours = cp::ours(faults);
+        let dead = cp::deadpool(faults);
+        let run_ours = || {
+            let pool = ours.clone();
+            cp::run(&rt, tasks, CYCLES, move || {
+                let pool = pool.clone();
+                async move {
+                    let conn = pool.get().await.expect("connection");
+                    tokio::task::yield_now().await;
+                    black_box(*conn);
+                }
+            })
+            .as_secs_f64()
+        };
+        let run_dead = || {
+            let pool = dead.clone();
+            cp::run(&rt, tasks, CYCLES, move || {
+                let pool = pool.clone();
+                async move {
+                    let conn = pool.get().await.expect("connection");
+                    tokio::task::yield_now().await;
+                    black_box(*conn);
+                }
+            })
+            .as_secs_f64()
+        };
+        run_ours();
+        run_dead();
+        let mut ratios = Vec::with_capacity(ROUNDS);
+        let (mut total_ours, mut total_dead) = (0.0, 0.0);
+        for round in 0..ROUNDS {
+            let (a, b) = if round % 2 == 0 {
+                let a = run_ours();
+                (a, run_dead())
+            } else {
+                let b = run_dead();
+                (run_ours(), b)
+            };
+            total_ours += a;
+            total_dead += b;
+            ratios.push(a / b);
+        }
+        ratios.sort_by(f64::total_cmp);
+        let q = |quarter: usize| ratios[(ROUNDS - 1) * quarter / 4];
+        let per_op = |t: f64| t / (ROUNDS as f64 * CYCLES as f64) * 1e9;
+        let verdict = match target {
+            Some(t) if q(2) <= t => format!("≤ {t:.2}× met"),
+            Some(t) => format!("≤ {t:.2}× MISSED"),
+            None => "(for reference)".to_string(),
+        };
+        let faults = if faults { ", faults" } else { "" };
+        println!(
+            "| connpool {}x{tasks}{faults} (ours vs deadpool) | {:.1} ns | {:.1} ns | {:.3}× | {:.3}–{:.3} | {verdict} |",
+            cp::POOL,
+            per_op(total_ours),
+            per_op(total_dead),
+            q(2),
+            q(1),
+            q(3)
+        );
+    }
 }

@@ -73,6 +73,9 @@ pub(crate) struct Shared<M: Manager> {
     rng: Rng,
     drained: Notify,
     pub(crate) counters: Counters,
+    /// `sssonector_connpool_wait_seconds`, registered once with the recorder installed when
+    /// the pool was built.
+    wait_seconds: metrics::Histogram,
 }
 
 /// A pool of connections to one or more endpoints. Clones share one pool.
@@ -163,6 +166,7 @@ impl<M: Manager> Pool<M> {
         config: Config,
         limiter: Option<RateLimiter>,
     ) -> Self {
+        let config_name = config.name.clone();
         let eps = endpoints
             .iter()
             .map(|_| EpState {
@@ -192,6 +196,10 @@ impl<M: Manager> Pool<M> {
                 rng: Rng::from_entropy(),
                 drained: Notify::new(),
                 counters: Counters::default(),
+                wait_seconds: metrics::histogram!(
+                    "sssonector_connpool_wait_seconds",
+                    "pool" => config_name
+                ),
             }),
         }
     }
@@ -399,6 +407,18 @@ impl<M: Manager> Shared<M> {
     ) -> Option<(usize, Live<M::Connection>)> {
         let now = Instant::now();
         loop {
+            // One endpoint (the common case) needs no choosing.
+            if st.eps.len() == 1 {
+                let live = st.eps[0].idle.pop_back()?;
+                if self.expired(&live, now) {
+                    st.eps[0].open -= 1;
+                    st.total -= 1;
+                    to_close.push(live);
+                    continue;
+                }
+                st.eps[0].in_use += 1;
+                return Some((0, live));
+            }
             let candidates: Vec<Candidate> = st
                 .eps
                 .iter()
@@ -596,7 +616,9 @@ impl<M: Manager> Shared<M> {
 
     /// Takes a connection back from its guard.
     pub(crate) fn put_back(self: &Arc<Self>, ep: usize, mut live: Live<M::Connection>) {
-        let broken = self.manager.is_broken(&mut live.conn) || self.expired_lifetime(&live);
+        let now = Instant::now();
+        let broken =
+            self.manager.is_broken(&mut live.conn) || live.expires.is_some_and(|at| now >= at);
         let mut st = self.state.lock();
         st.eps[ep].in_use -= 1;
         if broken || st.closed || st.total > st.max_size {
@@ -624,7 +646,7 @@ impl<M: Manager> Shared<M> {
             }
         }
         if st.eps[ep].idle.len() < self.config.max_idle_per_endpoint {
-            live.idle_since = Instant::now();
+            live.idle_since = now;
             st.eps[ep].idle.push_back(live);
         } else {
             st.eps[ep].open -= 1;
@@ -632,10 +654,6 @@ impl<M: Manager> Shared<M> {
             drop(st);
             drop(live);
         }
-    }
-
-    fn expired_lifetime(&self, live: &Live<M::Connection>) -> bool {
-        live.expires.is_some_and(|at| Instant::now() >= at)
     }
 
     /// A unit of capacity came free: the oldest waiter gets it to connect with, else it is
@@ -663,11 +681,7 @@ impl<M: Manager> Shared<M> {
     }
 
     fn record_wait(&self, waited: Duration) {
-        metrics::histogram!(
-            "sssonector_connpool_wait_seconds",
-            "pool" => self.config.name.clone()
-        )
-        .record(waited.as_secs_f64());
+        self.wait_seconds.record(waited.as_secs_f64());
     }
 
     /// Closes idle connections past the idle timeout (above the minimum idle) or past their

@@ -12,24 +12,24 @@ use sssonector_connpool::Manager;
 
 /// What an endpoint does when asked to connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Behaviour {
+pub(crate) enum Behaviour {
     Accept,
     Refuse,
     Hang,
 }
 
 #[derive(Debug, Clone)]
-pub struct Faulty {
-    pub behaviour: Arc<Mutex<Vec<Behaviour>>>,
-    pub failing_checks: Arc<Mutex<Vec<bool>>>,
+pub(crate) struct Faulty {
+    pub(crate) behaviour: Arc<Mutex<Vec<Behaviour>>>,
+    pub(crate) failing_checks: Arc<Mutex<Vec<bool>>>,
     /// Connect attempts per endpoint.
-    pub attempts: Arc<Mutex<Vec<usize>>>,
+    pub(crate) attempts: Arc<Mutex<Vec<usize>>>,
     /// Connections alive (made and not yet dropped).
-    pub alive: Arc<AtomicUsize>,
+    pub(crate) alive: Arc<AtomicUsize>,
 }
 
 impl Faulty {
-    pub fn new(endpoints: usize) -> Self {
+    pub(crate) fn new(endpoints: usize) -> Self {
         Self {
             behaviour: Arc::new(Mutex::new(vec![Behaviour::Accept; endpoints])),
             failing_checks: Arc::new(Mutex::new(vec![false; endpoints])),
@@ -38,27 +38,27 @@ impl Faulty {
         }
     }
 
-    pub fn set(&self, endpoint: usize, behaviour: Behaviour) {
+    pub(crate) fn set(&self, endpoint: usize, behaviour: Behaviour) {
         self.behaviour.lock()[endpoint] = behaviour;
     }
 
-    pub fn fail_checks(&self, endpoint: usize, fail: bool) {
+    pub(crate) fn fail_checks(&self, endpoint: usize, fail: bool) {
         self.failing_checks.lock()[endpoint] = fail;
     }
 
-    pub fn attempts(&self, endpoint: usize) -> usize {
+    pub(crate) fn attempts(&self, endpoint: usize) -> usize {
         self.attempts.lock()[endpoint]
     }
 
-    pub fn alive(&self) -> usize {
+    pub(crate) fn alive(&self) -> usize {
         self.alive.load(Ordering::SeqCst)
     }
 }
 
 #[derive(Debug)]
-pub struct Conn {
-    pub endpoint: usize,
-    pub broken: AtomicBool,
+pub(crate) struct Conn {
+    pub(crate) endpoint: usize,
+    pub(crate) broken: AtomicBool,
     alive: Arc<AtomicUsize>,
 }
 

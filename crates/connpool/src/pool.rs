@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,14 +41,19 @@ struct EpState<C> {
     replenish_at: Option<Instant>,
 }
 
-/// What a waiter is handed: a connection, or a slot to connect with itself.
+/// What a waiter is handed: a connection, a slot to connect with itself, or word that its
+/// checkout timeout passed.
 pub(crate) enum Grant<M: Manager> {
     Conn(Pooled<M>),
     Slot(SlotToken<M>),
+    Expired,
 }
 
 struct Waiter<M: Manager> {
-    id: u64,
+    /// When its checkout timeout ends. Every waiter has the same timeout and the queue is
+    /// first come, first served, so deadlines never decrease along the queue: the head's is
+    /// always the next to pass, and one timer for the whole queue is enough.
+    deadline: Instant,
     tx: oneshot::Sender<Grant<M>>,
 }
 
@@ -58,6 +63,8 @@ pub(crate) struct State<M: Manager> {
     total: usize,
     eps: Vec<EpState<M::Connection>>,
     waiters: VecDeque<Waiter<M>>,
+    /// Whether a task is expiring waiters (it runs while the queue is not empty).
+    expiring: bool,
     balancer: Balancer,
     closed: bool,
 }
@@ -69,7 +76,6 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) config: Config,
     limiter: Option<RateLimiter>,
     state: Mutex<State<M>>,
-    next_waiter: AtomicU64,
     rng: Rng,
     drained: Notify,
     pub(crate) counters: Counters,
@@ -187,12 +193,12 @@ impl<M: Manager> Pool<M> {
                     total: 0,
                     eps,
                     waiters: VecDeque::new(),
+                    expiring: false,
                     balancer: Balancer::default(),
                     closed: false,
                 }),
                 config,
                 limiter,
-                next_waiter: AtomicU64::new(0),
                 rng: Rng::from_entropy(),
                 drained: Notify::new(),
                 counters: Counters::default(),
@@ -227,7 +233,7 @@ impl<M: Manager> Pool<M> {
                     return Err(PoolError::Closed);
                 }
                 let mut to_close = Vec::new();
-                let step = match shared.take_idle(&mut st, &mut to_close) {
+                let step = match shared.take_idle(&mut st, started, &mut to_close) {
                     Some((ep, live)) => Step::Idle(ep, live),
                     None if st.total < st.max_size => {
                         st.total += 1;
@@ -235,9 +241,12 @@ impl<M: Manager> Pool<M> {
                     }
                     None => {
                         let (tx, rx) = oneshot::channel();
-                        let id = shared.next_waiter.fetch_add(1, Ordering::Relaxed);
-                        st.waiters.push_back(Waiter { id, tx });
-                        Step::Wait(id, rx)
+                        st.waiters.push_back(Waiter { deadline, tx });
+                        if !st.expiring {
+                            st.expiring = true;
+                            tokio::spawn(Arc::clone(shared).expire_waiters());
+                        }
+                        Step::Wait(rx)
                     }
                 };
                 (step, to_close)
@@ -250,28 +259,11 @@ impl<M: Manager> Pool<M> {
                     }
                 }
                 Step::Connect => return shared.connect_new(deadline).await,
-                Step::Wait(id, mut rx) => {
+                Step::Wait(rx) => {
                     shared.counters.waits.fetch_add(1, Ordering::Relaxed);
-                    let grant = match timeout_at(deadline, &mut rx).await {
-                        Ok(Ok(grant)) => grant,
-                        Ok(Err(_)) => return Err(PoolError::Closed),
-                        Err(_) => {
-                            let mut st = shared.state.lock();
-                            let queued = st.waiters.iter().position(|w| w.id == id);
-                            if let Some(pos) = queued {
-                                let waiter = st.waiters.remove(pos);
-                                drop(st);
-                                drop(waiter);
-                                shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                                return Err(PoolError::Timeout(shared.config.checkout_timeout));
-                            }
-                            drop(st);
-                            // Granted just as the deadline passed: take what was sent.
-                            match rx.try_recv() {
-                                Ok(grant) => grant,
-                                Err(_) => return Err(PoolError::Closed),
-                            }
-                        }
+                    // No timer per waiter: `expire_waiters` sends `Expired` at the deadline.
+                    let Ok(grant) = rx.await else {
+                        return Err(PoolError::Closed);
                     };
                     shared.record_wait(started.elapsed());
                     match grant {
@@ -283,6 +275,9 @@ impl<M: Manager> Pool<M> {
                         Grant::Slot(token) => {
                             token.accept();
                             return shared.connect_new(deadline).await;
+                        }
+                        Grant::Expired => {
+                            return Err(PoolError::Timeout(shared.config.checkout_timeout));
                         }
                     }
                 }
@@ -394,7 +389,7 @@ impl<M: Manager> Pool<M> {
 enum Step<M: Manager> {
     Idle(usize, Live<M::Connection>),
     Connect,
-    Wait(u64, oneshot::Receiver<Grant<M>>),
+    Wait(oneshot::Receiver<Grant<M>>),
 }
 
 impl<M: Manager> Shared<M> {
@@ -403,9 +398,9 @@ impl<M: Manager> Shared<M> {
     fn take_idle(
         &self,
         st: &mut State<M>,
+        now: Instant,
         to_close: &mut Vec<Live<M::Connection>>,
     ) -> Option<(usize, Live<M::Connection>)> {
-        let now = Instant::now();
         loop {
             // One endpoint (the common case) needs no choosing.
             if st.eps.len() == 1 {
@@ -642,7 +637,7 @@ impl<M: Manager> Shared<M> {
                     st.eps[ep].in_use -= 1;
                     live = pooled.take_live();
                 }
-                Err(Grant::Slot(_)) => unreachable!("a connection was sent"),
+                Err(Grant::Slot(_) | Grant::Expired) => unreachable!("a connection was sent"),
             }
         }
         if st.eps[ep].idle.len() < self.config.max_idle_per_endpoint {
@@ -674,10 +669,38 @@ impl<M: Manager> Shared<M> {
             match waiter.tx.send(Grant::Slot(token)) {
                 Ok(()) => return true,
                 Err(Grant::Slot(token)) => token.accept(),
-                Err(Grant::Conn(_)) => unreachable!("a slot was sent"),
+                Err(Grant::Conn(_) | Grant::Expired) => unreachable!("a slot was sent"),
             }
         }
         false
+    }
+
+    /// Runs while anyone waits: at the head waiter's deadline, tells every waiter whose
+    /// deadline has passed that it timed out, then sleeps until the new head's deadline.
+    async fn expire_waiters(self: Arc<Self>) {
+        loop {
+            let (expired, next) = {
+                let mut st = self.state.lock();
+                let now = Instant::now();
+                let mut expired = Vec::new();
+                while st.waiters.front().is_some_and(|w| w.deadline <= now) {
+                    expired.extend(st.waiters.pop_front());
+                }
+                let next = st.waiters.front().map(|w| w.deadline);
+                if next.is_none() {
+                    st.expiring = false;
+                }
+                (expired, next)
+            };
+            for waiter in expired {
+                // A waiter that was cancelled meanwhile is not counted.
+                if waiter.tx.send(Grant::Expired).is_ok() {
+                    self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let Some(next) = next else { return };
+            tokio::time::sleep_until(next).await;
+        }
     }
 
     fn record_wait(&self, waited: Duration) {

@@ -222,6 +222,11 @@ impl<M: Manager> Pool<M> {
     /// - [`PoolError::Unavailable`]: every endpoint's breaker is open.
     /// - [`PoolError::Timeout`]: the pool stayed full for the checkout timeout.
     /// - [`PoolError::Closed`]: the pool was closed.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with time enabled: timeouts and the task that expires waiters
+    /// run on it.
     pub async fn get(&self) -> Result<Pooled<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let started = Instant::now();

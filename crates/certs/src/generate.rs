@@ -1,0 +1,246 @@
+//! Generating a private CA, server and client certificates, and CRLs (with rcgen).
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber,
+};
+use sssonector_core::Rng;
+use time::OffsetDateTime;
+
+use crate::error::CertError;
+
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// The start.
+    pub not_before: SystemTime,
+    /// The end.
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// From a minute ago (for clocks slightly behind) for `days` days.
+    pub fn days(days: u64) -> Self {
+        let now = SystemTime::now();
+        Self {
+            not_before: now - Duration::from_secs(60),
+            not_after: now + Duration::from_secs(days * 86_400),
+        }
+    }
+
+    /// Between two instants.
+    pub fn between(not_before: SystemTime, not_after: SystemTime) -> Self {
+        Self {
+            not_before,
+            not_after,
+        }
+    }
+}
+
+fn offset(t: SystemTime) -> OffsetDateTime {
+    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn generate_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> CertError {
+    move |error| CertError::Generate { what, error }
+}
+
+/// A certificate and its key, as PEM, with its serial number (to revoke it).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8), PEM.
+    pub key_pem: String,
+    /// Its serial number.
+    pub serial: Vec<u8>,
+}
+
+/// A private certificate authority: issues server and client certificates and signs CRLs.
+///
+/// ```
+/// use sssonector_certs::{CertificateAuthority, Validity};
+///
+/// let ca = CertificateAuthority::generate("tunnel CA", Validity::days(3650))?;
+/// let server = ca.issue_server(&["tunnel.example", "10.0.0.1"], Validity::days(90))?;
+/// let client = ca.issue_client("alice", Validity::days(30))?;
+/// ca.revoke(&client.serial);
+/// let crl_pem = ca.crl(std::time::Duration::from_secs(86_400))?;
+/// assert!(crl_pem.contains("BEGIN X509 CRL"));
+/// # Ok::<(), sssonector_certs::CertError>(())
+/// ```
+#[derive(Debug)]
+pub struct CertificateAuthority {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    key_pem: String,
+    rng: Rng,
+    revoked: Mutex<Vec<(Vec<u8>, SystemTime)>>,
+    crl_number: Mutex<u64>,
+}
+
+impl CertificateAuthority {
+    /// Generates a CA: a new ECDSA P-256 key and a self-signed certificate named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] if rcgen refuses the name or the dates.
+    pub fn generate(name: &str, validity: Validity) -> Result<Self, CertError> {
+        let key = KeyPair::generate().map_err(generate_error("the CA key"))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = offset(validity.not_before);
+        params.not_after = offset(validity.not_after);
+        let rng = Rng::from_entropy();
+        params.serial_number = Some(serial(&rng));
+        let cert = params
+            .self_signed(&key)
+            .map_err(generate_error("the CA certificate"))?;
+        let key_pem = key.serialize_pem();
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+            rng,
+            revoked: Mutex::new(Vec::new()),
+            crl_number: Mutex::new(0),
+        })
+    }
+
+    /// The CA certificate, PEM: what peers trust.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's private key, PEM. Keep it secret.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// Issues a server certificate for `names`: DNS names and IP addresses, all placed in the
+    /// subject alternative names (the first is also the common name).
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] for a name that is neither a DNS name nor an IP address.
+    pub fn issue_server(&self, names: &[&str], validity: Validity) -> Result<Issued, CertError> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params =
+            CertificateParams::new(names.clone()).map_err(generate_error("a server name"))?;
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(params, validity, "a server certificate")
+    }
+
+    /// Issues a client certificate whose identity (common name, and organizational unit
+    /// `sssonector`) is `identity`.
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] if rcgen refuses the identity.
+    pub fn issue_client(&self, identity: &str, validity: Validity) -> Result<Issued, CertError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, identity);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, "sssonector");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params, validity, "a client certificate")
+    }
+
+    fn issue(
+        &self,
+        mut params: CertificateParams,
+        validity: Validity,
+        what: &'static str,
+    ) -> Result<Issued, CertError> {
+        let key = KeyPair::generate().map_err(generate_error("a key"))?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = offset(validity.not_before);
+        params.not_after = offset(validity.not_after);
+        let serial = serial(&self.rng);
+        params.serial_number = Some(serial.clone());
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(generate_error(what))?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// Marks a certificate (by serial number) revoked from now on; the next [`crl`] lists it.
+    ///
+    /// [`crl`]: CertificateAuthority::crl
+    pub fn revoke(&self, serial: &[u8]) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if !revoked.iter().any(|(s, _)| s == serial) {
+            revoked.push((serial.to_vec(), SystemTime::now()));
+        }
+    }
+
+    /// Signs a CRL listing every revoked certificate, valid from now for `next_update`.
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] if signing fails.
+    pub fn crl(&self, next_update: Duration) -> Result<String, CertError> {
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        let number = {
+            let mut n = self.crl_number.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let now = SystemTime::now();
+        let params = CertificateRevocationListParams {
+            this_update: offset(now - Duration::from_secs(60)),
+            next_update: offset(now + next_update),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, at)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: offset(*at),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(generate_error("a CRL"))?;
+        crl.pem().map_err(generate_error("the CRL's PEM"))
+    }
+}
+
+/// A random positive 16-byte serial number.
+fn serial(rng: &Rng) -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
+    bytes[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
+    bytes[0] &= 0x7f; // positive
+    bytes[0] |= 0x01; // no leading zero byte to strip
+    SerialNumber::from_slice(&bytes)
+}

@@ -35,15 +35,18 @@
 //! # Ok::<(), sssonector_certs::CertError>(())
 //! ```
 
+mod der;
 mod error;
 mod generate;
 mod identity;
 mod load;
+mod reload;
 mod tls;
 mod trust;
 
 pub use error::{CertError, Source, Usage};
 pub use generate::{CertificateAuthority, Issued, Validity};
 pub use identity::Identity;
-pub use tls::{TlsOptions, client_config, server_config};
+pub use reload::{ReloadStats, ReloadableIdentity, Reloaded};
+pub use tls::{TlsOptions, client_config, server_config, server_config_reloadable};
 pub use trust::TrustStore;

@@ -8,6 +8,7 @@ use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
 use crate::error::CertError;
 use crate::identity::{Identity, provider};
+use crate::reload::ReloadableIdentity;
 use crate::trust::TrustStore;
 
 static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -73,6 +74,32 @@ pub fn server_config(
         .map_err(|e| CertError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(Fixed(identity.certified_key())));
+    config.alpn_protocols.clone_from(&options.alpn);
+    Ok(Arc::new(config))
+}
+
+/// Like [`server_config`], presenting whatever `identity` holds now: reloading it changes
+/// the certificate of new handshakes.
+///
+/// # Errors
+///
+/// [`CertError::Tls`] if rustls refuses the CAs or CRLs.
+pub fn server_config_reloadable(
+    identity: Arc<ReloadableIdentity>,
+    trust: &TrustStore,
+    options: &TlsOptions,
+) -> Result<Arc<ServerConfig>, CertError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(trust.roots(), Arc::clone(&provider))
+            .with_crls(trust.crls().iter().cloned())
+            .build()
+            .map_err(|e| CertError::Tls(format!("client verifier: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(options.versions())
+        .map_err(|e| CertError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(identity);
     config.alpn_protocols.clone_from(&options.alpn);
     Ok(Arc::new(config))
 }

@@ -1,0 +1,252 @@
+//! Certificates that can be replaced while the server runs: validate, then swap.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::SignatureScheme;
+use rustls::server::ClientHello;
+use rustls::sign::CertifiedKey;
+
+use crate::der;
+use crate::error::{CertError, Usage};
+use crate::identity::Identity;
+use crate::trust::TrustStore;
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reloaded {
+    /// The files were unchanged; nothing was parsed.
+    Unchanged,
+    /// New material passed validation and is in use for new handshakes.
+    Replaced {
+        /// The new leaf's serial number.
+        serial: Vec<u8>,
+    },
+}
+
+/// Counters of a reloadable identity's history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadStats {
+    /// Reloads that replaced the material.
+    pub replaced: u64,
+    /// Reloads refused because the new files failed to load or validate.
+    pub failed: u64,
+    /// The last refusal, if the last reload failed.
+    pub last_error: Option<String>,
+}
+
+struct Current {
+    certified: Arc<CertifiedKey>,
+    not_after: Option<SystemTime>,
+    serial: Vec<u8>,
+}
+
+/// A certificate and key loaded from two files that can be reloaded while in use.
+///
+/// New files are parsed and checked before they take effect: the key must match, and with a
+/// [`TrustStore`] the chain must verify for its use now (not expired, trusted, right key
+/// usage, not revoked). A bad file is refused, counted, and the old material stays in use.
+/// Handshakes already done are untouched; new ones use the new certificate. Use it as the
+/// certificate resolver of a rustls configuration ([`server_config_reloadable`]).
+///
+/// [`server_config_reloadable`]: crate::server_config_reloadable
+pub struct ReloadableIdentity {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    usage: Usage,
+    trust: Option<TrustStore>,
+    current: RwLock<Current>,
+    /// Hash of the two files' contents when last loaded: an unchanged reload parses nothing.
+    content_hash: AtomicU64,
+    stats: Mutex<ReloadStats>,
+    name: String,
+}
+
+impl std::fmt::Debug for ReloadableIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableIdentity")
+            .field("cert", &self.cert_path)
+            .field("key", &self.key_path)
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash_files(cert: &Path, key: &Path) -> Result<u64, CertError> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in [cert, key] {
+        let bytes = std::fs::read(path).map_err(|error| CertError::Io {
+            source_: crate::Source::File(path.to_path_buf()),
+            error,
+        })?;
+        bytes.hash(&mut hasher);
+    }
+    Ok(hasher.finish())
+}
+
+impl ReloadableIdentity {
+    /// Loads and validates the files now; `name` labels the metrics.
+    ///
+    /// # Errors
+    ///
+    /// As [`Identity::load`], and [`TrustStore::verify`] when `trust` is given.
+    pub fn load(
+        name: impl Into<String>,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+        usage: Usage,
+        trust: Option<TrustStore>,
+    ) -> Result<Self, CertError> {
+        let (cert_path, key_path) = (cert.as_ref().to_path_buf(), key.as_ref().to_path_buf());
+        let hash = hash_files(&cert_path, &key_path)?;
+        let current = Self::validate(&cert_path, &key_path, usage, trust.as_ref())?;
+        Ok(Self {
+            cert_path,
+            key_path,
+            usage,
+            trust,
+            current: RwLock::new(current),
+            content_hash: AtomicU64::new(hash),
+            stats: Mutex::new(ReloadStats::default()),
+            name: name.into(),
+        })
+    }
+
+    fn validate(
+        cert: &Path,
+        key: &Path,
+        usage: Usage,
+        trust: Option<&TrustStore>,
+    ) -> Result<Current, CertError> {
+        let identity = Identity::load(cert, key)?;
+        if let Some(trust) = trust {
+            trust.verify(&identity, usage, SystemTime::now())?;
+        }
+        let (serial, not_after) = match der::serial_and_validity(&identity.chain()[0]) {
+            Some((serial, _, not_after)) => (serial, Some(not_after)),
+            None => (Vec::new(), None),
+        };
+        Ok(Current {
+            certified: identity.certified_key(),
+            not_after,
+            serial,
+        })
+    }
+
+    /// Reads the files again; if they changed, validates them and swaps them in.
+    ///
+    /// # Errors
+    ///
+    /// The reason the new files were refused; the old material stays in use.
+    pub fn reload(&self) -> Result<Reloaded, CertError> {
+        let result = hash_files(&self.cert_path, &self.key_path).and_then(|hash| {
+            if hash == self.content_hash.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            let current = Self::validate(
+                &self.cert_path,
+                &self.key_path,
+                self.usage,
+                self.trust.as_ref(),
+            )?;
+            Ok(Some((hash, current)))
+        });
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(None) => Ok(Reloaded::Unchanged),
+            Ok(Some((hash, current))) => {
+                let serial = current.serial.clone();
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = current;
+                self.content_hash.store(hash, Ordering::Release);
+                stats.replaced += 1;
+                stats.last_error = None;
+                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
+                Ok(Reloaded::Replaced { serial })
+            }
+            Err(error) => {
+                stats.failed += 1;
+                stats.last_error = Some(error.to_string());
+                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "failed").increment(1);
+                Err(error)
+            }
+        }
+    }
+
+    /// A future that reloads every `period` (a content-hash poll: it notices files replaced in
+    /// place, by rename, or by a symlink swap as Kubernetes secrets and certbot do) and
+    /// publishes the seconds left before expiry as `sssonector_certs_expiry_seconds`.
+    /// Refusals are counted and kept in [`stats`](Self::stats); the future runs until dropped.
+    pub async fn poll(self: Arc<Self>, period: Duration) {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            let _ = self.reload();
+            if let Some(left) = self.expires_in(SystemTime::now()) {
+                #[allow(clippy::cast_precision_loss)] // seconds, far below 2^52
+                let seconds = left.as_secs() as f64;
+                metrics::gauge!("sssonector_certs_expiry_seconds", "name" => self.name.clone())
+                    .set(seconds);
+            }
+        }
+    }
+
+    /// The reload history.
+    pub fn stats(&self) -> ReloadStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The leaf in use: its serial number.
+    pub fn serial(&self) -> Vec<u8> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .serial
+            .clone()
+    }
+
+    /// How long until the leaf in use expires (zero if it has; `None` if its dates could not
+    /// be read).
+    pub fn expires_in(&self, now: SystemTime) -> Option<Duration> {
+        let not_after = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .not_after?;
+        Some(not_after.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
+    fn certified(&self) -> Arc<CertifiedKey> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .certified,
+        )
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadableIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _schemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,318 @@
+//! Hot rotation: new files are validated then swapped in; bad files are refused and the old
+//! certificate stays; symlink swaps are noticed; rotations under concurrent handshakes fail
+//! none of them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use sssonector_certs::{
+    CertError, CertificateAuthority, Identity, Issued, ReloadableIdentity, Reloaded, TlsOptions,
+    TrustStore, Usage, Validity, client_config, server_config_reloadable,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("sssonector-reload-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a certificate and key the way a careful tool does: to temporary names, then
+/// renamed into place, so a reader never sees half a file.
+fn install(dir: &Path, issued: &Issued) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    for (path, text) in [(&cert, &issued.cert_pem), (&key, &issued.key_pem)] {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    (cert, key)
+}
+
+fn der(issued: &Issued) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()
+}
+
+struct Pki {
+    ca: CertificateAuthority,
+    trust: TrustStore,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn pki() -> Pki {
+    let ca = CertificateAuthority::generate("reload CA", Validity::days(30)).unwrap();
+    let trust = TrustStore::from_pem(ca.cert_pem(), &[]).unwrap();
+    let alice = ca.issue_client("alice", Validity::days(1)).unwrap();
+    let alice = Identity::from_pem(&alice.cert_pem, &alice.key_pem).unwrap();
+    let client = client_config(&alice, &trust, &TlsOptions::new()).unwrap();
+    // Every handshake in full: a resumed session shows the certificate of the session it
+    // resumes, which is what rotation must not disturb but is not what these tests look at.
+    let mut client = (*client).clone();
+    client.resumption = rustls::client::Resumption::disabled();
+    Pki {
+        ca,
+        trust,
+        client: Arc::new(client),
+    }
+}
+
+/// One handshake; returns the certificate the server presented.
+async fn presented(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+) -> std::io::Result<CertificateDer<'static>> {
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let server_side = tokio::spawn(async move {
+        let mut tls = acceptor.accept(a).await?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await?;
+        tls.write_all(&byte).await?;
+        tls.shutdown().await
+    });
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), b)
+        .await?;
+    tls.write_all(b"x").await?;
+    let mut byte = [0u8; 1];
+    tls.read_exact(&mut byte).await?;
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    server_side.await.unwrap()?;
+    Ok(cert)
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_serves_new_handshakes() {
+    let dir = TempDir::new("rotate");
+    let pki = pki();
+    let first = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let (cert, key) = install(&dir.0, &first);
+    let identity = Arc::new(
+        ReloadableIdentity::load(
+            "server",
+            &cert,
+            &key,
+            Usage::Server,
+            Some(pki.trust.clone()),
+        )
+        .unwrap(),
+    );
+    let server =
+        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+    assert_eq!(
+        presented(server.clone(), pki.client.clone()).await.unwrap(),
+        der(&first)
+    );
+
+    assert_eq!(identity.reload().unwrap(), Reloaded::Unchanged);
+    let second = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(2))
+        .unwrap();
+    install(&dir.0, &second);
+    assert_eq!(
+        identity.reload().unwrap(),
+        Reloaded::Replaced {
+            serial: second.serial.clone()
+        }
+    );
+    assert_eq!(
+        presented(server, pki.client.clone()).await.unwrap(),
+        der(&second)
+    );
+    assert_eq!(identity.stats().replaced, 1);
+    let left = identity.expires_in(SystemTime::now()).unwrap();
+    assert!(left > Duration::from_secs(86_400) && left <= Duration::from_secs(2 * 86_400));
+}
+
+#[tokio::test]
+async fn a_bad_new_file_is_refused_and_the_old_certificate_stays() {
+    let dir = TempDir::new("bad");
+    let pki = pki();
+    let good = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let (cert, key) = install(&dir.0, &good);
+    let identity = Arc::new(
+        ReloadableIdentity::load(
+            "server",
+            &cert,
+            &key,
+            Usage::Server,
+            Some(pki.trust.clone()),
+        )
+        .unwrap(),
+    );
+    let server =
+        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+
+    // A truncated certificate.
+    std::fs::write(&cert, &good.cert_pem[..100]).unwrap();
+    assert!(matches!(
+        identity.reload(),
+        Err(CertError::Pem { .. } | CertError::NoCertificate(_))
+    ));
+    // An expired one, whole and well formed.
+    let now = SystemTime::now();
+    let expired = pki
+        .ca
+        .issue_server(
+            &["localhost"],
+            Validity::between(
+                now - Duration::from_secs(7200),
+                now - Duration::from_secs(3600),
+            ),
+        )
+        .unwrap();
+    install(&dir.0, &expired);
+    let err = identity.reload().unwrap_err();
+    assert!(matches!(err, CertError::Expired { .. }), "{err}");
+    // A certificate whose key was not replaced with it.
+    let other = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    std::fs::write(&cert, &other.cert_pem).unwrap();
+    std::fs::write(&key, &good.key_pem).unwrap();
+    assert!(matches!(
+        identity.reload(),
+        Err(CertError::KeyMismatch { .. })
+    ));
+
+    let stats = identity.stats();
+    assert_eq!((stats.replaced, stats.failed), (0, 3));
+    assert!(stats.last_error.unwrap().contains("does not match"));
+    assert_eq!(identity.serial(), good.serial);
+    assert_eq!(
+        presented(server, pki.client.clone()).await.unwrap(),
+        der(&good)
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlink_swap_is_noticed_by_the_poll() {
+    let dir = TempDir::new("symlink");
+    let pki = pki();
+    let v1 = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let v2 = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    for (name, issued) in [("v1", &v1), ("v2", &v2)] {
+        let version = dir.0.join(name);
+        std::fs::create_dir_all(&version).unwrap();
+        install(&version, issued);
+    }
+    // As Kubernetes mounts secrets: `current` points at a version directory.
+    let current = dir.0.join("current");
+    std::os::unix::fs::symlink("v1", &current).unwrap();
+    let identity = Arc::new(
+        ReloadableIdentity::load(
+            "server",
+            current.join("server.pem"),
+            current.join("server.key"),
+            Usage::Server,
+            Some(pki.trust.clone()),
+        )
+        .unwrap(),
+    );
+    let poll = tokio::spawn(identity.clone().poll(Duration::from_millis(20)));
+    let next = dir.0.join("next");
+    std::os::unix::fs::symlink("v2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap(); // atomic swap
+    let swapped = async {
+        while identity.serial() != v2.serial {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), swapped)
+        .await
+        .expect("the poll picks up the swap");
+    poll.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_under_concurrent_handshakes_fail_none() {
+    let dir = TempDir::new("concurrent");
+    let pki = pki();
+    let first = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let (cert, key) = install(&dir.0, &first);
+    let identity = Arc::new(
+        ReloadableIdentity::load(
+            "server",
+            &cert,
+            &key,
+            Usage::Server,
+            Some(pki.trust.clone()),
+        )
+        .unwrap(),
+    );
+    let server =
+        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (server, client) = (server.clone(), pki.client.clone());
+        let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match presented(server.clone(), client.clone()).await {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for _ in 0..100 {
+        let next = pki
+            .ca
+            .issue_server(&["localhost"], Validity::days(1))
+            .unwrap();
+        install(&dir.0, &next);
+        assert!(matches!(identity.reload(), Ok(Reloaded::Replaced { .. })));
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(30), c)
+            .await
+            .expect("clients finish")
+            .unwrap();
+    }
+    assert_eq!(identity.stats().replaced, 100);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no handshake failed");
+    eprintln!(
+        "{} handshakes during 100 rotations",
+        done.load(Ordering::Relaxed)
+    );
+    assert!(done.load(Ordering::Relaxed) > 0);
+}

@@ -41,6 +41,7 @@ mod generate;
 mod identity;
 mod load;
 mod reload;
+mod reload_trust;
 mod tls;
 mod trust;
 
@@ -48,5 +49,8 @@ pub use error::{CertError, Source, Usage};
 pub use generate::{CertificateAuthority, Issued, Validity};
 pub use identity::Identity;
 pub use reload::{ReloadStats, ReloadableIdentity, Reloaded};
-pub use tls::{TlsOptions, client_config, server_config, server_config_reloadable};
+pub use reload_trust::{ReloadableTrust, TrustReloaded};
+pub use tls::{
+    TlsOptions, client_config, server_config, server_config_reloadable, server_config_rotating,
+};
 pub use trust::TrustStore;

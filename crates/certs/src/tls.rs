@@ -9,6 +9,7 @@ use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 use crate::error::CertError;
 use crate::identity::{Identity, provider};
 use crate::reload::ReloadableIdentity;
+use crate::reload_trust::ReloadableTrust;
 use crate::trust::TrustStore;
 
 static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -89,12 +90,33 @@ pub fn server_config_reloadable(
     trust: &TrustStore,
     options: &TlsOptions,
 ) -> Result<Arc<ServerConfig>, CertError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(trust.roots(), provider())
+        .with_crls(trust.crls().iter().cloned())
+        .build()
+        .map_err(|e| CertError::Tls(format!("client verifier: {e}")))?;
+    server_config_with(identity, verifier, options)
+}
+
+/// A server configuration whose certificate and whose CAs and CRLs can both be reloaded
+/// while it runs: new handshakes use whatever is loaded at the time.
+///
+/// # Errors
+///
+/// [`CertError::Tls`] if rustls refuses the protocol versions.
+pub fn server_config_rotating(
+    identity: Arc<ReloadableIdentity>,
+    trust: &Arc<ReloadableTrust>,
+    options: &TlsOptions,
+) -> Result<Arc<ServerConfig>, CertError> {
+    server_config_with(identity, trust.verifier(), options)
+}
+
+fn server_config_with(
+    identity: Arc<ReloadableIdentity>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    options: &TlsOptions,
+) -> Result<Arc<ServerConfig>, CertError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(trust.roots(), Arc::clone(&provider))
-            .with_crls(trust.crls().iter().cloned())
-            .build()
-            .map_err(|e| CertError::Tls(format!("client verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(options.versions())
         .map_err(|e| CertError::Tls(e.to_string()))?

@@ -316,3 +316,61 @@ async fn rotations_under_concurrent_handshakes_fail_none() {
     );
     assert!(done.load(Ordering::Relaxed) > 0);
 }
+
+#[tokio::test]
+async fn a_crl_reload_refuses_new_handshakes_of_a_revoked_client() {
+    let dir = TempDir::new("crl");
+    let pki = pki();
+    let server_cert = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let (cert, key) = install(&dir.0, &server_cert);
+    let ca_file = dir.0.join("ca.pem");
+    let crl_file = dir.0.join("ca.crl");
+    std::fs::write(&ca_file, pki.ca.cert_pem()).unwrap();
+    std::fs::write(&crl_file, pki.ca.crl(Duration::from_secs(86_400)).unwrap()).unwrap();
+    let identity =
+        Arc::new(ReloadableIdentity::load("server", &cert, &key, Usage::Server, None).unwrap());
+    let trust = Arc::new(
+        sssonector_certs::ReloadableTrust::load("clients", &ca_file, &[&crl_file]).unwrap(),
+    );
+    let server =
+        sssonector_certs::server_config_rotating(identity, &trust, &TlsOptions::new()).unwrap();
+
+    let bob = pki.ca.issue_client("bob", Validity::days(1)).unwrap();
+    let bob_client = {
+        let id = Identity::from_pem(&bob.cert_pem, &bob.key_pem).unwrap();
+        let mut c = (*client_config(&id, &pki.trust, &TlsOptions::new()).unwrap()).clone();
+        c.resumption = rustls::client::Resumption::disabled();
+        Arc::new(c)
+    };
+    presented(server.clone(), bob_client.clone()).await.unwrap();
+    presented(server.clone(), pki.client.clone()).await.unwrap();
+
+    pki.ca.revoke(&bob.serial);
+    std::fs::write(&crl_file, pki.ca.crl(Duration::from_secs(86_400)).unwrap()).unwrap();
+    assert_eq!(
+        trust.reload().unwrap(),
+        sssonector_certs::TrustReloaded::Replaced {
+            newly_revoked: vec![bob.serial.clone()]
+        }
+    );
+    assert!(
+        presented(server.clone(), bob_client).await.is_err(),
+        "bob is refused now"
+    );
+    presented(server, pki.client.clone())
+        .await
+        .expect("alice still gets in");
+
+    // A broken CRL is refused and the current one stays.
+    std::fs::write(
+        &crl_file,
+        "-----BEGIN X509 CRL-----\nnot base64!\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    assert!(trust.reload().is_err());
+    assert_eq!(trust.stats().failed, 1);
+    assert_eq!(trust.trust().crls().len(), 1);
+}

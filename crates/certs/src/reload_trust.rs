@@ -1,0 +1,257 @@
+//! A CA bundle and CRLs that can be replaced while the server runs, and the client
+//! verifier that follows them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use webpki::BorrowedCertRevocationList;
+
+use crate::error::{CertError, Source};
+use crate::identity::provider;
+use crate::reload::ReloadStats;
+use crate::trust::TrustStore;
+
+/// What a trust reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustReloaded {
+    /// The files were unchanged.
+    Unchanged,
+    /// New CAs and CRLs are in use for new handshakes.
+    Replaced {
+        /// Serial numbers revoked by the new CRLs that the old ones did not revoke: end the
+        /// live sessions of these certificates.
+        newly_revoked: Vec<Vec<u8>>,
+    },
+}
+
+struct Current {
+    trust: TrustStore,
+    verifier: Arc<dyn ClientCertVerifier>,
+    revoked: BTreeSet<Vec<u8>>,
+}
+
+/// CAs and CRLs loaded from files that can be reloaded while in use; its
+/// [`verifier`](Self::verifier) checks client certificates against whatever is loaded now.
+///
+/// A reload validates before swapping: every file must parse. The result lists the serials
+/// the new CRLs revoke that the old ones did not, so established sessions of those
+/// certificates can be ended; new handshakes of those clients are refused at once.
+pub struct ReloadableTrust {
+    ca_path: PathBuf,
+    crl_paths: Vec<PathBuf>,
+    current: RwLock<Current>,
+    content_hash: AtomicU64,
+    stats: Mutex<ReloadStats>,
+    name: String,
+}
+
+impl std::fmt::Debug for ReloadableTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableTrust")
+            .field("ca", &self.ca_path)
+            .field("crls", &self.crl_paths)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash_files(paths: &[&Path]) -> Result<u64, CertError> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|error| CertError::Io {
+            source_: Source::File(path.to_path_buf()),
+            error,
+        })?;
+        bytes.hash(&mut hasher);
+    }
+    Ok(hasher.finish())
+}
+
+impl ReloadableTrust {
+    /// Loads the CA bundle and CRL files now; `name` labels the metrics.
+    ///
+    /// # Errors
+    ///
+    /// As [`TrustStore::load`].
+    pub fn load(
+        name: impl Into<String>,
+        ca_bundle: impl AsRef<Path>,
+        crl_files: &[impl AsRef<Path>],
+    ) -> Result<Self, CertError> {
+        let ca_path = ca_bundle.as_ref().to_path_buf();
+        let crl_paths: Vec<PathBuf> = crl_files.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let hash = hash_files(&Self::paths_of(&ca_path, &crl_paths))?;
+        let current = Self::build(&ca_path, &crl_paths)?;
+        Ok(Self {
+            ca_path,
+            crl_paths,
+            current: RwLock::new(current),
+            content_hash: AtomicU64::new(hash),
+            stats: Mutex::new(ReloadStats::default()),
+            name: name.into(),
+        })
+    }
+
+    fn paths_of<'a>(ca: &'a Path, crls: &'a [PathBuf]) -> Vec<&'a Path> {
+        std::iter::once(ca)
+            .chain(crls.iter().map(PathBuf::as_path))
+            .collect()
+    }
+
+    fn build(ca: &Path, crls: &[PathBuf]) -> Result<Current, CertError> {
+        let trust = TrustStore::load(ca, crls)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(trust.roots(), provider())
+            .with_crls(trust.crls().iter().cloned())
+            .build()
+            .map_err(|e| CertError::Tls(format!("client verifier: {e}")))?;
+        let mut revoked = BTreeSet::new();
+        for crl in trust.crls() {
+            if let Ok(list) = BorrowedCertRevocationList::from_der(crl) {
+                for entry in (&list).into_iter().flatten() {
+                    revoked.insert(entry.serial_number.to_vec());
+                }
+            }
+        }
+        Ok(Current {
+            trust,
+            verifier,
+            revoked,
+        })
+    }
+
+    /// Reads the files again; if they changed, loads them and swaps them in.
+    ///
+    /// # Errors
+    ///
+    /// Why the new files were refused; the old CAs and CRLs stay in use.
+    pub fn reload(&self) -> Result<TrustReloaded, CertError> {
+        let paths = Self::paths_of(&self.ca_path, &self.crl_paths);
+        let result = hash_files(&paths).and_then(|hash| {
+            if hash == self.content_hash.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            Ok(Some((hash, Self::build(&self.ca_path, &self.crl_paths)?)))
+        });
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(None) => Ok(TrustReloaded::Unchanged),
+            Ok(Some((hash, new))) => {
+                let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+                let newly_revoked = new.revoked.difference(&current.revoked).cloned().collect();
+                *current = new;
+                drop(current);
+                self.content_hash.store(hash, Ordering::Release);
+                stats.replaced += 1;
+                stats.last_error = None;
+                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
+                Ok(TrustReloaded::Replaced { newly_revoked })
+            }
+            Err(error) => {
+                stats.failed += 1;
+                stats.last_error = Some(error.to_string());
+                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "failed").increment(1);
+                Err(error)
+            }
+        }
+    }
+
+    /// A future that reloads every `period` and hands each non-empty list of newly revoked
+    /// serials to `on_revoked`. Runs until dropped.
+    pub async fn poll(
+        self: Arc<Self>,
+        period: Duration,
+        on_revoked: impl Fn(&[Vec<u8>]) + Send + Sync + 'static,
+    ) {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            if let Ok(TrustReloaded::Replaced { newly_revoked }) = self.reload() {
+                if !newly_revoked.is_empty() {
+                    on_revoked(&newly_revoked);
+                }
+            }
+        }
+    }
+
+    /// The reload history.
+    pub fn stats(&self) -> ReloadStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The CAs and CRLs in use now.
+    pub fn trust(&self) -> TrustStore {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .trust
+            .clone()
+    }
+
+    /// A client-certificate verifier for rustls that always uses the CAs and CRLs loaded now.
+    /// It sends no CA names to clients (they present their only certificate anyway).
+    pub fn verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(Following(Arc::clone(self)))
+    }
+
+    fn now(&self) -> Arc<dyn ClientCertVerifier> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .verifier,
+        )
+    }
+}
+
+/// Delegates every check to the verifier loaded at the time of the check.
+#[derive(Debug)]
+struct Following(Arc<ReloadableTrust>);
+
+impl ClientCertVerifier for Following {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0
+            .now()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.now().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.now().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.now().supported_verify_schemes()
+    }
+}

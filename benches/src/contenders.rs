@@ -413,3 +413,113 @@ pub mod connpool {
             .expect("pool")
     }
 }
+
+/// TLS: full TLS 1.3 mutual-TLS handshakes over an in-memory pipe, with a server whose
+/// certificate and client verifier are static or reloadable.
+pub mod tls {
+    use std::sync::Arc;
+
+    use rustls_pki_types::ServerName;
+    use sssonector_certs::{
+        CertificateAuthority, Identity, ReloadableIdentity, ReloadableTrust, TlsOptions,
+        TrustStore, Usage, Validity, client_config, server_config, server_config_rotating,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server configuration of each kind and a client (session resumption off, so every
+    /// handshake is a full one).
+    #[derive(Debug)]
+    pub struct Setup {
+        /// `server_config`: fixed certificate and verifier.
+        pub fixed: Arc<rustls::ServerConfig>,
+        /// `server_config_rotating`: both reloadable.
+        pub reloadable: Arc<rustls::ServerConfig>,
+        /// The client.
+        pub client: Arc<rustls::ClientConfig>,
+        _dir: TempDir,
+    }
+
+    /// A directory removed on drop.
+    #[derive(Debug)]
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Generates the PKI, writes the reloadable side's files, builds the configurations.
+    pub fn setup() -> Setup {
+        let dir = std::env::temp_dir().join(format!("sssonector-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let ca = CertificateAuthority::generate("bench CA", Validity::days(2)).expect("CA");
+        let server = ca
+            .issue_server(&["localhost"], Validity::days(1))
+            .expect("server");
+        let client = ca
+            .issue_client("client", Validity::days(1))
+            .expect("client");
+        let crl = ca.crl(std::time::Duration::from_secs(86_400)).expect("CRL");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let (cert, key) = (
+            write("server.pem", &server.cert_pem),
+            write("server.key", &server.key_pem),
+        );
+        let (ca_file, crl_file) = (write("ca.pem", ca.cert_pem()), write("ca.crl", &crl));
+        let trust = TrustStore::from_pem(ca.cert_pem(), &[&crl]).expect("trust");
+        let options = TlsOptions::new();
+        let fixed = server_config(
+            &Identity::from_pem(&server.cert_pem, &server.key_pem).expect("identity"),
+            &trust,
+            &options,
+        )
+        .expect("server config");
+        let identity = Arc::new(
+            ReloadableIdentity::load("bench", &cert, &key, Usage::Server, None).expect("identity"),
+        );
+        let reloadable_trust =
+            Arc::new(ReloadableTrust::load("bench", &ca_file, &[&crl_file]).expect("trust"));
+        let reloadable =
+            server_config_rotating(identity, &reloadable_trust, &options).expect("server config");
+        let mut client = (*client_config(
+            &Identity::from_pem(&client.cert_pem, &client.key_pem).expect("identity"),
+            &trust,
+            &options,
+        )
+        .expect("client config"))
+        .clone();
+        client.resumption = rustls::client::Resumption::disabled();
+        Setup {
+            fixed,
+            reloadable,
+            client: Arc::new(client),
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// One full handshake and a one-byte exchange over an in-memory pipe.
+    pub async fn handshake(server: Arc<rustls::ServerConfig>, client: Arc<rustls::ClientConfig>) {
+        let (a, b) = tokio::io::duplex(16 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let server_side = async move {
+            let mut tls = acceptor.accept(a).await.expect("server handshake");
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.expect("read");
+            tls.write_all(&byte).await.expect("write");
+        };
+        let client_side = async move {
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut tls = connector.connect(name, b).await.expect("client handshake");
+            tls.write_all(b"x").await.expect("write");
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.expect("read");
+        };
+        tokio::join!(server_side, client_side);
+    }
+}

@@ -146,6 +146,16 @@ const COMPARISONS: &[Comparison] = &[
         variants: &[],
     },
     Comparison {
+        group: "certs_handshake",
+        per_call: None,
+        baseline: None,
+        instructions_judged: false,
+        judged_by_ab: true,
+        // Reloadable certificate and verifier: at most 2 % slower than a static config.
+        anchors: &[("static", Some(1.02))],
+        variants: &[],
+    },
+    Comparison {
         group: "ratelimit_layer",
         per_call: Some("ratelimit-layer"),
         baseline: Some("bare"),
@@ -176,9 +186,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "ns",
     )?;
     if args.is_empty()
-        || args
-            .iter()
-            .any(|a| a.contains("ratelimit") || a.contains("pacing") || a.contains("bufpool"))
+        || args.iter().any(|a| {
+            ["ratelimit", "pacing", "bufpool", "connpool", "certs"]
+                .iter()
+                .any(|g| a.contains(g))
+        })
     {
         interleaved()?;
         pacing_real_time()?;

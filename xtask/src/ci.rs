@@ -21,6 +21,7 @@ const UNATTENDED_EXAMPLES: &[&str] = &[
     "throttled_copy",
     "pooled_copy",
     "pooled_failover",
+    "tls_reload_echo",
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {

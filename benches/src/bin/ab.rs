@@ -133,6 +133,9 @@ fn main() {
     if which.is_empty() || which == "connpool" {
         connpool_pairs();
     }
+    if which.is_empty() || which == "certs" {
+        certs_pair();
+    }
 }
 
 /// Connection pools: batches of get-and-return cycles spread over tasks on a two-worker
@@ -209,4 +212,54 @@ fn connpool_pairs() {
             q(3)
         );
     }
+}
+
+/// Full mutual-TLS handshakes: reloadable certificate and verifier against static ones.
+fn certs_pair() {
+    use sssonector_benches::contenders::tls;
+    const ROUNDS: usize = 41;
+    const HANDSHAKES: u32 = 40;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let setup = tls::setup();
+    let batch = |server: &std::sync::Arc<rustls::ServerConfig>| {
+        let start = Instant::now();
+        for _ in 0..HANDSHAKES {
+            rt.block_on(tls::handshake(server.clone(), setup.client.clone()));
+        }
+        start.elapsed().as_secs_f64()
+    };
+    batch(&setup.fixed);
+    batch(&setup.reloadable);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut total_ours, mut total_static) = (0.0, 0.0);
+    for round in 0..ROUNDS {
+        let (a, b) = if round % 2 == 0 {
+            let a = batch(&setup.reloadable);
+            (a, batch(&setup.fixed))
+        } else {
+            let b = batch(&setup.fixed);
+            (batch(&setup.reloadable), b)
+        };
+        total_ours += a;
+        total_static += b;
+        ratios.push(a / b);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let q = |quarter: usize| ratios[(ROUNDS - 1) * quarter / 4];
+    let per_op = |t: f64| t / (ROUNDS as f64 * f64::from(HANDSHAKES)) * 1e6;
+    let verdict = if q(2) <= 1.02 {
+        "≤ 1.02× met"
+    } else {
+        "≤ 1.02× MISSED"
+    };
+    println!(
+        "| certs_handshake (reloadable vs static) | {:.1} µs | {:.1} µs | {:.3}× | {:.3}–{:.3} | {verdict} |",
+        per_op(total_ours),
+        per_op(total_static),
+        q(2),
+        q(1),
+        q(3)
+    );
 }

@@ -60,6 +60,30 @@ pub(crate) fn serial_and_validity(cert: &[u8]) -> Option<(Vec<u8>, SystemTime, S
     Some((serial, time(tag_a, not_before)?, time(tag_b, not_after)?))
 }
 
+/// A DER CRL's next-update time, if it has one.
+pub(crate) fn crl_next_update(crl: &[u8]) -> Option<SystemTime> {
+    let (tag, list, _) = element(crl)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, tbs, _) = element(list)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (mut tag, _, mut rest) = element(tbs)?;
+    if tag == INTEGER {
+        // The version; the signature algorithm follows.
+        (tag, _, rest) = element(rest)?;
+    }
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (_issuer, _, rest) = element(rest)?;
+    let (_this_update, _, rest) = element(rest)?;
+    let (tag, next_update, _) = element(rest)?;
+    time(tag, next_update)
+}
+
 /// UTCTime `YYMMDDHHMMSSZ` or GeneralizedTime `YYYYMMDDHHMMSSZ`.
 fn time(tag: u8, text: &[u8]) -> Option<SystemTime> {
     let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
@@ -113,5 +137,20 @@ mod tests {
         let (serial, _, _) = serial_and_validity(&der).unwrap();
         assert_eq!(serial, issued.serial);
         assert!(serial_and_validity(b"\x30\x03\x02\x01").is_none());
+    }
+
+    #[test]
+    fn reads_a_crl_next_update() {
+        use rustls_pki_types::CertificateRevocationListDer;
+        let ca = CertificateAuthority::generate("ca", Validity::days(10)).unwrap();
+        let before = SystemTime::now();
+        let pem = ca.crl(Duration::from_secs(7200)).unwrap();
+        let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let next = crl_next_update(&der).unwrap();
+        let expected = before + Duration::from_secs(7200);
+        let diff = next
+            .duration_since(expected)
+            .unwrap_or_else(|e| e.duration());
+        assert!(diff <= Duration::from_secs(2), "{diff:?}");
     }
 }

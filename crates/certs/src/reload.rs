@@ -45,6 +45,34 @@ struct Current {
     serial: Vec<u8>,
 }
 
+/// When to warn that a certificate is about to expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryPolicy {
+    thresholds: Vec<Duration>,
+}
+
+impl Default for ExpiryPolicy {
+    /// Warn at 30 days, 7 days and 1 day left.
+    fn default() -> Self {
+        Self::new([30, 7, 1].map(|d| Duration::from_secs(d * 86_400)))
+    }
+}
+
+impl ExpiryPolicy {
+    /// Warn as the time left falls below each of `thresholds`.
+    pub fn new(thresholds: impl IntoIterator<Item = Duration>) -> Self {
+        let mut thresholds: Vec<Duration> = thresholds.into_iter().collect();
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        Self { thresholds }
+    }
+
+    /// The tightest threshold that `left` is below, if any.
+    pub fn crossed(&self, left: Duration) -> Option<Duration> {
+        self.thresholds.iter().copied().find(|t| left < *t)
+    }
+}
+
 /// A certificate and key loaded from two files that can be reloaded while in use.
 ///
 /// New files are parsed and checked before they take effect: the key must match, and with a
@@ -64,6 +92,9 @@ pub struct ReloadableIdentity {
     content_hash: AtomicU64,
     stats: Mutex<ReloadStats>,
     name: String,
+    expiry: ExpiryPolicy,
+    /// The tightest threshold already warned about for the certificate in use.
+    warned: Mutex<Option<Duration>>,
 }
 
 impl std::fmt::Debug for ReloadableIdentity {
@@ -114,7 +145,47 @@ impl ReloadableIdentity {
             content_hash: AtomicU64::new(hash),
             stats: Mutex::new(ReloadStats::default()),
             name: name.into(),
+            expiry: ExpiryPolicy::default(),
+            warned: Mutex::new(None),
         })
+    }
+
+    /// Sets when to warn before expiry (default 30, 7 and 1 days).
+    pub fn with_expiry_policy(mut self, policy: ExpiryPolicy) -> Self {
+        self.expiry = policy;
+        self
+    }
+
+    /// Checks the time left at `now`: logs a warning and counts
+    /// `sssonector_certs_expiry_warnings_total` the first time each threshold is crossed
+    /// (again for a new certificate), publishes `sssonector_certs_expiry_seconds`, and returns
+    /// the threshold newly crossed, if any. [`poll`](Self::poll) calls it on every tick.
+    pub fn check_expiry(&self, now: SystemTime) -> Option<Duration> {
+        let left = self.expires_in(now)?;
+        #[allow(clippy::cast_precision_loss)] // seconds, far below 2^52
+        let seconds = left.as_secs() as f64;
+        metrics::gauge!("sssonector_certs_expiry_seconds", "name" => self.name.clone())
+            .set(seconds);
+        let crossed = self.expiry.crossed(left)?;
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.is_some_and(|w| w <= crossed) {
+            return None;
+        }
+        *warned = Some(crossed);
+        tracing::warn!(
+            name = %self.name,
+            cert = %self.cert_path.display(),
+            seconds_left = left.as_secs(),
+            threshold_seconds = crossed.as_secs(),
+            "certificate expires soon"
+        );
+        metrics::counter!(
+            "sssonector_certs_expiry_warnings_total",
+            "name" => self.name.clone(),
+            "threshold" => format!("{}s", crossed.as_secs())
+        )
+        .increment(1);
+        Some(crossed)
     }
 
     fn validate(
@@ -163,6 +234,8 @@ impl ReloadableIdentity {
                 let serial = current.serial.clone();
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = current;
                 self.content_hash.store(hash, Ordering::Release);
+                // A new certificate earns its own warnings.
+                *self.warned.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 stats.replaced += 1;
                 stats.last_error = None;
                 metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
@@ -178,20 +251,15 @@ impl ReloadableIdentity {
     }
 
     /// A future that reloads every `period` (a content-hash poll: it notices files replaced in
-    /// place, by rename, or by a symlink swap as Kubernetes secrets and certbot do) and
-    /// publishes the seconds left before expiry as `sssonector_certs_expiry_seconds`.
+    /// place, by rename, or by a symlink swap as Kubernetes secrets and certbot do) and runs
+    /// [`check_expiry`](Self::check_expiry).
     /// Refusals are counted and kept in [`stats`](Self::stats); the future runs until dropped.
     pub async fn poll(self: Arc<Self>, period: Duration) {
         let mut ticks = tokio::time::interval(period);
         loop {
             ticks.tick().await;
             let _ = self.reload();
-            if let Some(left) = self.expires_in(SystemTime::now()) {
-                #[allow(clippy::cast_precision_loss)] // seconds, far below 2^52
-                let seconds = left.as_secs() as f64;
-                metrics::gauge!("sssonector_certs_expiry_seconds", "name" => self.name.clone())
-                    .set(seconds);
-            }
+            self.check_expiry(SystemTime::now());
         }
     }
 

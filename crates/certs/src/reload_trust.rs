@@ -164,8 +164,10 @@ impl ReloadableTrust {
         }
     }
 
-    /// A future that reloads every `period` and hands each non-empty list of newly revoked
-    /// serials to `on_revoked`. Runs until dropped.
+    /// A future that reloads every `period`, hands each non-empty list of newly revoked
+    /// serials to `on_revoked`, and publishes the seconds until the first CA expires
+    /// (`sssonector_certs_ca_expiry_seconds`) and until the CRLs' next update
+    /// (`sssonector_certs_crl_next_update_seconds`; negative once overdue). Runs until dropped.
     pub async fn poll(
         self: Arc<Self>,
         period: Duration,
@@ -178,6 +180,24 @@ impl ReloadableTrust {
                 if !newly_revoked.is_empty() {
                     on_revoked(&newly_revoked);
                 }
+            }
+            let trust = self.trust();
+            let now = std::time::SystemTime::now();
+            #[allow(clippy::cast_precision_loss)] // seconds, far below 2^52
+            let seconds = |at: std::time::SystemTime| match at.duration_since(now) {
+                Ok(left) => left.as_secs() as f64,
+                Err(past) => -(past.duration().as_secs() as f64),
+            };
+            if let Some(at) = trust.ca_not_after() {
+                metrics::gauge!("sssonector_certs_ca_expiry_seconds", "name" => self.name.clone())
+                    .set(seconds(at));
+            }
+            if let Some(at) = trust.crl_next_update() {
+                metrics::gauge!(
+                    "sssonector_certs_crl_next_update_seconds",
+                    "name" => self.name.clone()
+                )
+                .set(seconds(at));
             }
         }
     }

@@ -96,6 +96,22 @@ impl TrustStore {
         &self.ca_source
     }
 
+    /// When the first of the CA certificates expires (`None` if their dates cannot be read).
+    pub fn ca_not_after(&self) -> Option<SystemTime> {
+        self.cas
+            .iter()
+            .filter_map(|ca| crate::der::serial_and_validity(ca).map(|(_, _, end)| end))
+            .min()
+    }
+
+    /// The earliest next-update time of the loaded CRLs: by then a fresh CRL must be loaded.
+    pub fn crl_next_update(&self) -> Option<SystemTime> {
+        self.crls
+            .iter()
+            .filter_map(|crl| crate::der::crl_next_update(crl))
+            .min()
+    }
+
     /// Checks `identity`'s chain as a peer would at `now`: it leads to one of these CAs, every
     /// certificate in it is within its validity period, the leaf allows `usage`, and no
     /// loaded CRL revokes any certificate in it (a certificate whose status no CRL covers is

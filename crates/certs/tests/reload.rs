@@ -374,3 +374,69 @@ async fn a_crl_reload_refuses_new_handshakes_of_a_revoked_client() {
     assert_eq!(trust.stats().failed, 1);
     assert_eq!(trust.trust().crls().len(), 1);
 }
+
+#[test]
+fn expiry_warnings_fire_once_per_threshold() {
+    use sssonector_certs::ExpiryPolicy;
+    let dir = TempDir::new("expiry");
+    let pki = pki();
+    let now = SystemTime::now();
+    let short = pki
+        .ca
+        .issue_server(
+            &["localhost"],
+            Validity::between(
+                now - Duration::from_secs(60),
+                now + 10 * 86_400 * Duration::from_secs(1),
+            ),
+        )
+        .unwrap();
+    let (cert, key) = install(&dir.0, &short);
+    let identity = ReloadableIdentity::load("server", &cert, &key, Usage::Server, None)
+        .unwrap()
+        .with_expiry_policy(ExpiryPolicy::default());
+    const DAY: u64 = 86_400;
+    // 10 days left: below 30, above 7.
+    assert_eq!(
+        identity.check_expiry(now),
+        Some(Duration::from_secs(30 * DAY))
+    );
+    assert_eq!(identity.check_expiry(now), None, "warned once");
+    // 5 days later: below 7.
+    let later = now + Duration::from_secs(5 * DAY);
+    assert_eq!(
+        identity.check_expiry(later),
+        Some(Duration::from_secs(7 * DAY))
+    );
+    assert_eq!(identity.check_expiry(later), None);
+    // A renewed certificate starts afresh, and with 90 days left says nothing.
+    let renewed = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(90))
+        .unwrap();
+    install(&dir.0, &renewed);
+    identity.reload().unwrap();
+    assert_eq!(identity.check_expiry(now), None);
+    assert_eq!(
+        identity.check_expiry(now + Duration::from_secs(85 * DAY)),
+        Some(Duration::from_secs(7 * DAY))
+    );
+}
+
+#[test]
+fn the_trust_store_knows_when_its_ca_expires_and_its_crl_is_due() {
+    let pki = pki();
+    let crl = pki.ca.crl(Duration::from_secs(3600)).unwrap();
+    let trust = TrustStore::from_pem(pki.ca.cert_pem(), &[&crl]).unwrap();
+    let now = SystemTime::now();
+    let ca_left = trust.ca_not_after().unwrap().duration_since(now).unwrap();
+    assert!(
+        ca_left > Duration::from_secs(29 * 86_400) && ca_left <= Duration::from_secs(30 * 86_400)
+    );
+    let crl_left = trust
+        .crl_next_update()
+        .unwrap()
+        .duration_since(now)
+        .unwrap();
+    assert!(crl_left > Duration::from_secs(3500) && crl_left <= Duration::from_secs(3600));
+}

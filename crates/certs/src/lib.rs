@@ -48,7 +48,9 @@ mod trust;
 pub use error::{CertError, Source, Usage};
 pub use generate::{CertificateAuthority, Issued, Validity};
 pub use identity::Identity;
-pub use reload::{ExpiryPolicy, ReloadStats, ReloadableIdentity, Reloaded};
+pub use reload::{
+    ExpiryPolicy, Issuer, LocalCaIssuer, ReloadStats, ReloadableIdentity, Reloaded, RenewalRequest,
+};
 pub use reload_trust::{ReloadableTrust, TrustReloaded};
 pub use tls::{
     TlsOptions, client_config, server_config, server_config_reloadable, server_config_rotating,

@@ -41,8 +41,55 @@ pub struct ReloadStats {
 
 struct Current {
     certified: Arc<CertifiedKey>,
+    not_before: Option<SystemTime>,
     not_after: Option<SystemTime>,
     serial: Vec<u8>,
+}
+
+/// What to ask an [`Issuer`] for when renewing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalRequest {
+    /// A server certificate's names (DNS names and IP addresses), or a client's identity as
+    /// the only entry.
+    pub names: Vec<String>,
+    /// Server or client.
+    pub usage: Usage,
+    /// How long the new certificate is valid.
+    pub validity: Duration,
+}
+
+/// Issues certificates for renewal: a local CA ([`LocalCaIssuer`]), or an ACME or corporate
+/// CA client of your own.
+pub trait Issuer: Send + Sync {
+    /// A new certificate and key for `request`.
+    fn issue(
+        &self,
+        request: &RenewalRequest,
+    ) -> impl Future<Output = Result<crate::Issued, CertError>> + Send;
+}
+
+/// Renews from a [`CertificateAuthority`](crate::CertificateAuthority) held in this process:
+/// for self-managed deployments.
+#[derive(Debug, Clone)]
+pub struct LocalCaIssuer(pub Arc<crate::CertificateAuthority>);
+
+impl Issuer for LocalCaIssuer {
+    async fn issue(&self, request: &RenewalRequest) -> Result<crate::Issued, CertError> {
+        let validity = crate::Validity::between(
+            SystemTime::now() - Duration::from_secs(60),
+            SystemTime::now() + request.validity,
+        );
+        match request.usage {
+            Usage::Server => {
+                let names: Vec<&str> = request.names.iter().map(String::as_str).collect();
+                self.0.issue_server(&names, validity)
+            }
+            Usage::Client => {
+                let identity = request.names.first().map_or("client", String::as_str);
+                self.0.issue_client(identity, validity)
+            }
+        }
+    }
 }
 
 /// When to warn that a certificate is about to expire.
@@ -198,12 +245,13 @@ impl ReloadableIdentity {
         if let Some(trust) = trust {
             trust.verify(&identity, usage, SystemTime::now())?;
         }
-        let (serial, not_after) = match der::serial_and_validity(&identity.chain()[0]) {
-            Some((serial, _, not_after)) => (serial, Some(not_after)),
-            None => (Vec::new(), None),
+        let (serial, not_before, not_after) = match der::serial_and_validity(&identity.chain()[0]) {
+            Some((serial, start, end)) => (serial, Some(start), Some(end)),
+            None => (Vec::new(), None, None),
         };
         Ok(Current {
             certified: identity.certified_key(),
+            not_before,
             not_after,
             serial,
         })
@@ -286,6 +334,59 @@ impl ReloadableIdentity {
             .unwrap_or_else(|e| e.into_inner())
             .not_after?;
         Some(not_after.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
+    /// Whether the certificate in use is in its renewal window at `now`: the last
+    /// `fraction` of its lifetime (a third by default in [`renew_if_due`]).
+    ///
+    /// [`renew_if_due`]: Self::renew_if_due
+    pub fn renewal_due(&self, now: SystemTime, fraction: f64) -> bool {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let (Some(start), Some(end)) = (current.not_before, current.not_after) else {
+            return false;
+        };
+        let lifetime = end.duration_since(start).unwrap_or(Duration::ZERO);
+        let window = lifetime.mul_f64(fraction.clamp(0.0, 1.0));
+        end.checked_sub(window).is_some_and(|from| now >= from)
+    }
+
+    /// When the certificate in use has entered the last third of its lifetime, asks `issuer`
+    /// for a new one, writes it over the files (each to a temporary name, then renamed into
+    /// place), and reloads. Returns the new serial when it renewed.
+    ///
+    /// # Errors
+    ///
+    /// The issuer's error, a write error naming the file, or the reload's refusal (the old
+    /// certificate then stays in use).
+    pub async fn renew_if_due<I: Issuer>(
+        &self,
+        issuer: &I,
+        request: &RenewalRequest,
+        now: SystemTime,
+    ) -> Result<Option<Vec<u8>>, CertError> {
+        if !self.renewal_due(now, 1.0 / 3.0) {
+            return Ok(None);
+        }
+        let issued = issuer.issue(request).await?;
+        for (path, text) in [
+            (&self.key_path, &issued.key_pem),
+            (&self.cert_path, &issued.cert_pem),
+        ] {
+            let tmp = path.with_extension("renewing");
+            let io = |error| CertError::Io {
+                source_: crate::Source::File(path.clone()),
+                error,
+            };
+            std::fs::write(&tmp, text).map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+        }
+        match self.reload()? {
+            Reloaded::Replaced { serial } => {
+                tracing::info!(name = %self.name, "certificate renewed");
+                Ok(Some(serial))
+            }
+            Reloaded::Unchanged => Ok(None),
+        }
     }
 
     fn certified(&self) -> Arc<CertifiedKey> {

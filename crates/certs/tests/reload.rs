@@ -440,3 +440,49 @@ fn the_trust_store_knows_when_its_ca_expires_and_its_crl_is_due() {
         .unwrap();
     assert!(crl_left > Duration::from_secs(3500) && crl_left <= Duration::from_secs(3600));
 }
+
+#[tokio::test]
+async fn a_certificate_in_its_last_third_is_renewed_by_the_local_ca() {
+    use sssonector_certs::{LocalCaIssuer, RenewalRequest};
+    let dir = TempDir::new("renew");
+    let ca = Arc::new(CertificateAuthority::generate("renewing CA", Validity::days(30)).unwrap());
+    let trust = TrustStore::from_pem(ca.cert_pem(), &[]).unwrap();
+    let now = SystemTime::now();
+    let nine_days = Duration::from_secs(9 * 86_400);
+    let first = ca
+        .issue_server(
+            &["localhost"],
+            Validity::between(now - Duration::from_secs(60), now + nine_days),
+        )
+        .unwrap();
+    let (cert, key) = install(&dir.0, &first);
+    let identity =
+        ReloadableIdentity::load("server", &cert, &key, Usage::Server, Some(trust)).unwrap();
+    let issuer = LocalCaIssuer(ca.clone());
+    let request = RenewalRequest {
+        names: vec!["localhost".into()],
+        usage: Usage::Server,
+        validity: nine_days,
+    };
+    // Day 1 of 9: not due.
+    assert_eq!(
+        identity.renew_if_due(&issuer, &request, now).await.unwrap(),
+        None
+    );
+    // Day 7 of 9: in the last third.
+    let day7 = now + Duration::from_secs(7 * 86_400);
+    let serial = identity
+        .renew_if_due(&issuer, &request, day7)
+        .await
+        .unwrap()
+        .expect("renewed");
+    assert_ne!(serial, first.serial);
+    assert_eq!(identity.serial(), serial);
+    assert!(!identity.renewal_due(now, 1.0 / 3.0));
+    // The files on disk are the new ones.
+    let on_disk = Identity::load(&cert, &key).unwrap();
+    assert_eq!(
+        on_disk.chain()[0],
+        CertificateDer::from_pem_file(&cert).unwrap()
+    );
+}

@@ -132,6 +132,8 @@ impl ExpiryPolicy {
 pub struct ReloadableIdentity {
     cert_path: PathBuf,
     key_path: PathBuf,
+    /// A DER OCSP response to staple, reloaded with the certificate.
+    ocsp_path: Option<PathBuf>,
     usage: Usage,
     trust: Option<TrustStore>,
     current: RwLock<Current>,
@@ -154,10 +156,10 @@ impl std::fmt::Debug for ReloadableIdentity {
     }
 }
 
-fn hash_files(cert: &Path, key: &Path) -> Result<u64, CertError> {
+fn hash_files(paths: &[&Path]) -> Result<u64, CertError> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for path in [cert, key] {
+    for path in paths {
         let bytes = std::fs::read(path).map_err(|error| CertError::Io {
             source_: crate::Source::File(path.to_path_buf()),
             error,
@@ -181,11 +183,12 @@ impl ReloadableIdentity {
         trust: Option<TrustStore>,
     ) -> Result<Self, CertError> {
         let (cert_path, key_path) = (cert.as_ref().to_path_buf(), key.as_ref().to_path_buf());
-        let hash = hash_files(&cert_path, &key_path)?;
-        let current = Self::validate(&cert_path, &key_path, usage, trust.as_ref())?;
+        let hash = hash_files(&[&cert_path, &key_path])?;
+        let current = Self::validate(&cert_path, &key_path, None, usage, trust.as_ref())?;
         Ok(Self {
             cert_path,
             key_path,
+            ocsp_path: None,
             usage,
             trust,
             current: RwLock::new(current),
@@ -195,6 +198,35 @@ impl ReloadableIdentity {
             expiry: ExpiryPolicy::default(),
             warned: Mutex::new(None),
         })
+    }
+
+    /// Staples the DER OCSP response in `file` to the certificate, reloading it with the
+    /// certificate (a changed response alone counts as a change). The response is passed to
+    /// clients as it is; they check it.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, or is not DER (an OCSP response is a DER SEQUENCE).
+    pub fn with_ocsp_file(mut self, file: impl AsRef<Path>) -> Result<Self, CertError> {
+        let path = file.as_ref().to_path_buf();
+        let hash = hash_files(&[&self.cert_path, &self.key_path, &path])?;
+        let current = Self::validate(
+            &self.cert_path,
+            &self.key_path,
+            Some(&path),
+            self.usage,
+            self.trust.as_ref(),
+        )?;
+        self.ocsp_path = Some(path);
+        *self.current.get_mut().unwrap_or_else(|e| e.into_inner()) = current;
+        self.content_hash = AtomicU64::new(hash);
+        Ok(self)
+    }
+
+    fn paths(&self) -> Vec<&Path> {
+        let mut paths = vec![self.cert_path.as_path(), self.key_path.as_path()];
+        paths.extend(self.ocsp_path.as_deref());
+        paths
     }
 
     /// Sets when to warn before expiry (default 30, 7 and 1 days).
@@ -238,10 +270,28 @@ impl ReloadableIdentity {
     fn validate(
         cert: &Path,
         key: &Path,
+        ocsp: Option<&Path>,
         usage: Usage,
         trust: Option<&TrustStore>,
     ) -> Result<Current, CertError> {
         let identity = Identity::load(cert, key)?;
+        let mut certified = identity.certified_key();
+        if let Some(path) = ocsp {
+            let source = || crate::Source::File(path.to_path_buf());
+            let response = std::fs::read(path).map_err(|error| CertError::Io {
+                source_: source(),
+                error,
+            })?;
+            if response.first() != Some(&0x30) {
+                return Err(CertError::Invalid {
+                    source_: source(),
+                    problem: "not a DER OCSP response".into(),
+                });
+            }
+            let mut stapled = (*certified).clone();
+            stapled.ocsp = Some(response);
+            certified = Arc::new(stapled);
+        }
         if let Some(trust) = trust {
             trust.verify(&identity, usage, SystemTime::now())?;
         }
@@ -250,7 +300,7 @@ impl ReloadableIdentity {
             None => (Vec::new(), None, None),
         };
         Ok(Current {
-            certified: identity.certified_key(),
+            certified,
             not_before,
             not_after,
             serial,
@@ -263,13 +313,14 @@ impl ReloadableIdentity {
     ///
     /// The reason the new files were refused; the old material stays in use.
     pub fn reload(&self) -> Result<Reloaded, CertError> {
-        let result = hash_files(&self.cert_path, &self.key_path).and_then(|hash| {
+        let result = hash_files(&self.paths()).and_then(|hash| {
             if hash == self.content_hash.load(Ordering::Acquire) {
                 return Ok(None);
             }
             let current = Self::validate(
                 &self.cert_path,
                 &self.key_path,
+                self.ocsp_path.as_deref(),
                 self.usage,
                 self.trust.as_ref(),
             )?;

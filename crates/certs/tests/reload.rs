@@ -486,3 +486,96 @@ async fn a_certificate_in_its_last_third_is_renewed_by_the_local_ca() {
         CertificateDer::from_pem_file(&cert).unwrap()
     );
 }
+
+/// Records the OCSP response the server staples, then verifies as usual.
+#[derive(Debug)]
+struct SeesOcsp {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    seen: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for SeesOcsp {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.seen.lock().unwrap().push(ocsp_response.to_vec());
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[tokio::test]
+async fn an_ocsp_response_is_stapled_and_reloaded() {
+    let dir = TempDir::new("ocsp");
+    let pki = pki();
+    let server_cert = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let (cert, key) = install(&dir.0, &server_cert);
+    let ocsp = dir.0.join("server.ocsp");
+    // Any DER will do for the server: it staples what it is given; clients judge it.
+    std::fs::write(&ocsp, b"\x30\x03\x0a\x01\x00").unwrap();
+    let identity = Arc::new(
+        ReloadableIdentity::load("server", &cert, &key, Usage::Server, None)
+            .unwrap()
+            .with_ocsp_file(&ocsp)
+            .unwrap(),
+    );
+    let server =
+        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+    let sees = Arc::new(SeesOcsp {
+        inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
+            pki.trust.roots(),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let mut client = (*pki.client).clone();
+    client.dangerous().set_certificate_verifier(sees.clone());
+    let client = Arc::new(client);
+    presented(server.clone(), client.clone()).await.unwrap();
+    std::fs::write(&ocsp, b"\x30\x03\x0a\x01\x01").unwrap();
+    assert!(matches!(identity.reload(), Ok(Reloaded::Replaced { .. })));
+    presented(server, client).await.unwrap();
+    let seen = sees.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            b"\x30\x03\x0a\x01\x00".to_vec(),
+            b"\x30\x03\x0a\x01\x01".to_vec()
+        ]
+    );
+    // Not DER: refused, the old response stays.
+    std::fs::write(&ocsp, b"not der").unwrap();
+    assert!(matches!(identity.reload(), Err(CertError::Invalid { .. })));
+}

@@ -53,6 +53,7 @@ pub use reload::{
 };
 pub use reload_trust::{ReloadableTrust, TrustReloaded};
 pub use tls::{
-    TlsOptions, client_config, server_config, server_config_reloadable, server_config_rotating,
+    TlsOptions, client_config, client_config_rotating, server_config, server_config_reloadable,
+    server_config_rotating,
 };
 pub use trust::TrustStore;

@@ -338,12 +338,14 @@ impl ReloadableIdentity {
                 stats.replaced += 1;
                 stats.last_error = None;
                 metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
+                tracing::info!(name = %self.name, cert = %self.cert_path.display(), "certificate reloaded");
                 Ok(Reloaded::Replaced { serial })
             }
             Err(error) => {
                 stats.failed += 1;
                 stats.last_error = Some(error.to_string());
                 metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "failed").increment(1);
+                tracing::warn!(name = %self.name, %error, "certificate reload refused; keeping the current one");
                 Err(error)
             }
         }
@@ -360,6 +362,32 @@ impl ReloadableIdentity {
             let _ = self.reload();
             self.check_expiry(SystemTime::now());
         }
+    }
+
+    /// Watches the directories holding the files and reloads when anything in them changes:
+    /// an edit, a rename into place, or a symlink swap (Kubernetes swaps a `..data` link in
+    /// the directory of the mounted files; certbot swaps links under `live/`). The directory
+    /// of each file is watched, and the one above it when that directory is itself a link.
+    /// Bursts of events are gathered for 50 ms before one reload. Returns the future that
+    /// does it (it owns the watch); spawn it, and use [`poll`](Self::poll) too if the files
+    /// live on a file system that sends no events (some network mounts).
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Invalid`] naming the directory if it cannot be watched.
+    pub fn watch(self: &Arc<Self>) -> Result<impl Future<Output = ()> + Send + 'static, CertError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let paths: Vec<PathBuf> = self.paths().into_iter().map(Path::to_path_buf).collect();
+        let watcher = watch_dirs(&paths, tx)?;
+        let this = Arc::clone(self);
+        Ok(async move {
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while rx.try_recv().is_ok() {}
+                let _ = this.reload();
+            }
+        })
     }
 
     /// The reload history.
@@ -469,4 +497,48 @@ impl rustls::client::ResolvesClientCert for ReloadableIdentity {
     fn has_certs(&self) -> bool {
         true
     }
+}
+
+/// Watches the directory of each path (and its parent when that directory is a symlink),
+/// sending `()` on every event.
+pub(crate) fn watch_dirs(
+    paths: &[PathBuf],
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher, CertError> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| CertError::Invalid {
+        source_: crate::Source::Memory,
+        problem: format!("cannot start watching files: {e}"),
+    })?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let Some(dir) = path.parent() else { continue };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        dirs.push(dir.to_path_buf());
+        if dir.is_symlink() {
+            if let Some(above) = dir.parent() {
+                dirs.push(above.to_path_buf());
+            }
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| CertError::Invalid {
+                source_: crate::Source::File(dir.clone()),
+                problem: format!("cannot watch this directory: {e}"),
+            })?;
+    }
+    Ok(watcher)
 }

@@ -36,6 +36,7 @@ pub enum TrustReloaded {
 struct Current {
     trust: TrustStore,
     verifier: Arc<dyn ClientCertVerifier>,
+    server_verifier: Arc<rustls::client::WebPkiServerVerifier>,
     revoked: BTreeSet<Vec<u8>>,
 }
 
@@ -113,6 +114,11 @@ impl ReloadableTrust {
             .with_crls(trust.crls().iter().cloned())
             .build()
             .map_err(|e| CertError::Tls(format!("client verifier: {e}")))?;
+        let server_verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(trust.roots(), provider())
+                .with_crls(trust.crls().iter().cloned())
+                .build()
+                .map_err(|e| CertError::Tls(format!("server verifier: {e}")))?;
         let mut revoked = BTreeSet::new();
         for crl in trust.crls() {
             if let Ok(list) = BorrowedCertRevocationList::from_der(crl) {
@@ -124,6 +130,7 @@ impl ReloadableTrust {
         Ok(Current {
             trust,
             verifier,
+            server_verifier,
             revoked,
         })
     }
@@ -146,19 +153,22 @@ impl ReloadableTrust {
             Ok(None) => Ok(TrustReloaded::Unchanged),
             Ok(Some((hash, new))) => {
                 let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-                let newly_revoked = new.revoked.difference(&current.revoked).cloned().collect();
+                let newly_revoked: Vec<Vec<u8>> =
+                    new.revoked.difference(&current.revoked).cloned().collect();
                 *current = new;
                 drop(current);
                 self.content_hash.store(hash, Ordering::Release);
                 stats.replaced += 1;
                 stats.last_error = None;
                 metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
+                tracing::info!(name = %self.name, newly_revoked = newly_revoked.len(), "CAs and CRLs reloaded");
                 Ok(TrustReloaded::Replaced { newly_revoked })
             }
             Err(error) => {
                 stats.failed += 1;
                 stats.last_error = Some(error.to_string());
                 metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "failed").increment(1);
+                tracing::warn!(name = %self.name, %error, "CA or CRL reload refused; keeping the current ones");
                 Err(error)
             }
         }
@@ -202,6 +212,38 @@ impl ReloadableTrust {
         }
     }
 
+    /// Watches the directories of the CA bundle and CRL files and reloads on any change, as
+    /// [`ReloadableIdentity::watch`](crate::ReloadableIdentity::watch) does, handing newly
+    /// revoked serials to `on_revoked`.
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Invalid`] naming a directory that cannot be watched.
+    pub fn watch(
+        self: &Arc<Self>,
+        on_revoked: impl Fn(&[Vec<u8>]) + Send + Sync + 'static,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, CertError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let paths: Vec<PathBuf> = Self::paths_of(&self.ca_path, &self.crl_paths)
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect();
+        let watcher = crate::reload::watch_dirs(&paths, tx)?;
+        let this = Arc::clone(self);
+        Ok(async move {
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while rx.try_recv().is_ok() {}
+                if let Ok(TrustReloaded::Replaced { newly_revoked }) = this.reload() {
+                    if !newly_revoked.is_empty() {
+                        on_revoked(&newly_revoked);
+                    }
+                }
+            }
+        })
+    }
+
     /// The reload history.
     pub fn stats(&self) -> ReloadStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -220,6 +262,24 @@ impl ReloadableTrust {
     /// It sends no CA names to clients (they present their only certificate anyway).
     pub fn verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
         Arc::new(Following(Arc::clone(self)))
+    }
+
+    /// A server-certificate verifier for rustls clients that always uses the CAs and CRLs
+    /// loaded now (a client that follows a CA rotation).
+    pub fn server_verifier(
+        self: &Arc<Self>,
+    ) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+        Arc::new(FollowingServer(Arc::clone(self)))
+    }
+
+    fn server_now(&self) -> Arc<rustls::client::WebPkiServerVerifier> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .server_verifier,
+        )
     }
 
     fn now(&self) -> Arc<dyn ClientCertVerifier> {
@@ -273,5 +333,54 @@ impl ClientCertVerifier for Following {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.now().supported_verify_schemes()
+    }
+}
+
+/// Delegates every server check to the verifier loaded at the time of the check.
+#[derive(Debug)]
+struct FollowingServer(Arc<ReloadableTrust>);
+
+impl rustls::client::danger::ServerCertVerifier for FollowingServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.0.server_now().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .server_now()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .server_now()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.server_now().supported_verify_schemes()
     }
 }

@@ -126,6 +126,27 @@ fn server_config_with(
     Ok(Arc::new(config))
 }
 
+/// A client configuration whose certificate and whose trusted CAs and CRLs can both be
+/// reloaded while it runs.
+///
+/// # Errors
+///
+/// [`CertError::Tls`] if rustls refuses the protocol versions.
+pub fn client_config_rotating(
+    identity: Arc<ReloadableIdentity>,
+    trust: &Arc<ReloadableTrust>,
+    options: &TlsOptions,
+) -> Result<Arc<ClientConfig>, CertError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(options.versions())
+        .map_err(|e| CertError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(trust.server_verifier())
+        .with_client_cert_resolver(identity);
+    config.alpn_protocols.clone_from(&options.alpn);
+    Ok(Arc::new(config))
+}
+
 /// A client configuration that presents `identity` and accepts only servers whose
 /// certificate chains to `trust`'s CAs and names the server it connects to.
 ///

@@ -579,3 +579,116 @@ async fn an_ocsp_response_is_stapled_and_reloaded() {
     std::fs::write(&ocsp, b"not der").unwrap();
     assert!(matches!(identity.reload(), Err(CertError::Invalid { .. })));
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_directory_watch_sees_a_kubernetes_style_swap() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("watch");
+    let pki = pki();
+    let v1 = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let v2 = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    // As the kubelet lays out a secret: files are links through `..data` to a version dir.
+    for (name, issued) in [("..v1", &v1), ("..v2", &v2)] {
+        let version = dir.0.join(name);
+        std::fs::create_dir_all(&version).unwrap();
+        install(&version, issued);
+    }
+    symlink("..v1", dir.0.join("..data")).unwrap();
+    for file in ["server.pem", "server.key"] {
+        symlink(format!("..data/{file}"), dir.0.join(file)).unwrap();
+    }
+    let identity = Arc::new(
+        ReloadableIdentity::load(
+            "server",
+            dir.0.join("server.pem"),
+            dir.0.join("server.key"),
+            Usage::Server,
+            Some(pki.trust.clone()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(identity.serial(), v1.serial);
+    // The watch is in place when `watch` returns; the future only handles its events.
+    let watching = tokio::spawn(identity.watch().unwrap());
+    symlink("..v2", dir.0.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    let swapped = async {
+        while identity.serial() != v2.serial {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), swapped)
+        .await
+        .expect("the watch picks up the swap without a poll");
+    watching.abort();
+}
+
+#[tokio::test]
+async fn a_client_follows_a_ca_rotation() {
+    let dir = TempDir::new("ca-rotation");
+    let old_ca = CertificateAuthority::generate("old CA", Validity::days(30)).unwrap();
+    let new_ca = CertificateAuthority::generate("new CA", Validity::days(30)).unwrap();
+    // The client trusts a bundle file; its own certificate comes from the old CA.
+    let bundle = dir.0.join("ca.pem");
+    std::fs::write(&bundle, old_ca.cert_pem()).unwrap();
+    let client_files = dir.0.join("client");
+    std::fs::create_dir_all(&client_files).unwrap();
+    let (client_cert, client_key) = install(
+        &client_files,
+        &old_ca.issue_client("alice", Validity::days(1)).unwrap(),
+    );
+    let client_identity = Arc::new(
+        ReloadableIdentity::load("client", &client_cert, &client_key, Usage::Client, None).unwrap(),
+    );
+    let client_trust = Arc::new(
+        sssonector_certs::ReloadableTrust::load("servers", &bundle, &[] as &[PathBuf]).unwrap(),
+    );
+    let mut client = (*sssonector_certs::client_config_rotating(
+        client_identity,
+        &client_trust,
+        &TlsOptions::new(),
+    )
+    .unwrap())
+    .clone();
+    client.resumption = rustls::client::Resumption::disabled();
+    let client = Arc::new(client);
+
+    // A server with a certificate from the new CA, accepting clients of the old one.
+    let server_files = dir.0.join("server");
+    std::fs::create_dir_all(&server_files).unwrap();
+    let (cert, key) = install(
+        &server_files,
+        &new_ca
+            .issue_server(&["localhost"], Validity::days(1))
+            .unwrap(),
+    );
+    let server_identity =
+        Arc::new(ReloadableIdentity::load("server", &cert, &key, Usage::Server, None).unwrap());
+    let accepts_old = TrustStore::from_pem(old_ca.cert_pem(), &[]).unwrap();
+    let server =
+        server_config_reloadable(server_identity, &accepts_old, &TlsOptions::new()).unwrap();
+
+    assert!(
+        presented(server.clone(), client.clone()).await.is_err(),
+        "new CA not trusted yet"
+    );
+    std::fs::write(
+        &bundle,
+        format!("{}{}", old_ca.cert_pem(), new_ca.cert_pem()),
+    )
+    .unwrap();
+    assert!(matches!(
+        client_trust.reload(),
+        Ok(sssonector_certs::TrustReloaded::Replaced { .. })
+    ));
+    presented(server, client)
+        .await
+        .expect("trusted after the bundle reload");
+}

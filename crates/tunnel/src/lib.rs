@@ -1,0 +1,24 @@
+//! The sssonector tunnel: a layer-3 VPN and port forwarder over mutual TLS.
+//!
+//! This first part is the wire protocol's codec ([`proto`]), sans IO: length-prefixed typed
+//! frames that encode into a buffer and decode from one, never panicking on malformed input.
+//! The session state machine, the TUN and port-forward data paths and the binary follow.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::{Bytes, BytesMut};
+//! use sssonector_tunnel::proto::Frame;
+//!
+//! let mut wire = BytesMut::new();
+//! Frame::StreamData { id: 1, data: Bytes::from_static(b"hello") }.encode(&mut wire, 65_536)?;
+//! Frame::Ping(7).encode(&mut wire, 65_536)?;
+//!
+//! let first = Frame::decode(&mut wire, 65_536)?;
+//! assert_eq!(first, Some(Frame::StreamData { id: 1, data: Bytes::from_static(b"hello") }));
+//! assert_eq!(Frame::decode(&mut wire, 65_536)?, Some(Frame::Ping(7)));
+//! assert_eq!(Frame::decode(&mut wire, 65_536)?, None); // needs more bytes
+//! # Ok::<(), sssonector_tunnel::proto::DecodeError>(())
+//! ```
+
+pub mod proto;

@@ -1,0 +1,11 @@
+//! The wire protocol, sans IO: frames and their codec. Bytes in, frames out, and back;
+//! nothing here touches a socket or a clock.
+
+mod error;
+mod frame;
+
+pub use error::DecodeError;
+pub use frame::{
+    ErrorCode, Frame, HEADER_LEN, Hello, MAX_PAYLOAD_LIMIT, Mode, PROTOCOL_VERSION, TunnelAddress,
+    capability,
+};

@@ -1,8 +1,9 @@
 //! The sssonector tunnel: a layer-3 VPN and port forwarder over mutual TLS.
 //!
-//! This first part is the wire protocol's codec ([`proto`]), sans IO: length-prefixed typed
-//! frames that encode into a buffer and decode from one, never panicking on malformed input.
-//! The session state machine, the TUN and port-forward data paths and the binary follow.
+//! This first part is the wire protocol ([`proto`]), sans IO: length-prefixed typed frames that
+//! encode into a buffer and decode from one, never panicking on malformed input, and the
+//! session state machine that takes bytes and time and returns bytes and events. The TUN and
+//! port-forward data paths and the binary follow.
 //!
 //! # Example
 //!

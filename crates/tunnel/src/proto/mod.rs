@@ -3,9 +3,13 @@
 
 mod error;
 mod frame;
+mod session;
 
 pub use error::DecodeError;
 pub use frame::{
     ErrorCode, Frame, HEADER_LEN, Hello, MAX_PAYLOAD_LIMIT, Mode, PROTOCOL_VERSION, TunnelAddress,
     capability,
+};
+pub use session::{
+    Assign, CloseReason, Event, Role, Session, SessionConfig, State, code as session_code,
 };

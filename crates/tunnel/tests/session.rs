@@ -1,0 +1,230 @@
+//! The session state machine with plain values: two sessions wired back to back, time
+//! passed by hand.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use sssonector_tunnel::proto::{
+    CloseReason, Event, Frame, Mode, Role, Session, SessionConfig, State, TunnelAddress,
+};
+
+fn addr(last: u8) -> TunnelAddress {
+    TunnelAddress {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 8, 0, last)),
+        prefix: 24,
+    }
+}
+
+fn pair(now: Instant) -> (Session, Session) {
+    let client = Session::client(SessionConfig::new(Role::Client, Mode::Tun), now, vec![]);
+    let server = Session::server(
+        SessionConfig::new(Role::Server, Mode::Tun),
+        now,
+        Box::new(|_hello| Ok(vec![addr(2)])),
+    );
+    (client, server)
+}
+
+/// Moves bytes both ways until neither side has anything to say.
+fn pump(a: &mut Session, b: &mut Session, now: Instant) {
+    loop {
+        let (ab, ba) = (a.take_output(now), b.take_output(now));
+        if ab.is_empty() && ba.is_empty() {
+            return;
+        }
+        b.receive(&ab, now);
+        a.receive(&ba, now);
+    }
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+#[test]
+fn the_hello_exchange_assigns_addresses_and_carries_traffic() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    pump(&mut client, &mut server, now);
+    assert_eq!(
+        (client.state(), server.state()),
+        (State::Established, State::Established)
+    );
+    let Event::Established(hello) = &events(&mut client)[0] else {
+        panic!()
+    };
+    assert_eq!(hello.addresses, [addr(2)]);
+    assert!(matches!(events(&mut server)[0], Event::Established(_)));
+
+    let packet = Bytes::from_static(&[0x45, 0, 0, 20]);
+    client.send_frame(&Frame::Packet(packet.clone())).unwrap();
+    server
+        .send_frame(&Frame::StreamData {
+            id: 1,
+            data: Bytes::from_static(b"hi"),
+        })
+        .unwrap();
+    pump(&mut client, &mut server, now);
+    assert_eq!(events(&mut server), [Event::Packet(packet)]);
+    assert_eq!(
+        events(&mut client),
+        [Event::StreamData {
+            id: 1,
+            data: Bytes::from_static(b"hi")
+        }]
+    );
+}
+
+#[test]
+fn a_mode_mismatch_ends_both_sides_with_the_reason() {
+    let now = Instant::now();
+    let mut client = Session::client(SessionConfig::new(Role::Client, Mode::Forward), now, vec![]);
+    let mut server = Session::server(
+        SessionConfig::new(Role::Server, Mode::Tun),
+        now,
+        Box::new(|_| Ok(vec![])),
+    );
+    pump(&mut client, &mut server, now);
+    let reason = "mode mismatch: this side is Tun, the peer asked for Forward".to_string();
+    assert_eq!(
+        events(&mut server),
+        [Event::Closed(CloseReason::ProtocolError {
+            code: 1,
+            message: reason.clone()
+        })]
+    );
+    assert_eq!(
+        events(&mut client),
+        [Event::Closed(CloseReason::PeerError {
+            code: 1,
+            message: reason
+        })]
+    );
+    assert_eq!(
+        (client.state(), server.state()),
+        (State::Closed, State::Closed)
+    );
+}
+
+#[test]
+fn a_server_can_refuse_a_client_in_its_hello_answer() {
+    let now = Instant::now();
+    let mut client = Session::client(
+        SessionConfig::new(Role::Client, Mode::Tun),
+        now,
+        vec![addr(9)],
+    );
+    let mut server = Session::server(
+        SessionConfig::new(Role::Server, Mode::Tun),
+        now,
+        Box::new(|hello| Err(format!("address {:?} is taken", hello.addresses[0].addr))),
+    );
+    pump(&mut client, &mut server, now);
+    assert!(matches!(
+        &events(&mut client)[..],
+        [Event::Closed(CloseReason::PeerError { code: 1, message })] if message == "address 10.8.0.9 is taken"
+    ));
+}
+
+#[test]
+fn malformed_bytes_and_early_traffic_close_with_a_code() {
+    let now = Instant::now();
+    let (_, mut server) = pair(now);
+    server.receive(&[0x7f, 0, 0, 0], now);
+    assert_eq!(server.malformed(), 1);
+    assert!(matches!(
+        &events(&mut server)[..],
+        [Event::Closed(CloseReason::ProtocolError { code: 2, .. })]
+    ));
+    // The error frame is what the peer gets.
+    let mut out = server.take_output(now);
+    assert!(matches!(
+        Frame::decode(&mut out, 65_536),
+        Ok(Some(Frame::Error { code: 2, .. }))
+    ));
+
+    let (_, mut server) = pair(now);
+    let mut early = BytesMut::new();
+    Frame::Packet(Bytes::from_static(b"x"))
+        .encode(&mut early, 65_536)
+        .unwrap();
+    server.receive(&early, now);
+    assert!(matches!(
+        &events(&mut server)[..],
+        [Event::Closed(CloseReason::ProtocolError { code: 7, message })] if message == "unexpected packet before the hello exchange"
+    ));
+}
+
+#[test]
+fn a_packet_over_the_mtu_is_a_protocol_error() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    pump(&mut client, &mut server, now);
+    events(&mut server);
+    client
+        .send_frame(&Frame::Packet(Bytes::from(vec![0u8; 1401])))
+        .unwrap();
+    pump(&mut client, &mut server, now);
+    assert!(matches!(
+        &events(&mut server)[..],
+        [Event::Closed(CloseReason::ProtocolError { code: 7, .. })]
+    ));
+}
+
+#[test]
+fn keepalive_pings_an_idle_peer_and_a_silent_one_is_dropped() {
+    let start = Instant::now();
+    let (mut client, mut server) = pair(start);
+    pump(&mut client, &mut server, start);
+    events(&mut client);
+    // Idle for the keepalive interval: the client pings, the server answers.
+    let t = start + Duration::from_secs(10);
+    assert_eq!(client.next_deadline(), Some(t));
+    client.tick(t);
+    let mut ping = client.take_output(t);
+    assert_eq!(
+        Frame::decode(&mut ping.clone(), 65_536).unwrap(),
+        Some(Frame::Ping(1))
+    );
+    server.receive(&ping.split(), t);
+    client.receive(&server.take_output(t), t);
+    assert_eq!(client.state(), State::Established);
+    // Now the server goes silent: 30 s after its last word the client gives up.
+    let later = t + Duration::from_secs(30);
+    client.tick(t + Duration::from_secs(20)); // pings again, no answer
+    client.tick(later);
+    assert_eq!(events(&mut client), [Event::Closed(CloseReason::DeadPeer)]);
+    assert_eq!(client.next_deadline(), None);
+}
+
+#[test]
+fn a_hello_that_never_comes_times_out() {
+    let now = Instant::now();
+    let (_, mut server) = pair(now);
+    server.tick(now + Duration::from_secs(9));
+    assert_eq!(server.state(), State::Handshaking);
+    server.tick(now + Duration::from_secs(10));
+    assert_eq!(
+        events(&mut server),
+        [Event::Closed(CloseReason::HandshakeTimeout)]
+    );
+}
+
+#[test]
+fn goodbye_closes_both_sides_cleanly() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    pump(&mut client, &mut server, now);
+    events(&mut client);
+    events(&mut server);
+    client.close();
+    assert_eq!(client.state(), State::Draining);
+    assert!(
+        client.send_frame(&Frame::Ping(1)).is_err(),
+        "no traffic while draining"
+    );
+    pump(&mut client, &mut server, now);
+    assert_eq!(events(&mut server), [Event::Closed(CloseReason::Goodbye)]);
+    assert_eq!(events(&mut client), [Event::Closed(CloseReason::Goodbye)]);
+}

@@ -60,19 +60,25 @@ fn the_hello_exchange_assigns_addresses_and_carries_traffic() {
     let packet = Bytes::from_static(&[0x45, 0, 0, 20]);
     client.send_frame(&Frame::Packet(packet.clone())).unwrap();
     server
-        .send_frame(&Frame::StreamData {
-            id: 1,
-            data: Bytes::from_static(b"hi"),
+        .send_frame(&Frame::Control {
+            kind: 1,
+            body: Bytes::from_static(b"hi"),
         })
         .unwrap();
     pump(&mut client, &mut server, now);
     assert_eq!(events(&mut server), [Event::Packet(packet)]);
     assert_eq!(
         events(&mut client),
-        [Event::StreamData {
-            id: 1,
-            data: Bytes::from_static(b"hi")
+        [Event::Control {
+            kind: 1,
+            body: Bytes::from_static(b"hi")
         }]
+    );
+    // Stream frames go through the stream methods, which keep the credit accounting.
+    assert!(
+        client
+            .send_frame(&Frame::StreamHalfClose { id: 1 })
+            .is_err()
     );
 }
 
@@ -221,10 +227,162 @@ fn goodbye_closes_both_sides_cleanly() {
     client.close();
     assert_eq!(client.state(), State::Draining);
     assert!(
-        client.send_frame(&Frame::Ping(1)).is_err(),
+        client
+            .send_frame(&Frame::Packet(Bytes::from_static(b"x")))
+            .is_err(),
         "no traffic while draining"
     );
     pump(&mut client, &mut server, now);
     assert_eq!(events(&mut server), [Event::Closed(CloseReason::Goodbye)]);
     assert_eq!(events(&mut client), [Event::Closed(CloseReason::Goodbye)]);
+}
+
+fn forward_pair(now: Instant, window: u32) -> (Session, Session) {
+    let config = |role| {
+        let mut c = SessionConfig::new(role, Mode::Forward);
+        c.stream_window = window;
+        c.max_payload = 1024;
+        c
+    };
+    let mut client = Session::client(config(Role::Client), now, vec![]);
+    let mut server = Session::server(config(Role::Server), now, Box::new(|_| Ok(vec![])));
+    pump(&mut client, &mut server, now);
+    events(&mut client);
+    events(&mut server);
+    (client, server)
+}
+
+#[test]
+fn a_stream_sends_no_more_than_its_credit_and_gets_more_as_data_is_consumed() {
+    let now = Instant::now();
+    let (mut client, mut server) = forward_pair(now, 4096);
+    let id = client.open_stream("web").unwrap();
+    assert_eq!(id, 1, "client streams are odd");
+    let payload = Bytes::from(vec![7u8; 10_000]);
+    assert_eq!(
+        client.send_stream(id, &payload).unwrap(),
+        4096,
+        "the window, no more"
+    );
+    assert_eq!(client.send_stream(id, &payload.slice(4096..)).unwrap(), 0);
+    pump(&mut client, &mut server, now);
+    let received: usize = events(&mut server)
+        .into_iter()
+        .map(|e| match e {
+            Event::StreamOpened { id: 1, target } => {
+                assert_eq!(target, "web");
+                0
+            }
+            Event::StreamData { id: 1, data } => {
+                assert!(data.len() <= 1020, "frames within the maximum payload");
+                data.len()
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .sum();
+    assert_eq!(received, 4096);
+    // The server's application consumes it: credit flows back, and sending resumes.
+    server.consumed(id, 4096);
+    pump(&mut client, &mut server, now);
+    assert_eq!(
+        events(&mut client),
+        [Event::StreamCredit { id, bytes: 4096 }]
+    );
+    assert_eq!(
+        client.send_stream(id, &payload.slice(4096..)).unwrap(),
+        4096
+    );
+}
+
+#[test]
+fn a_peer_that_ignores_credit_is_stopped() {
+    let now = Instant::now();
+    let (mut client, mut server) = forward_pair(now, 1000);
+    let id = client.open_stream("web").unwrap();
+    pump(&mut client, &mut server, now);
+    events(&mut server);
+    // Forge more data than the window, bypassing the client's accounting.
+    let mut forged = BytesMut::new();
+    Frame::StreamData {
+        id,
+        data: Bytes::from(vec![0u8; 1001]),
+    }
+    .encode(&mut forged, 65_536)
+    .unwrap();
+    server.receive(&forged, now);
+    assert!(matches!(
+        &events(&mut server)[..],
+        [Event::Closed(CloseReason::ProtocolError { code: 8, .. })]
+    ));
+}
+
+#[test]
+fn half_close_each_way_then_the_stream_is_gone() {
+    let now = Instant::now();
+    let (mut client, mut server) = forward_pair(now, 4096);
+    let id = client.open_stream("db").unwrap();
+    client.half_close(id).unwrap();
+    assert!(
+        client
+            .send_stream(id, &Bytes::from_static(b"late"))
+            .is_err()
+    );
+    pump(&mut client, &mut server, now);
+    assert_eq!(
+        events(&mut server),
+        [
+            Event::StreamOpened {
+                id,
+                target: "db".into()
+            },
+            Event::StreamHalfClosed { id }
+        ]
+    );
+    // The server can still answer, then half-closes too.
+    assert_eq!(
+        server
+            .send_stream(id, &Bytes::from_static(b"reply"))
+            .unwrap(),
+        5
+    );
+    server.half_close(id).unwrap();
+    pump(&mut client, &mut server, now);
+    assert_eq!(
+        events(&mut client),
+        [
+            Event::StreamData {
+                id,
+                data: Bytes::from_static(b"reply")
+            },
+            Event::StreamHalfClosed { id }
+        ]
+    );
+    assert_eq!((client.open_streams(), server.open_streams()), (0, 0));
+}
+
+#[test]
+fn a_reset_reaches_the_peer_and_data_for_a_dead_stream_is_reset() {
+    let now = Instant::now();
+    let (mut client, mut server) = forward_pair(now, 4096);
+    let id = client.open_stream("web").unwrap();
+    pump(&mut client, &mut server, now);
+    events(&mut server);
+    server.close_stream(id, 5);
+    pump(&mut client, &mut server, now);
+    assert_eq!(events(&mut client), [Event::StreamClosed { id, code: 5 }]);
+    // Data the client had in flight for it is answered with a reset, not a session error.
+    let mut late = BytesMut::new();
+    Frame::StreamData {
+        id,
+        data: Bytes::from_static(b"x"),
+    }
+    .encode(&mut late, 65_536)
+    .unwrap();
+    server.receive(&late, now);
+    assert_eq!(server.state(), State::Established);
+    let mut out = server.take_output(now);
+    assert_eq!(
+        Frame::decode(&mut out, 65_536).unwrap(),
+        Some(Frame::StreamClose { id, code: 9 })
+    );
 }

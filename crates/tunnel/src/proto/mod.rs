@@ -11,5 +11,6 @@ pub use frame::{
     capability,
 };
 pub use session::{
-    Assign, CloseReason, Event, Role, Session, SessionConfig, State, code as session_code,
+    Assign, CloseReason, Event, Role, Session, SessionConfig, State, StreamError,
+    code as session_code,
 };

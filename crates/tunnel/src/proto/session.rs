@@ -10,7 +10,7 @@
 //! and acts on the [`Event`]s. Nothing here reads a clock or touches a socket, so every rule
 //! is tested with plain values.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -34,6 +34,38 @@ pub mod code {
     pub const HANDSHAKE_TIMEOUT: u16 = 6;
     /// A frame that is not allowed in the current state.
     pub const UNEXPECTED_FRAME: u16 = 7;
+    /// The peer sent more on a stream than its credit allowed.
+    pub const FLOW_CONTROL: u16 = 8;
+    /// Stream close code: the stream is not known (a reset).
+    pub const UNKNOWN_STREAM: u16 = 9;
+}
+
+/// Why a stream operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The session is not established.
+    #[error("the session is not established")]
+    NotEstablished,
+    /// No such stream (never opened, or closed).
+    #[error("stream {0} is not open")]
+    Unknown(u32),
+    /// This side already half-closed the stream.
+    #[error("stream {0} is closed for sending")]
+    SendClosed(u32),
+}
+
+/// Flow-control and close state of one stream.
+#[derive(Debug)]
+struct Stream {
+    /// Bytes the peer still lets us send.
+    send_credit: u64,
+    /// Bytes we still let the peer send.
+    recv_allowed: u64,
+    /// Bytes the application consumed since we last granted credit.
+    consumed: u64,
+    sent_half_close: bool,
+    received_half_close: bool,
 }
 
 /// Session settings.
@@ -53,6 +85,9 @@ pub struct SessionConfig {
     pub keepalive: Duration,
     /// How long a silent peer is given before the session is closed.
     pub dead_peer_timeout: Duration,
+    /// Each stream's credit window, in bytes, each way: the most a side may have in flight
+    /// on one stream before the other grants more (bounded memory per stream).
+    pub stream_window: u32,
 }
 
 impl SessionConfig {
@@ -66,6 +101,7 @@ impl SessionConfig {
             handshake_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(10),
             dead_peer_timeout: Duration::from_secs(30),
+            stream_window: 256 * 1024,
         }
     }
 }
@@ -180,6 +216,8 @@ pub struct Session {
     assign: Option<Assign>,
     /// Frames decoded in error: counted for the metrics.
     malformed: u64,
+    streams: HashMap<u32, Stream>,
+    next_stream: u32,
 }
 
 impl std::fmt::Debug for Session {
@@ -208,7 +246,7 @@ impl Session {
 
     fn new(config: SessionConfig, now: Instant, assign: Option<Assign>) -> Self {
         Self {
-            config,
+            config: config.clone(),
             state: State::Handshaking,
             started: now,
             last_received: now,
@@ -218,8 +256,13 @@ impl Session {
             inbound: BytesMut::new(),
             outbound: BytesMut::new(),
             events: VecDeque::new(),
+            next_stream: match config.role {
+                Role::Client => 1,
+                Role::Server => 2,
+            },
             assign,
             malformed: 0,
+            streams: HashMap::new(),
         }
     }
 
@@ -244,14 +287,23 @@ impl Session {
         self.malformed
     }
 
-    /// Queues a frame for the peer (traffic is refused unless established).
+    /// Queues an IP packet or a control message for the peer. Streams use
+    /// [`open_stream`](Self::open_stream) and [`send_stream`](Self::send_stream).
     ///
     /// # Errors
     ///
-    /// The frame is too large for the peer, or the session is not established.
+    /// The frame is too large for the peer, is of another kind, or the session is not
+    /// established.
     pub fn send_frame(&mut self, frame: &Frame) -> Result<(), DecodeError> {
         if self.state != State::Established {
             return Err(DecodeError::Invalid("the session is not established"));
+        }
+        if !matches!(frame, Frame::Packet(_) | Frame::Control { .. }) {
+            // Streams have flow control and keepalive has timers: their methods keep the
+            // session's accounting right.
+            return Err(DecodeError::Invalid(
+                "only packets and control messages are sent as raw frames",
+            ));
         }
         frame.encode(&mut self.outbound, self.config.max_payload)
     }
@@ -259,6 +311,121 @@ impl Session {
     fn send(&mut self, frame: &Frame) {
         // Frames the session makes itself are small; they always fit.
         let _ = frame.encode(&mut self.outbound, crate::proto::MAX_PAYLOAD_LIMIT);
+    }
+
+    /// Opens a stream to forwarding rule `target`; ids are odd from the client, even from the
+    /// server.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::NotEstablished`].
+    pub fn open_stream(&mut self, target: &str) -> Result<u32, StreamError> {
+        if self.state != State::Established {
+            return Err(StreamError::NotEstablished);
+        }
+        let id = self.next_stream;
+        self.next_stream = self.next_stream.wrapping_add(2);
+        self.new_stream(id);
+        self.send(&Frame::StreamOpen {
+            id,
+            target: target.to_owned(),
+        });
+        Ok(id)
+    }
+
+    fn new_stream(&mut self, id: u32) {
+        let window = u64::from(self.config.stream_window);
+        self.streams.insert(
+            id,
+            Stream {
+                send_credit: window,
+                recv_allowed: window,
+                consumed: 0,
+                sent_half_close: false,
+                received_half_close: false,
+            },
+        );
+    }
+
+    /// Sends as much of `data` on stream `id` as its credit allows, in frames no larger than
+    /// the maximum; returns how many bytes were taken. Send the rest after the peer grants
+    /// more ([`Event::StreamCredit`]).
+    ///
+    /// # Errors
+    ///
+    /// The session is not established, the stream is unknown, or it was half-closed.
+    pub fn send_stream(&mut self, id: u32, data: &Bytes) -> Result<usize, StreamError> {
+        if self.state != State::Established {
+            return Err(StreamError::NotEstablished);
+        }
+        let stream = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
+        if stream.sent_half_close {
+            return Err(StreamError::SendClosed(id));
+        }
+        let allowed = usize::try_from(stream.send_credit)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        stream.send_credit -= allowed as u64;
+        let chunk = self.config.max_payload.saturating_sub(4).max(1);
+        let mut offset = 0;
+        while offset < allowed {
+            let end = (offset + chunk).min(allowed);
+            self.send(&Frame::StreamData {
+                id,
+                data: data.slice(offset..end),
+            });
+            offset = end;
+        }
+        Ok(allowed)
+    }
+
+    /// Reports that the application consumed `bytes` received on stream `id`; once half the
+    /// window has been consumed, credit for it is granted to the peer.
+    pub fn consumed(&mut self, id: u32, bytes: usize) {
+        let half = u64::from(self.config.stream_window / 2).max(1);
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        stream.consumed += bytes as u64;
+        if stream.consumed >= half && !stream.received_half_close {
+            let grant = stream.consumed;
+            stream.consumed = 0;
+            stream.recv_allowed += grant;
+            self.send(&Frame::StreamCredit {
+                id,
+                bytes: u32::try_from(grant).unwrap_or(u32::MAX),
+            });
+        }
+    }
+
+    /// This side sends no more on stream `id` (TCP half-close); it still receives.
+    ///
+    /// # Errors
+    ///
+    /// The stream is unknown.
+    pub fn half_close(&mut self, id: u32) -> Result<(), StreamError> {
+        let stream = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
+        if !stream.sent_half_close {
+            stream.sent_half_close = true;
+            let done = stream.received_half_close;
+            self.send(&Frame::StreamHalfClose { id });
+            if done {
+                self.streams.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends stream `id` both ways; a non-zero `code` is a reset.
+    pub fn close_stream(&mut self, id: u32, code: u16) {
+        if self.streams.remove(&id).is_some() {
+            self.send(&Frame::StreamClose { id, code });
+        }
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
     }
 
     /// Bytes to write to the connection (empty if none).
@@ -381,11 +548,61 @@ impl Session {
                 }
                 Event::Packet(p)
             }
-            Frame::StreamOpen { id, target } => Event::StreamOpened { id, target },
-            Frame::StreamData { id, data } => Event::StreamData { id, data },
-            Frame::StreamHalfClose { id } => Event::StreamHalfClosed { id },
-            Frame::StreamClose { id, code } => Event::StreamClosed { id, code },
-            Frame::StreamCredit { id, bytes } => Event::StreamCredit { id, bytes },
+            Frame::StreamOpen { id, target } => {
+                let peers = match self.config.role {
+                    Role::Client => id % 2 == 0,
+                    Role::Server => id % 2 == 1,
+                };
+                if !peers || self.streams.contains_key(&id) {
+                    return self.fail(
+                        code::UNEXPECTED_FRAME,
+                        format!("stream {id} cannot be opened by the peer"),
+                    );
+                }
+                self.new_stream(id);
+                Event::StreamOpened { id, target }
+            }
+            Frame::StreamData { id, data } => {
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    // Data for a stream we reset or never knew: reset it, keep the session.
+                    self.send(&Frame::StreamClose {
+                        id,
+                        code: code::UNKNOWN_STREAM,
+                    });
+                    return;
+                };
+                if stream.received_half_close || data.len() as u64 > stream.recv_allowed {
+                    return self.fail(
+                        code::FLOW_CONTROL,
+                        format!("stream {id}: data beyond the credit granted or after half-close"),
+                    );
+                }
+                stream.recv_allowed -= data.len() as u64;
+                Event::StreamData { id, data }
+            }
+            Frame::StreamHalfClose { id } => {
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return;
+                };
+                stream.received_half_close = true;
+                if stream.sent_half_close {
+                    self.streams.remove(&id);
+                }
+                Event::StreamHalfClosed { id }
+            }
+            Frame::StreamClose { id, code } => {
+                if self.streams.remove(&id).is_none() {
+                    return;
+                }
+                Event::StreamClosed { id, code }
+            }
+            Frame::StreamCredit { id, bytes } => {
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return;
+                };
+                stream.send_credit += u64::from(bytes);
+                Event::StreamCredit { id, bytes }
+            }
             Frame::Control { kind, body } => Event::Control { kind, body },
             other => {
                 return self.fail(

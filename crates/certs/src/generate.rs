@@ -121,6 +121,58 @@ impl CertificateAuthority {
         })
     }
 
+    /// Loads a CA this crate generated earlier: its certificate and key (PEM) and the name it
+    /// was generated with (its common name). The CA certificate itself is used as it is;
+    /// the name and key are what signing needs.
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] if the key cannot be parsed; [`CertError::KeyMismatch`] if it
+    /// is not the certificate's key.
+    pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let key = KeyPair::from_pem(key_pem).map_err(generate_error("the CA key"))?;
+        // The key must be the certificate's.
+        crate::Identity::from_pem(cert_pem, key_pem).map_err(|e| match e {
+            CertError::KeyMismatch { .. } => CertError::KeyMismatch {
+                cert: crate::Source::Memory,
+                key: crate::Source::Memory,
+            },
+            other => other,
+        })?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer: Issuer::new(params, key),
+            rng: Rng::from_entropy(),
+            revoked: Mutex::new(Vec::new()),
+            crl_number: Mutex::new(0),
+        })
+    }
+
+    /// The serial numbers revoked so far, with when.
+    pub fn revoked(&self) -> Vec<(Vec<u8>, SystemTime)> {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Marks a certificate revoked as of `at` (for restoring a saved list).
+    pub fn revoke_at(&self, serial: &[u8], at: SystemTime) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if !revoked.iter().any(|(s, _)| s == serial) {
+            revoked.push((serial.to_vec(), at));
+        }
+    }
+
     /// The CA certificate, PEM: what peers trust.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

@@ -278,3 +278,30 @@ async fn tls12_is_opt_in() {
     let err = handshake(server12, only12, "localhost").await.unwrap_err();
     assert!(!err.to_string().contains("protocol version"), "{err}");
 }
+
+#[test]
+fn a_ca_loaded_from_its_files_issues_certificates_its_certificate_verifies() {
+    let original = CertificateAuthority::generate("persisted CA", Validity::days(30)).unwrap();
+    let loaded =
+        CertificateAuthority::from_pem("persisted CA", original.cert_pem(), original.key_pem())
+            .unwrap();
+    let server = loaded
+        .issue_server(&["localhost"], Validity::days(1))
+        .unwrap();
+    let trust = TrustStore::from_pem(original.cert_pem(), &[]).unwrap();
+    trust
+        .verify(&identity(&server), Usage::Server, SystemTime::now())
+        .unwrap();
+    loaded.revoke(&server.serial);
+    let crl = loaded.crl(DAY).unwrap();
+    let trust = TrustStore::from_pem(original.cert_pem(), &[&crl]).unwrap();
+    assert!(matches!(
+        trust.verify(&identity(&server), Usage::Server, SystemTime::now()),
+        Err(CertError::Revoked(_))
+    ));
+    let other = CertificateAuthority::generate("other", Validity::days(1)).unwrap();
+    assert!(matches!(
+        CertificateAuthority::from_pem("persisted CA", original.cert_pem(), other.key_pem()),
+        Err(CertError::KeyMismatch { .. })
+    ));
+}

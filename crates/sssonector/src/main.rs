@@ -1,0 +1,297 @@
+//! The `sssonector` command. So far: `sssonector certs init | issue | revoke`, which keep a
+//! private CA, its certificates and its CRL in one directory. `run`, `check-config` and `demo`
+//! come with the tunnel.
+
+// A command-line program writes to standard output.
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use sssonector_certs::{CertError, CertificateAuthority, Validity};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sssonector",
+    version,
+    about = "A layer-3 VPN and port forwarder over mutual TLS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Keep a private CA, its certificates and its CRL in a directory.
+    #[command(subcommand)]
+    Certs(Certs),
+}
+
+#[derive(Debug, Subcommand)]
+enum Certs {
+    /// Create a CA in DIR: ca.pem (give it to every peer), ca.key (keep it secret), ca.name,
+    /// and an empty CRL, ca.crl.
+    Init {
+        #[command(flatten)]
+        dir: Dir,
+        /// The CA's name.
+        #[arg(long, default_value = "sssonector CA")]
+        name: String,
+        /// How long the CA is valid, in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+    /// Issue a certificate and key signed by the CA in DIR, written as NAME.pem and NAME.key.
+    Issue {
+        #[command(flatten)]
+        dir: Dir,
+        /// A server certificate for these DNS names and IP addresses (repeat or separate by
+        /// commas).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with = "client",
+            required_unless_present = "client"
+        )]
+        server: Vec<String>,
+        /// A client certificate with this identity.
+        #[arg(long)]
+        client: Option<String>,
+        /// File name for the certificate and key (default: the first server name, or the
+        /// client identity).
+        #[arg(long)]
+        out: Option<String>,
+        /// How long the certificate is valid, in days.
+        #[arg(long, default_value_t = 90)]
+        days: u64,
+    },
+    /// Revoke a certificate issued by the CA in DIR and rewrite the CRL, ca.crl.
+    Revoke {
+        #[command(flatten)]
+        dir: Dir,
+        /// The certificate's serial number (hex, as `issue` printed it).
+        serial: String,
+        /// How long the new CRL is valid before it must be renewed, in days.
+        #[arg(long, default_value_t = 7)]
+        crl_days: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Dir {
+    /// The CA directory.
+    #[arg(long, default_value = "pki")]
+    dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sssonector: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Certs(Certs::Init { dir, name, days }) => init(&dir.dir, &name, days),
+        Command::Certs(Certs::Issue {
+            dir,
+            server,
+            client,
+            out,
+            days,
+        }) => issue(&dir.dir, &server, client.as_deref(), out, days),
+        Command::Certs(Certs::Revoke {
+            dir,
+            serial,
+            crl_days,
+        }) => revoke(&dir.dir, &serial, crl_days),
+    }
+}
+
+const DAY: u64 = 86_400;
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: cannot read: {e} (run `sssonector certs init --dir {}` first?)",
+            path.display(),
+            path.parent()
+                .map_or_else(|| ".".into(), |p| p.display().to_string())
+        )
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.is_empty() || text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn cert_error(e: CertError) -> String {
+    e.to_string()
+}
+
+fn init(dir: &Path, name: &str, days: u64) -> Result<(), String> {
+    if dir.join("ca.key").exists() {
+        return Err(format!(
+            "{}: a CA already exists here; remove it or choose another --dir",
+            dir.join("ca.key").display()
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    let ca = CertificateAuthority::generate(name, Validity::days(days)).map_err(cert_error)?;
+    write(&dir.join("ca.pem"), ca.cert_pem())?;
+    write(&dir.join("ca.key"), ca.key_pem())?;
+    restrict(&dir.join("ca.key"))?;
+    write(&dir.join("ca.name"), name)?;
+    write(&dir.join("revoked.txt"), "")?;
+    write(
+        &dir.join("ca.crl"),
+        &ca.crl(Duration::from_secs(7 * DAY)).map_err(cert_error)?,
+    )?;
+    println!(
+        "created CA \"{name}\" in {}: ca.pem, ca.key, ca.crl",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Keys are readable by their owner only.
+fn restrict(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: cannot restrict permissions: {e}", path.display()))?;
+    }
+    let _ = path;
+    Ok(())
+}
+
+fn load_ca(dir: &Path) -> Result<CertificateAuthority, String> {
+    let name = read(&dir.join("ca.name"))?;
+    let ca = CertificateAuthority::from_pem(
+        name.trim(),
+        &read(&dir.join("ca.pem"))?,
+        &read(&dir.join("ca.key"))?,
+    )
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let revoked = std::fs::read_to_string(dir.join("revoked.txt")).unwrap_or_default();
+    for (n, line) in revoked.lines().enumerate() {
+        let mut fields = line.split_whitespace();
+        let (Some(serial), Some(at)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let serial = unhex(serial).ok_or_else(|| {
+            format!(
+                "{}:{}: bad serial number",
+                dir.join("revoked.txt").display(),
+                n + 1
+            )
+        })?;
+        let at: u64 = at.parse().map_err(|_| {
+            format!(
+                "{}:{}: bad revocation time",
+                dir.join("revoked.txt").display(),
+                n + 1
+            )
+        })?;
+        ca.revoke_at(&serial, SystemTime::UNIX_EPOCH + Duration::from_secs(at));
+    }
+    Ok(ca)
+}
+
+fn issue(
+    dir: &Path,
+    server: &[String],
+    client: Option<&str>,
+    out: Option<String>,
+    days: u64,
+) -> Result<(), String> {
+    let ca = load_ca(dir)?;
+    let validity = Validity::days(days);
+    let (issued, default_name, kind) = match client {
+        Some(identity) => (
+            ca.issue_client(identity, validity).map_err(cert_error)?,
+            identity.to_owned(),
+            "client",
+        ),
+        None => {
+            let names: Vec<&str> = server.iter().map(String::as_str).collect();
+            (
+                ca.issue_server(&names, validity).map_err(cert_error)?,
+                server.first().cloned().unwrap_or_default(),
+                "server",
+            )
+        }
+    };
+    let base = out.unwrap_or(default_name);
+    if base.is_empty() || base.contains(['/', '\\']) {
+        return Err(format!("--out {base:?}: give a plain file name"));
+    }
+    let (cert, key) = (
+        dir.join(format!("{base}.pem")),
+        dir.join(format!("{base}.key")),
+    );
+    write(&cert, &issued.cert_pem)?;
+    write(&key, &issued.key_pem)?;
+    restrict(&key)?;
+    println!(
+        "issued {kind} certificate {} (serial {}), valid {days} days; key {}",
+        cert.display(),
+        hex(&issued.serial),
+        key.display()
+    );
+    Ok(())
+}
+
+fn revoke(dir: &Path, serial: &str, crl_days: u64) -> Result<(), String> {
+    let bytes = unhex(serial)
+        .ok_or_else(|| format!("serial {serial:?}: expected hex digits, as `issue` printed"))?;
+    let ca = load_ca(dir)?;
+    if ca.revoked().iter().any(|(s, _)| *s == bytes) {
+        println!("serial {serial} was already revoked; CRL rewritten");
+    }
+    ca.revoke(&bytes);
+    let list: String = ca
+        .revoked()
+        .iter()
+        .map(|(s, at)| {
+            let secs = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("{} {secs}\n", hex(s))
+        })
+        .collect();
+    write(&dir.join("revoked.txt"), &list)?;
+    let crl = ca
+        .crl(Duration::from_secs(crl_days * DAY))
+        .map_err(cert_error)?;
+    write(&dir.join("ca.crl"), &crl)?;
+    println!(
+        "revoked {serial}; wrote {} ({} revoked in all)",
+        dir.join("ca.crl").display(),
+        ca.revoked().len()
+    );
+    Ok(())
+}

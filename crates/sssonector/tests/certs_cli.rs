@@ -1,0 +1,118 @@
+//! `sssonector certs init | issue | revoke` end to end: the files it writes verify, and a
+//! revoked client is refused by the CRL it rewrites.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use sssonector_certs::{CertError, Identity, TrustStore, Usage};
+
+fn sssonector(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .args(args)
+        .output()
+        .expect("run sssonector");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn serial_in(stdout: &str) -> String {
+    let start = stdout.find("serial ").expect("a serial is printed") + 7;
+    stdout[start..].split(')').next().unwrap().to_owned()
+}
+
+fn load(dir: &Path, name: &str) -> Identity {
+    Identity::load(
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn init_issue_and_revoke() {
+    let tmp = TempDir(std::env::temp_dir().join(format!("sssonector-cli-{}", std::process::id())));
+    let dir = tmp.0.join("pki");
+    let d = dir.to_str().unwrap();
+
+    let (ok, out, _) = sssonector(&["certs", "init", "--dir", d, "--name", "test CA"]);
+    assert!(ok, "{out}");
+    let (ok, _, err) = sssonector(&["certs", "init", "--dir", d]);
+    assert!(!ok);
+    assert!(err.contains("a CA already exists here"), "{err}");
+
+    let (ok, out, err) = sssonector(&[
+        "certs",
+        "issue",
+        "--dir",
+        d,
+        "--server",
+        "localhost,127.0.0.1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("issued server certificate"), "{out}");
+    let (ok, out, err) = sssonector(&["certs", "issue", "--dir", d, "--client", "alice"]);
+    assert!(ok, "{err}");
+    let alice_serial = serial_in(&out);
+    let (ok, _, err) = sssonector(&["certs", "issue", "--dir", d, "--client", "bob"]);
+    assert!(ok, "{err}");
+
+    let crl_path = [dir.join("ca.crl")];
+    let trust = TrustStore::load(dir.join("ca.pem"), &crl_path).unwrap();
+    let now = SystemTime::now();
+    trust
+        .verify(&load(&dir, "localhost"), Usage::Server, now)
+        .unwrap();
+    trust
+        .verify(&load(&dir, "alice"), Usage::Client, now)
+        .unwrap();
+
+    let (ok, out, err) = sssonector(&["certs", "revoke", "--dir", d, &alice_serial]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 revoked in all"), "{out}");
+    let trust = TrustStore::load(dir.join("ca.pem"), &crl_path).unwrap();
+    assert!(matches!(
+        trust.verify(&load(&dir, "alice"), Usage::Client, now),
+        Err(CertError::Revoked(_))
+    ));
+    trust
+        .verify(&load(&dir, "bob"), Usage::Client, now)
+        .unwrap();
+
+    let (ok, _, err) = sssonector(&["certs", "revoke", "--dir", d, "xyz"]);
+    assert!(!ok);
+    assert!(err.contains("expected hex digits"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the CA key is private");
+    }
+}
+
+#[test]
+fn version_and_help() {
+    let (ok, out, _) = sssonector(&["--version"]);
+    assert!(ok);
+    assert!(out.starts_with("sssonector 0."), "{out}");
+    let (ok, out, _) = sssonector(&["certs", "--help"]);
+    assert!(ok);
+    assert!(
+        out.contains("init") && out.contains("issue") && out.contains("revoke"),
+        "{out}"
+    );
+}

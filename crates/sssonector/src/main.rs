@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
+
+mod config;
 use sssonector_certs::{CertError, CertificateAuthority, Validity};
 
 #[derive(Debug, Parser)]
@@ -28,6 +30,12 @@ enum Command {
     /// Keep a private CA, its certificates and its CRL in a directory.
     #[command(subcommand)]
     Certs(Certs),
+    /// Check a configuration file: syntax, every field, and that its certificates load.
+    CheckConfig {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +107,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
         Command::Certs(Certs::Init { dir, name, days }) => init(&dir.dir, &name, days),
         Command::Certs(Certs::Issue {
             dir,
@@ -116,6 +125,29 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 const DAY: u64 = 86_400;
+
+fn check_config(path: &Path) -> Result<(), String> {
+    let config = config::load(path).map_err(|e| e.join("\n"))?;
+    let errors = config.check();
+    if !errors.is_empty() {
+        return Err(format!(
+            "{}: {} problem{}:\n  {}",
+            path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            errors.join("\n  ")
+        ));
+    }
+    println!(
+        "{}: ok ({:?} in {:?} mode, {} forwarding rule{})",
+        path.display(),
+        config.role,
+        config.mode,
+        config.forward.len(),
+        if config.forward.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))

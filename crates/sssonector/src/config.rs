@@ -1,0 +1,342 @@
+//! The configuration file: TOML, read into typed sections, then checked as a whole. Every
+//! error names the field path and what is wrong; all of them are reported at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which side this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    Server,
+    Client,
+}
+
+/// What the tunnel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    Tun,
+    Forward,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) role: Role,
+    pub(crate) mode: Mode,
+    pub(crate) tls: Tls,
+    pub(crate) server: Option<Server>,
+    pub(crate) client: Option<Client>,
+    pub(crate) tun: Option<Tun>,
+    #[serde(default)]
+    pub(crate) forward: Vec<Forward>,
+    #[serde(default)]
+    pub(crate) keepalive: Keepalive,
+    #[serde(default)]
+    pub(crate) limits: Limits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) ca: PathBuf,
+    #[serde(default)]
+    pub(crate) crls: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Server {
+    pub(crate) listen: String,
+    #[serde(default = "default_max_clients")]
+    pub(crate) max_clients: usize,
+    #[serde(default = "default_handshake_timeout")]
+    pub(crate) handshake_timeout: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Client {
+    pub(crate) servers: Vec<String>,
+    pub(crate) server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tun {
+    #[serde(default = "default_tun_name")]
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) pool: Option<String>,
+    #[serde(default = "default_mtu")]
+    pub(crate) mtu: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Forward {
+    pub(crate) name: String,
+    /// Client side: where to accept local connections.
+    pub(crate) listen: Option<String>,
+    /// Server side: where to connect them.
+    pub(crate) target: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Keepalive {
+    #[serde(default = "default_keepalive_interval")]
+    pub(crate) interval: String,
+    #[serde(default = "default_keepalive_timeout")]
+    pub(crate) timeout: String,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            interval: default_keepalive_interval(),
+            timeout: default_keepalive_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    pub(crate) upload_mbps: Option<f64>,
+    pub(crate) download_mbps: Option<f64>,
+}
+
+fn default_max_clients() -> usize {
+    100
+}
+fn default_handshake_timeout() -> String {
+    "10s".into()
+}
+fn default_tun_name() -> String {
+    "sss0".into()
+}
+fn default_mtu() -> u16 {
+    1400
+}
+fn default_keepalive_interval() -> String {
+    "10s".into()
+}
+fn default_keepalive_timeout() -> String {
+    "30s".into()
+}
+
+/// `500ms`, `10s`, `5m`, `1h`.
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+fn is_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+fn is_cidr(text: &str) -> bool {
+    let Some((addr, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    prefix.parse::<u8>().is_ok_and(|p| p <= max)
+}
+
+/// Reads and parses `path`.
+///
+/// # Errors
+///
+/// The file cannot be read, or is not valid TOML for this schema (toml's message names the
+/// line, column and key).
+pub(crate) fn load(path: &Path) -> Result<Config, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+    toml::from_str(&text).map_err(|e| {
+        vec![format!(
+            "{}: {}",
+            path.display(),
+            e.to_string().trim_end().replace('\n', "\n  ")
+        )]
+    })
+}
+
+impl Config {
+    /// Every rule a parsed configuration must also meet, each failure naming its field.
+    pub(crate) fn check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut duration = |field: &str, text: &str| -> Option<Duration> {
+            let d = parse_duration(text);
+            if d.is_none_or(|d| d.is_zero()) {
+                errors.push(format!(
+                    "{field}: {text:?} is not a duration (write 500ms, 10s, 5m or 1h)"
+                ));
+            }
+            d
+        };
+        let interval = duration("keepalive.interval", &self.keepalive.interval);
+        let timeout = duration("keepalive.timeout", &self.keepalive.timeout);
+        if let Some(server) = &self.server {
+            duration("server.handshake_timeout", &server.handshake_timeout);
+        }
+        if let (Some(i), Some(t)) = (interval, timeout) {
+            if t <= i {
+                errors.push(format!(
+                    "keepalive.timeout ({}) must be longer than keepalive.interval ({})",
+                    self.keepalive.timeout, self.keepalive.interval
+                ));
+            }
+        }
+        match (self.role, &self.server, &self.client) {
+            (Role::Server, None, _) => {
+                errors.push("role = \"server\" needs a [server] section".into())
+            }
+            (Role::Client, _, None) => {
+                errors.push("role = \"client\" needs a [client] section".into())
+            }
+            _ => {}
+        }
+        if let Some(server) = &self.server {
+            if server.listen.parse::<SocketAddr>().is_err() {
+                errors.push(format!(
+                    "server.listen: {:?} is not an IP address and port (for example 0.0.0.0:8443)",
+                    server.listen
+                ));
+            }
+            if server.max_clients == 0 {
+                errors.push("server.max_clients: must be at least 1".into());
+            }
+        }
+        if let Some(client) = &self.client {
+            if client.servers.is_empty() {
+                errors.push("client.servers: list at least one server (host:port)".into());
+            }
+            if client.server_name.as_deref().is_some_and(str::is_empty) {
+                errors.push("client.server_name: must not be empty when given".into());
+            }
+            for (i, s) in client.servers.iter().enumerate() {
+                if !is_host_port(s) {
+                    errors.push(format!("client.servers[{i}]: {s:?} is not host:port"));
+                }
+            }
+        }
+        match self.mode {
+            Mode::Tun => match &self.tun {
+                None => errors.push("mode = \"tun\" needs a [tun] section".into()),
+                Some(tun) => {
+                    if !is_cidr(&tun.address) {
+                        errors.push(format!(
+                            "tun.address: {:?} is not an address with prefix (for example 10.8.0.1/24)",
+                            tun.address
+                        ));
+                    }
+                    if let Some(pool) = &tun.pool {
+                        if !is_cidr(pool) {
+                            errors.push(format!(
+                                "tun.pool: {pool:?} is not a network (for example 10.8.0.0/24)"
+                            ));
+                        }
+                    }
+                    if !(576..=65_535).contains(&tun.mtu) {
+                        errors.push(format!(
+                            "tun.mtu: {} is below the IPv4 minimum of 576",
+                            tun.mtu
+                        ));
+                    }
+                    if tun.name.is_empty() || tun.name.len() > 15 {
+                        errors.push(format!(
+                            "tun.name: {:?} must be 1 to 15 characters",
+                            tun.name
+                        ));
+                    }
+                }
+            },
+            Mode::Forward => {
+                if self.forward.is_empty() {
+                    errors.push("mode = \"forward\" needs at least one [[forward]] rule".into());
+                }
+            }
+        }
+        for (i, rule) in self.forward.iter().enumerate() {
+            if rule.name.is_empty() {
+                errors.push(format!("forward[{i}].name: must not be empty"));
+            }
+            if self.forward[..i].iter().any(|r| r.name == rule.name) {
+                errors.push(format!("forward[{i}].name: {:?} is used twice", rule.name));
+            }
+            let (needed, other) = match self.role {
+                Role::Client => (&rule.listen, "listen"),
+                Role::Server => (&rule.target, "target"),
+            };
+            match needed {
+                None => errors.push(format!(
+                    "forward[{i}].{other}: missing (a {} needs the {other} of each rule)",
+                    if self.role == Role::Client {
+                        "client"
+                    } else {
+                        "server"
+                    }
+                )),
+                Some(addr) if !is_host_port(addr) => {
+                    errors.push(format!("forward[{i}].{other}: {addr:?} is not host:port"));
+                }
+                Some(_) => {}
+            }
+        }
+        for (field, value) in [
+            ("limits.upload_mbps", self.limits.upload_mbps),
+            ("limits.download_mbps", self.limits.download_mbps),
+        ] {
+            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                errors.push(format!("{field}: must be a positive number of Mbit/s"));
+            }
+        }
+        // The certificate files must load and belong together.
+        let tls = &self.tls;
+        if let Err(e) = sssonector_certs::Identity::load(&tls.cert, &tls.key) {
+            errors.push(format!("tls.cert / tls.key: {e}"));
+        }
+        if let Err(e) = sssonector_certs::TrustStore::load(&tls.ca, &tls.crls) {
+            errors.push(format!("tls.ca / tls.crls: {e}"));
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("3d"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! `sssonector check-config`: the example configurations pass with certificates made by
+//! `sssonector certs`; a broken one gets every problem reported with its field path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sssonector(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run sssonector");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn setup(name: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("sssonector-config-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for args in [
+        &["certs", "init", "--dir", "pki"][..],
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "pki",
+            "--server",
+            "localhost,127.0.0.1",
+            "--out",
+            "server",
+        ],
+        &[
+            "certs", "issue", "--dir", "pki", "--client", "alice", "--out", "client",
+        ],
+    ] {
+        let (ok, out) = sssonector(&dir, args);
+        assert!(ok, "{out}");
+    }
+    TempDir(dir)
+}
+
+#[test]
+fn the_example_configurations_pass() {
+    let tmp = setup("examples");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
+    for name in [
+        "server-forward",
+        "client-forward",
+        "server-tun",
+        "client-tun",
+    ] {
+        let file = examples.join(format!("{name}.toml"));
+        let (ok, out) = sssonector(
+            &tmp.0,
+            &["check-config", "--config", file.to_str().unwrap()],
+        );
+        assert!(ok, "{name}: {out}");
+        assert!(out.contains(": ok ("), "{out}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_with_its_field() {
+    let tmp = setup("broken");
+    let config = tmp.0.join("broken.toml");
+    std::fs::write(
+        &config,
+        r#"
+role = "client"
+mode = "forward"
+
+[tls]
+cert = "pki/client.pem"
+key = "pki/server.key"
+ca = "pki/ca.pem"
+
+[client]
+servers = ["vpn.example"]
+
+[[forward]]
+name = "web"
+target = "x"
+
+[keepalive]
+interval = "10s"
+timeout = "5s"
+"#,
+    )
+    .unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "broken.toml"]);
+    assert!(!ok);
+    for expected in [
+        "broken.toml: 4 problems",
+        "keepalive.timeout (5s) must be longer than keepalive.interval (10s)",
+        "client.servers[0]: \"vpn.example\" is not host:port",
+        "forward[0].listen: missing (a client needs the listen of each rule)",
+        "tls.cert / tls.key: pki/server.key: private key does not match the certificate in pki/client.pem",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    // Syntax and unknown fields are caught by the parser, with the line.
+    std::fs::write(
+        &config,
+        "role = \"client\"\nmode = \"forward\"\ncolour = \"blue\"\n",
+    )
+    .unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "broken.toml"]);
+    assert!(!ok);
+    assert!(out.contains("unknown field `colour`"), "{out}");
+    assert!(out.contains("line 3"), "{out}");
+}

@@ -165,22 +165,69 @@ fn is_cidr(text: &str) -> bool {
     prefix.parse::<u8>().is_ok_and(|p| p <= max)
 }
 
-/// Reads and parses `path`.
+/// Reads and parses `path`, then applies `SSSONECTOR_…` environment overrides from `env`:
+/// `SSSONECTOR_SERVER__LISTEN=0.0.0.0:9443` sets `server.listen` (sections and fields joined
+/// by `__`, case-insensitive; the value is read as TOML if it parses, else as a string).
+/// Returns the configuration and the overrides applied (`field ← VARIABLE`).
 ///
 /// # Errors
 ///
 /// The file cannot be read, or is not valid TOML for this schema (toml's message names the
 /// line, column and key).
-pub(crate) fn load(path: &Path) -> Result<Config, Vec<String>> {
+pub(crate) fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Vec<String>), Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
-    toml::from_str(&text).map_err(|e| {
+    let located = |e: toml::de::Error| {
         vec![format!(
             "{}: {}",
             path.display(),
             e.to_string().trim_end().replace('\n', "\n  ")
         )]
-    })
+    };
+    let overrides: Vec<(Vec<String>, String, String)> = env
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix("SSSONECTOR_")?;
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            path.iter()
+                .all(|p| !p.is_empty())
+                .then_some((path, name, value))
+        })
+        .collect();
+    if overrides.is_empty() {
+        // Straight from the text, so errors keep their line numbers.
+        return toml::from_str(&text)
+            .map(|c| (c, Vec::new()))
+            .map_err(located);
+    }
+    let mut table: toml::Table = toml::from_str(&text).map_err(located)?;
+    let mut applied = Vec::new();
+    for (field, variable, raw) in overrides {
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (last, parents) = field.split_last().expect("paths are not empty");
+        let mut section = &mut table;
+        for name in parents {
+            let entry = section
+                .entry(name.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                return Err(vec![format!("{variable}: {name} is not a section")]);
+            };
+            section = inner;
+        }
+        section.insert(last.clone(), value);
+        applied.push(format!("{} ← {variable}", field.join(".")));
+    }
+    let config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| vec![format!("{} with overrides: {e}", path.display())])?;
+    Ok((config, applied))
 }
 
 impl Config {

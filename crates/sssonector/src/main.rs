@@ -127,7 +127,10 @@ fn run(cli: Cli) -> Result<(), String> {
 const DAY: u64 = 86_400;
 
 fn check_config(path: &Path) -> Result<(), String> {
-    let config = config::load(path).map_err(|e| e.join("\n"))?;
+    let (config, overrides) = config::load(path, std::env::vars()).map_err(|e| e.join("\n"))?;
+    for applied in &overrides {
+        println!("override: {applied}");
+    }
     let errors = config.check();
     if !errors.is_empty() {
         return Err(format!(

@@ -124,3 +124,39 @@ timeout = "5s"
     assert!(out.contains("unknown field `colour`"), "{out}");
     assert!(out.contains("line 3"), "{out}");
 }
+
+#[test]
+fn environment_variables_override_fields() {
+    let tmp = setup("env");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
+    let file = examples.join("server-forward.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .current_dir(&tmp.0)
+        .args(["check-config", "--config", file.to_str().unwrap()])
+        .env("SSSONECTOR_SERVER__LISTEN", "not-an-address")
+        .env("SSSONECTOR_SERVER__MAX_CLIENTS", "7")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.contains("override: server.listen ← SSSONECTOR_SERVER__LISTEN"),
+        "{text}"
+    );
+    assert!(
+        text.contains("override: server.max_clients ← SSSONECTOR_SERVER__MAX_CLIENTS"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server.listen: \"not-an-address\" is not an IP address and port"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 problem:"),
+        "max_clients = 7 is read as a number: {text}"
+    );
+}

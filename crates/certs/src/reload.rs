@@ -139,8 +139,7 @@ pub struct ReloadableIdentity {
     current: RwLock<Current>,
     /// Hash of the two files' contents when last loaded: an unchanged reload parses nothing.
     content_hash: AtomicU64,
-    stats: Mutex<ReloadStats>,
-    name: String,
+    history: History,
     expiry: ExpiryPolicy,
     /// The tightest threshold already warned about for the certificate in use.
     warned: Mutex<Option<Duration>>,
@@ -156,7 +155,51 @@ impl std::fmt::Debug for ReloadableIdentity {
     }
 }
 
-fn hash_files(paths: &[&Path]) -> Result<u64, CertError> {
+/// The reload history both reloadable kinds keep, counted and logged the same way.
+#[derive(Debug)]
+pub(crate) struct History {
+    name: String,
+    stats: Mutex<ReloadStats>,
+}
+
+impl History {
+    pub(crate) fn new(name: String) -> Self {
+        Self {
+            name,
+            stats: Mutex::new(ReloadStats::default()),
+        }
+    }
+
+    /// The name labelling metrics and logs.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// New material of kind `what` is in use.
+    pub(crate) fn replaced(&self, what: &str) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.replaced += 1;
+        stats.last_error = None;
+        metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
+        tracing::info!(name = %self.name, what, "reloaded");
+    }
+
+    /// New material of kind `what` was refused; the old stays.
+    pub(crate) fn failed(&self, what: &str, error: &CertError) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.failed += 1;
+        stats.last_error = Some(error.to_string());
+        metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "failed").increment(1);
+        tracing::warn!(name = %self.name, what, %error, "reload refused; keeping what is in use");
+    }
+
+    pub(crate) fn snapshot(&self) -> ReloadStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A hash of the files' contents: a reload of unchanged files parses nothing.
+pub(crate) fn hash_files(paths: &[&Path]) -> Result<u64, CertError> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for path in paths {
@@ -193,8 +236,7 @@ impl ReloadableIdentity {
             trust,
             current: RwLock::new(current),
             content_hash: AtomicU64::new(hash),
-            stats: Mutex::new(ReloadStats::default()),
-            name: name.into(),
+            history: History::new(name.into()),
             expiry: ExpiryPolicy::default(),
             warned: Mutex::new(None),
         })
@@ -243,7 +285,7 @@ impl ReloadableIdentity {
         let left = self.expires_in(now)?;
         #[allow(clippy::cast_precision_loss)] // seconds, far below 2^52
         let seconds = left.as_secs() as f64;
-        metrics::gauge!("sssonector_certs_expiry_seconds", "name" => self.name.clone())
+        metrics::gauge!("sssonector_certs_expiry_seconds", "name" => self.history.name().to_owned())
             .set(seconds);
         let crossed = self.expiry.crossed(left)?;
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
@@ -252,7 +294,7 @@ impl ReloadableIdentity {
         }
         *warned = Some(crossed);
         tracing::warn!(
-            name = %self.name,
+            name = %self.history.name(),
             cert = %self.cert_path.display(),
             seconds_left = left.as_secs(),
             threshold_seconds = crossed.as_secs(),
@@ -260,7 +302,7 @@ impl ReloadableIdentity {
         );
         metrics::counter!(
             "sssonector_certs_expiry_warnings_total",
-            "name" => self.name.clone(),
+            "name" => self.history.name().to_owned(),
             "threshold" => format!("{}s", crossed.as_secs())
         )
         .increment(1);
@@ -326,7 +368,6 @@ impl ReloadableIdentity {
             )?;
             Ok(Some((hash, current)))
         });
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(None) => Ok(Reloaded::Unchanged),
             Ok(Some((hash, current))) => {
@@ -335,17 +376,11 @@ impl ReloadableIdentity {
                 self.content_hash.store(hash, Ordering::Release);
                 // A new certificate earns its own warnings.
                 *self.warned.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                stats.replaced += 1;
-                stats.last_error = None;
-                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
-                tracing::info!(name = %self.name, cert = %self.cert_path.display(), "certificate reloaded");
+                self.history.replaced("certificate");
                 Ok(Reloaded::Replaced { serial })
             }
             Err(error) => {
-                stats.failed += 1;
-                stats.last_error = Some(error.to_string());
-                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "failed").increment(1);
-                tracing::warn!(name = %self.name, %error, "certificate reload refused; keeping the current one");
+                self.history.failed("certificate", &error);
                 Err(error)
             }
         }
@@ -376,23 +411,16 @@ impl ReloadableIdentity {
     ///
     /// [`CertError::Invalid`] naming the directory if it cannot be watched.
     pub fn watch(self: &Arc<Self>) -> Result<impl Future<Output = ()> + Send + 'static, CertError> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let paths: Vec<PathBuf> = self.paths().into_iter().map(Path::to_path_buf).collect();
-        let watcher = watch_dirs(&paths, tx)?;
         let this = Arc::clone(self);
-        Ok(async move {
-            let _watcher = watcher;
-            while rx.recv().await.is_some() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                while rx.try_recv().is_ok() {}
-                let _ = this.reload();
-            }
+        watch_and_reload(&paths, move || {
+            let _ = this.reload();
         })
     }
 
     /// The reload history.
     pub fn stats(&self) -> ReloadStats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.history.snapshot()
     }
 
     /// The leaf in use: its serial number.
@@ -461,7 +489,7 @@ impl ReloadableIdentity {
         }
         match self.reload()? {
             Reloaded::Replaced { serial } => {
-                tracing::info!(name = %self.name, "certificate renewed");
+                tracing::info!(name = %self.history.name(), "certificate renewed");
                 Ok(Some(serial))
             }
             Reloaded::Unchanged => Ok(None),
@@ -499,9 +527,25 @@ impl rustls::client::ResolvesClientCert for ReloadableIdentity {
     }
 }
 
-/// Watches the directory of each path (and its parent when that directory is a symlink),
-/// sending `()` on every event.
-pub(crate) fn watch_dirs(
+/// Watches the directory of each path (and its parent when that directory is a symlink) and
+/// returns the future that calls `reload` after each burst of events (gathered for 50 ms).
+pub(crate) fn watch_and_reload<F: Fn() + Send + 'static>(
+    paths: &[PathBuf],
+    reload: F,
+) -> Result<impl Future<Output = ()> + Send + 'static + use<F>, CertError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = watch_dirs(paths, tx)?;
+    Ok(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while rx.try_recv().is_ok() {}
+            reload();
+        }
+    })
+}
+
+fn watch_dirs(
     paths: &[PathBuf],
     tx: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> Result<notify::RecommendedWatcher, CertError> {

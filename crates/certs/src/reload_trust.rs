@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -14,9 +14,9 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::BorrowedCertRevocationList;
 
-use crate::error::{CertError, Source};
+use crate::error::CertError;
 use crate::identity::provider;
-use crate::reload::ReloadStats;
+use crate::reload::{History, ReloadStats, hash_files, watch_and_reload};
 use crate::trust::TrustStore;
 
 /// What a trust reload did.
@@ -51,8 +51,7 @@ pub struct ReloadableTrust {
     crl_paths: Vec<PathBuf>,
     current: RwLock<Current>,
     content_hash: AtomicU64,
-    stats: Mutex<ReloadStats>,
-    name: String,
+    history: History,
 }
 
 impl std::fmt::Debug for ReloadableTrust {
@@ -62,19 +61,6 @@ impl std::fmt::Debug for ReloadableTrust {
             .field("crls", &self.crl_paths)
             .finish_non_exhaustive()
     }
-}
-
-fn hash_files(paths: &[&Path]) -> Result<u64, CertError> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for path in paths {
-        let bytes = std::fs::read(path).map_err(|error| CertError::Io {
-            source_: Source::File(path.to_path_buf()),
-            error,
-        })?;
-        bytes.hash(&mut hasher);
-    }
-    Ok(hasher.finish())
 }
 
 impl ReloadableTrust {
@@ -97,8 +83,7 @@ impl ReloadableTrust {
             crl_paths,
             current: RwLock::new(current),
             content_hash: AtomicU64::new(hash),
-            stats: Mutex::new(ReloadStats::default()),
-            name: name.into(),
+            history: History::new(name.into()),
         })
     }
 
@@ -148,7 +133,6 @@ impl ReloadableTrust {
             }
             Ok(Some((hash, Self::build(&self.ca_path, &self.crl_paths)?)))
         });
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(None) => Ok(TrustReloaded::Unchanged),
             Ok(Some((hash, new))) => {
@@ -158,17 +142,11 @@ impl ReloadableTrust {
                 *current = new;
                 drop(current);
                 self.content_hash.store(hash, Ordering::Release);
-                stats.replaced += 1;
-                stats.last_error = None;
-                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "replaced").increment(1);
-                tracing::info!(name = %self.name, newly_revoked = newly_revoked.len(), "CAs and CRLs reloaded");
+                self.history.replaced("CAs and CRLs");
                 Ok(TrustReloaded::Replaced { newly_revoked })
             }
             Err(error) => {
-                stats.failed += 1;
-                stats.last_error = Some(error.to_string());
-                metrics::counter!("sssonector_certs_reloads_total", "name" => self.name.clone(), "result" => "failed").increment(1);
-                tracing::warn!(name = %self.name, %error, "CA or CRL reload refused; keeping the current ones");
+                self.history.failed("CAs and CRLs", &error);
                 Err(error)
             }
         }
@@ -199,13 +177,13 @@ impl ReloadableTrust {
                 Err(past) => -(past.duration().as_secs() as f64),
             };
             if let Some(at) = trust.ca_not_after() {
-                metrics::gauge!("sssonector_certs_ca_expiry_seconds", "name" => self.name.clone())
+                metrics::gauge!("sssonector_certs_ca_expiry_seconds", "name" => self.history.name().to_owned())
                     .set(seconds(at));
             }
             if let Some(at) = trust.crl_next_update() {
                 metrics::gauge!(
                     "sssonector_certs_crl_next_update_seconds",
-                    "name" => self.name.clone()
+                    "name" => self.history.name().to_owned()
                 )
                 .set(seconds(at));
             }
@@ -223,22 +201,15 @@ impl ReloadableTrust {
         self: &Arc<Self>,
         on_revoked: impl Fn(&[Vec<u8>]) + Send + Sync + 'static,
     ) -> Result<impl Future<Output = ()> + Send + 'static, CertError> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let paths: Vec<PathBuf> = Self::paths_of(&self.ca_path, &self.crl_paths)
             .into_iter()
             .map(Path::to_path_buf)
             .collect();
-        let watcher = crate::reload::watch_dirs(&paths, tx)?;
         let this = Arc::clone(self);
-        Ok(async move {
-            let _watcher = watcher;
-            while rx.recv().await.is_some() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                while rx.try_recv().is_ok() {}
-                if let Ok(TrustReloaded::Replaced { newly_revoked }) = this.reload() {
-                    if !newly_revoked.is_empty() {
-                        on_revoked(&newly_revoked);
-                    }
+        watch_and_reload(&paths, move || {
+            if let Ok(TrustReloaded::Replaced { newly_revoked }) = this.reload() {
+                if !newly_revoked.is_empty() {
+                    on_revoked(&newly_revoked);
                 }
             }
         })
@@ -246,7 +217,7 @@ impl ReloadableTrust {
 
     /// The reload history.
     pub fn stats(&self) -> ReloadStats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.history.snapshot()
     }
 
     /// The CAs and CRLs in use now.

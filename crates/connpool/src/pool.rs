@@ -522,24 +522,7 @@ impl<M: Manager> Shared<M> {
             match result {
                 Ok(Ok(conn)) => {
                     permit.success();
-                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
-                    let now = Instant::now();
-                    let live = Live {
-                        conn,
-                        created: now,
-                        idle_since: now,
-                        expires: self.lifetime_end(now),
-                    };
-                    let mut st = self.state.lock();
-                    let state = &mut st.eps[ep];
-                    state.connecting -= 1;
-                    state.open += 1;
-                    state.in_use += 1;
-                    state.replenish_failures = 0;
-                    reservation.connecting = None;
-                    reservation.armed = false;
-                    drop(st);
-                    return Ok(Pooled::new(Arc::clone(self), ep, live));
+                    return Ok(self.established(ep, conn, &mut reservation));
                 }
                 Ok(Err(source)) => {
                     permit.failure();
@@ -566,6 +549,35 @@ impl<M: Manager> Shared<M> {
                 return Err(last_error.unwrap_or(PoolError::Unavailable { retry_after: None }));
             }
         }
+    }
+
+    /// A connect to `ep` succeeded: count it, take over the reservation, and hand the new
+    /// connection out (in use) with its lifetime drawn.
+    fn established(
+        self: &Arc<Self>,
+        ep: usize,
+        conn: M::Connection,
+        reservation: &mut Reservation<'_, M>,
+    ) -> Pooled<M> {
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let live = Live {
+            conn,
+            created: now,
+            idle_since: now,
+            expires: self.lifetime_end(now),
+        };
+        let mut st = self.state.lock();
+        let state = &mut st.eps[ep];
+        state.connecting -= 1;
+        state.open += 1;
+        state.in_use += 1;
+        state.replenish_failures = 0;
+        state.replenish_at = None;
+        drop(st);
+        reservation.connecting = None;
+        reservation.armed = false;
+        Pooled::new(Arc::clone(self), ep, live)
     }
 
     /// Picks an endpoint not yet tried whose breaker lets a connect through.
@@ -826,27 +838,8 @@ impl<M: Manager> Shared<M> {
                     break;
                 };
                 permit.success();
-                self.counters.connects.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
-                let live = Live {
-                    conn,
-                    created: now,
-                    idle_since: now,
-                    expires: self.lifetime_end(now),
-                };
-                {
-                    let mut st = self.state.lock();
-                    let state = &mut st.eps[ep];
-                    state.connecting -= 1;
-                    state.open += 1;
-                    state.in_use += 1;
-                    state.replenish_failures = 0;
-                    state.replenish_at = None;
-                }
-                reservation.connecting = None;
-                reservation.armed = false;
                 // Through the guard: a waiter gets it first, else it goes idle.
-                drop(Pooled::new(Arc::clone(self), ep, live));
+                drop(self.established(ep, conn, &mut reservation));
             }
         }
     }

@@ -37,6 +37,56 @@ fn batch(op: &(dyn Fn(u64) -> bool + Sync), threads: u64) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Runs `rounds` pairs of batches, alternating which goes first so neither always runs on a
+/// warmer core, after one warm-up batch each (caches, lazy statics, clock calibration, key
+/// insertion). Prints one table row: time per operation (`ops` per batch, shown in `unit`
+/// scaled by `scale`), the median ratio of paired batches with its interquartile range, and
+/// the verdict against `target`. The target is judged on the paired median: each ratio
+/// compares two batches run back to back, so drift between them is small.
+fn interleave(
+    name: &str,
+    target: Option<f64>,
+    rounds: usize,
+    ops: f64,
+    (unit, scale): (&str, f64),
+    mut ours: impl FnMut() -> f64,
+    mut theirs: impl FnMut() -> f64,
+) {
+    ours();
+    theirs();
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut total_ours, mut total_theirs) = (0.0, 0.0);
+    for round in 0..rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = ours();
+            (a, theirs())
+        } else {
+            let b = theirs();
+            (ours(), b)
+        };
+        total_ours += a;
+        total_theirs += b;
+        ratios.push(a / b);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let q = |quarter: usize| ratios[(rounds - 1) * quarter / 4];
+    let per_op = |t: f64| t / (rounds as f64 * ops) * scale;
+    let verdict = match target {
+        Some(t) if q(2) <= t => format!("≤ {t:.2}× met"),
+        Some(t) => format!("≤ {t:.2}× MISSED"),
+        None => "(for reference)".to_string(),
+    };
+    println!(
+        "| {name} | {:.2} {unit} | {:.2} {unit} | {:.3}× | {:.3}–{:.3} | {verdict} |",
+        per_op(total_ours),
+        per_op(total_theirs),
+        q(2),
+        q(1),
+        q(3)
+    );
+}
+
+/// Interleaved batches of `BATCH` calls per thread.
 fn compare(
     name: &str,
     target: f64,
@@ -44,41 +94,14 @@ fn compare(
     ours: &(dyn Fn(u64) -> bool + Sync),
     theirs: &(dyn Fn(u64) -> bool + Sync),
 ) {
-    // Warm up both: caches, lazy statics, clock calibration, key insertion.
-    batch(ours, threads);
-    batch(theirs, threads);
-    let mut ratios = Vec::with_capacity(ROUNDS);
-    let (mut total_ours, mut total_theirs) = (0.0, 0.0);
-    for round in 0..ROUNDS {
-        // Alternate which goes first, so neither always runs on a warmer core.
-        let (a, b) = if round % 2 == 0 {
-            let a = batch(ours, threads);
-            (a, batch(theirs, threads))
-        } else {
-            let b = batch(theirs, threads);
-            (batch(ours, threads), b)
-        };
-        total_ours += a;
-        total_theirs += b;
-        ratios.push(a / b);
-    }
-    ratios.sort_by(f64::total_cmp);
-    let q = |quarter: usize| ratios[(ROUNDS - 1) * quarter / 4];
-    let per_op = |t: f64| t / (ROUNDS as f64 * (BATCH * threads) as f64) * 1e9;
-    // The target (≤ 1.0× governor) is judged on the paired median: each ratio compares
-    // two batches run back to back, so drift between them is small.
-    let verdict = if q(2) <= target {
-        format!("≤ {target:.2}× met")
-    } else {
-        format!("≤ {target:.2}× MISSED")
-    };
-    println!(
-        "| {name} | {:.2} ns | {:.2} ns | {:.3}× | {:.3}–{:.3} | {verdict} |",
-        per_op(total_ours),
-        per_op(total_theirs),
-        q(2),
-        q(1),
-        q(3)
+    interleave(
+        name,
+        Some(target),
+        ROUNDS,
+        (BATCH * threads) as f64,
+        ("ns", 1e9),
+        || batch(ours, threads),
+        || batch(theirs, threads),
     );
 }
 
@@ -177,39 +200,15 @@ fn connpool_pairs() {
             })
             .as_secs_f64()
         };
-        run_ours();
-        run_dead();
-        let mut ratios = Vec::with_capacity(ROUNDS);
-        let (mut total_ours, mut total_dead) = (0.0, 0.0);
-        for round in 0..ROUNDS {
-            let (a, b) = if round % 2 == 0 {
-                let a = run_ours();
-                (a, run_dead())
-            } else {
-                let b = run_dead();
-                (run_ours(), b)
-            };
-            total_ours += a;
-            total_dead += b;
-            ratios.push(a / b);
-        }
-        ratios.sort_by(f64::total_cmp);
-        let q = |quarter: usize| ratios[(ROUNDS - 1) * quarter / 4];
-        let per_op = |t: f64| t / (ROUNDS as f64 * CYCLES as f64) * 1e9;
-        let verdict = match target {
-            Some(t) if q(2) <= t => format!("≤ {t:.2}× met"),
-            Some(t) => format!("≤ {t:.2}× MISSED"),
-            None => "(for reference)".to_string(),
-        };
         let faults = if faults { ", faults" } else { "" };
-        println!(
-            "| connpool {}x{tasks}{faults} (ours vs deadpool) | {:.1} ns | {:.1} ns | {:.3}× | {:.3}–{:.3} | {verdict} |",
-            cp::POOL,
-            per_op(total_ours),
-            per_op(total_dead),
-            q(2),
-            q(1),
-            q(3)
+        interleave(
+            &format!("connpool {}x{tasks}{faults} (ours vs deadpool)", cp::POOL),
+            target,
+            ROUNDS,
+            CYCLES as f64,
+            ("ns", 1e9),
+            run_ours,
+            run_dead,
         );
     }
 }
@@ -230,36 +229,13 @@ fn certs_pair() {
         }
         start.elapsed().as_secs_f64()
     };
-    batch(&setup.fixed);
-    batch(&setup.reloadable);
-    let mut ratios = Vec::with_capacity(ROUNDS);
-    let (mut total_ours, mut total_static) = (0.0, 0.0);
-    for round in 0..ROUNDS {
-        let (a, b) = if round % 2 == 0 {
-            let a = batch(&setup.reloadable);
-            (a, batch(&setup.fixed))
-        } else {
-            let b = batch(&setup.fixed);
-            (batch(&setup.reloadable), b)
-        };
-        total_ours += a;
-        total_static += b;
-        ratios.push(a / b);
-    }
-    ratios.sort_by(f64::total_cmp);
-    let q = |quarter: usize| ratios[(ROUNDS - 1) * quarter / 4];
-    let per_op = |t: f64| t / (ROUNDS as f64 * f64::from(HANDSHAKES)) * 1e6;
-    let verdict = if q(2) <= 1.02 {
-        "≤ 1.02× met"
-    } else {
-        "≤ 1.02× MISSED"
-    };
-    println!(
-        "| certs_handshake (reloadable vs static) | {:.1} µs | {:.1} µs | {:.3}× | {:.3}–{:.3} | {verdict} |",
-        per_op(total_ours),
-        per_op(total_static),
-        q(2),
-        q(1),
-        q(3)
+    interleave(
+        "certs_handshake (reloadable vs static)",
+        Some(1.02),
+        ROUNDS,
+        f64::from(HANDSHAKES),
+        ("µs", 1e6),
+        || batch(&setup.reloadable),
+        || batch(&setup.fixed),
     );
 }

@@ -32,8 +32,7 @@ pub(crate) struct Endpoint<M: Manager> {
 struct EpState<C> {
     /// Idle connections, oldest first; checkout takes the newest (warmest).
     idle: VecDeque<Live<C>>,
-    /// Established connections: idle plus in use.
-    open: usize,
+    /// Checked out (the established connections are these and the idle ones).
     in_use: usize,
     connecting: usize,
     /// Consecutive failed attempts to replenish the minimum idle, and when to try next.
@@ -177,7 +176,6 @@ impl<M: Manager> Pool<M> {
             .iter()
             .map(|_| EpState {
                 idle: VecDeque::new(),
-                open: 0,
                 in_use: 0,
                 connecting: 0,
                 replenish_failures: 0,
@@ -302,7 +300,6 @@ impl<M: Manager> Pool<M> {
                 break;
             };
             if let Some(live) = st.eps[ep].idle.pop_front() {
-                st.eps[ep].open -= 1;
                 st.total -= 1;
                 to_close.push(live);
             }
@@ -325,7 +322,6 @@ impl<M: Manager> Pool<M> {
             st.closed = true;
             let mut idle = Vec::new();
             for ep in st.eps.iter_mut() {
-                ep.open -= ep.idle.len();
                 idle.extend(ep.idle.drain(..));
             }
             st.total -= idle.len();
@@ -411,7 +407,6 @@ impl<M: Manager> Shared<M> {
             if st.eps.len() == 1 {
                 let live = st.eps[0].idle.pop_back()?;
                 if self.expired(&live, now) {
-                    st.eps[0].open -= 1;
                     st.total -= 1;
                     to_close.push(live);
                     continue;
@@ -438,7 +433,6 @@ impl<M: Manager> Shared<M> {
                 .pick(self.config.balance, &candidates, &self.rng);
             let live = st.eps[ep].idle.pop_back()?;
             if self.expired(&live, now) {
-                st.eps[ep].open -= 1;
                 st.total -= 1;
                 to_close.push(live);
                 continue;
@@ -570,7 +564,6 @@ impl<M: Manager> Shared<M> {
         let mut st = self.state.lock();
         let state = &mut st.eps[ep];
         state.connecting -= 1;
-        state.open += 1;
         state.in_use += 1;
         state.replenish_failures = 0;
         state.replenish_at = None;
@@ -634,7 +627,6 @@ impl<M: Manager> Shared<M> {
         let mut st = self.state.lock();
         st.eps[ep].in_use -= 1;
         if broken || st.closed || st.total > st.max_size {
-            st.eps[ep].open -= 1;
             self.release_slot(&mut st);
             let drained = st.closed && st.total == 0;
             drop(st);
@@ -661,7 +653,6 @@ impl<M: Manager> Shared<M> {
             live.idle_since = now;
             st.eps[ep].idle.push_back(live);
         } else {
-            st.eps[ep].open -= 1;
             st.total -= 1;
             drop(st);
             drop(live);
@@ -749,8 +740,6 @@ impl<M: Manager> Shared<M> {
                     kept.push_back(live);
                 }
             }
-            let removed = to_close.len() - closed;
-            ep.open -= removed;
             closed = to_close.len();
             ep.idle = kept;
         }
@@ -851,7 +840,7 @@ impl<M: Manager> Shared<M> {
             .iter()
             .zip(self.endpoints.iter())
             .map(|(e, endpoint)| EndpointStats {
-                open: e.open,
+                open: e.idle.len() + e.in_use,
                 idle: e.idle.len(),
                 in_use: e.in_use,
                 connecting: e.connecting,

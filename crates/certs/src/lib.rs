@@ -57,3 +57,21 @@ pub use tls::{
     server_config_rotating,
 };
 pub use trust::TrustStore;
+
+/// The subject common name of a DER certificate: for a client certificate from
+/// [`CertificateAuthority::issue_client`], its identity. A server uses it to tell clients
+/// apart (for example to give each a fixed tunnel address) after the handshake verified the
+/// certificate.
+///
+/// ```
+/// use sssonector_certs::{CertificateAuthority, Validity, Identity, common_name};
+///
+/// let ca = CertificateAuthority::generate("test CA", Validity::days(1))?;
+/// let alice = ca.issue_client("alice", Validity::days(1))?;
+/// let identity = Identity::from_pem(&alice.cert_pem, &alice.key_pem)?;
+/// assert_eq!(common_name(&identity.chain()[0]).as_deref(), Some("alice"));
+/// # Ok::<(), sssonector_certs::CertError>(())
+/// ```
+pub fn common_name(cert_der: &[u8]) -> Option<String> {
+    der::common_name(cert_der)
+}

@@ -22,4 +22,12 @@
 //! # Ok::<(), sssonector_tunnel::proto::DecodeError>(())
 //! ```
 
+pub mod client;
+pub mod forward;
+mod link;
 pub mod proto;
+pub mod server;
+mod stream;
+
+pub use link::{EstablishError, Incoming, Link, LinkConfig, LinkError, LinkStats, stream_code};
+pub use stream::{StreamReader, StreamWriter, TunnelStream};

@@ -18,6 +18,9 @@ pub const MAX_PAYLOAD_LIMIT: usize = (1 << 24) - 1;
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The ALPN protocol name of this version; TLS refuses a peer that does not offer it.
+pub const ALPN: &str = "sssonector/1";
+
 /// What the client asks the session to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

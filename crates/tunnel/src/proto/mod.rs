@@ -7,8 +7,8 @@ mod session;
 
 pub use error::DecodeError;
 pub use frame::{
-    ErrorCode, Frame, HEADER_LEN, Hello, MAX_PAYLOAD_LIMIT, Mode, PROTOCOL_VERSION, TunnelAddress,
-    capability,
+    ALPN, ErrorCode, Frame, HEADER_LEN, Hello, MAX_PAYLOAD_LIMIT, Mode, PROTOCOL_VERSION,
+    TunnelAddress, capability,
 };
 pub use session::{
     Assign, CloseReason, Event, Role, Session, SessionConfig, State, StreamError,

@@ -218,6 +218,7 @@ pub struct Session {
     malformed: u64,
     streams: HashMap<u32, Stream>,
     next_stream: u32,
+    close_reason: Option<CloseReason>,
 }
 
 impl std::fmt::Debug for Session {
@@ -263,6 +264,7 @@ impl Session {
             assign,
             malformed: 0,
             streams: HashMap::new(),
+            close_reason: None,
         }
     }
 
@@ -280,6 +282,11 @@ impl Session {
     /// Where the session is.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Why the session closed, once it has.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_ref()
     }
 
     /// Malformed frames received (each one closed the session).
@@ -449,16 +456,32 @@ impl Session {
         }
     }
 
+    /// Bytes queued for the connection and not yet taken: the I/O layer holds back new
+    /// packets while this is high, so the outbound buffer stays bounded.
+    pub fn pending_output(&self) -> usize {
+        self.outbound.len()
+    }
+
     /// Feeds bytes received from the connection.
     pub fn receive(&mut self, bytes: &[u8], now: Instant) {
+        let mut inbound = std::mem::take(&mut self.inbound);
+        inbound.extend_from_slice(bytes);
+        self.receive_from(&mut inbound, now);
+        self.inbound = inbound;
+    }
+
+    /// Decodes every whole frame at the front of `buf`, the caller's read buffer, leaving a
+    /// partial frame in it for the next read. Packets and stream data are handed on as slices
+    /// of `buf`, without a copy: read the connection straight into `buf` (for example with
+    /// `read_buf`), call this, and read again.
+    pub fn receive_from(&mut self, buf: &mut BytesMut, now: Instant) {
         if self.state == State::Closed {
             return;
         }
         self.last_received = now;
         self.ping_outstanding = None;
-        self.inbound.extend_from_slice(bytes);
         loop {
-            match Frame::decode(&mut self.inbound, self.config.max_payload) {
+            match Frame::decode(buf, self.config.max_payload) {
                 Ok(Some(frame)) => self.on_frame(frame),
                 Ok(None) => break,
                 Err(error) => {
@@ -625,6 +648,7 @@ impl Session {
     fn finish(&mut self, reason: CloseReason) {
         if self.state != State::Closed {
             self.state = State::Closed;
+            self.close_reason = Some(reason.clone());
             self.events.push_back(Event::Closed(reason));
         }
     }

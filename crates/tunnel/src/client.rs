@@ -1,0 +1,282 @@
+//! The client's dial path and its reconnect loop.
+//!
+//! Each server endpoint gets a tower stack `retry(breaker(timeout(tls connect)))` from the
+//! workspace's layers: a quick retry smooths over a single lost SYN, the endpoint's breaker stops
+//! hammering a dead server, and the timeout bounds a hung connect. [`Reconnect`] tries the
+//! endpoints in turn (failover), backs off with jitter when all fail, and starts again as soon
+//! as an established link ends.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use sssonector_breaker::{CircuitBreaker, CircuitBreakerLayer};
+use sssonector_core::Rng;
+use sssonector_retry::{Backoff, Jitter, RetryLayer, RetryPolicy};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+use crate::link::{EstablishError, Incoming, Link, LinkConfig};
+use crate::proto::{Hello, Session};
+use crate::server::SOCKET_BUFFER;
+
+/// The transport under a client session: TLS over a buffered TCP stream.
+pub type ClientTransport = tokio_rustls::client::TlsStream<BufReader<TcpStream>>;
+
+/// Connects to one server and runs the TLS handshake: the bottom of the dial stack.
+#[derive(Clone)]
+pub struct TlsConnect {
+    addr: Arc<str>,
+    name: ServerName<'static>,
+    connector: TlsConnector,
+}
+
+impl fmt::Debug for TlsConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnect")
+            .field("addr", &self.addr)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConnect {
+    /// Connects to `addr` (`host:port`), expecting a certificate for `name`.
+    pub fn new(addr: &str, name: ServerName<'static>, config: Arc<ClientConfig>) -> Self {
+        Self {
+            addr: addr.into(),
+            name,
+            connector: TlsConnector::from(config),
+        }
+    }
+}
+
+impl Service<()> for TlsConnect {
+    type Response = ClientTransport;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<ClientTransport>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let socket = TcpStream::connect(&*this.addr).await?;
+            socket.set_nodelay(true)?;
+            let buffered = BufReader::with_capacity(SOCKET_BUFFER, socket);
+            this.connector.connect(this.name, buffered).await
+        })
+    }
+}
+
+/// One server the client may use.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    addr: String,
+    breaker: CircuitBreaker,
+    dial: BoxCloneSyncService<(), ClientTransport, BoxError>,
+}
+
+impl Endpoint {
+    /// The dial stack for `addr`: retry(breaker(timeout(TLS connect))). The breaker opens
+    /// after 3 consecutive failures for 2 s (growing to 30 s while the server stays down).
+    ///
+    /// # Errors
+    ///
+    /// The breaker or retry configuration is invalid (they are fixed here, so only if the
+    /// crates change their rules).
+    pub fn new(
+        addr: &str,
+        name: ServerName<'static>,
+        config: Arc<ClientConfig>,
+        connect_timeout: Duration,
+    ) -> Result<Self, BoxError> {
+        let breaker = CircuitBreaker::builder()
+            .name(format!("sssonector_dial_{addr}"))
+            .consecutive_failures(3)
+            .open_duration(Duration::from_secs(2))
+            .open_backoff(2.0, Duration::from_secs(30))
+            .open_jitter(0.2)
+            .build()?;
+        let policy = RetryPolicy::builder()
+            .max_retries(1)
+            .backoff(Backoff::exponential(Duration::from_millis(50)).jitter(Jitter::Full))
+            .build()?;
+        let dial = ServiceBuilder::new()
+            .layer(RetryLayer::new(policy))
+            .layer(CircuitBreakerLayer::new(breaker.clone()))
+            .timeout(connect_timeout)
+            .service(TlsConnect::new(addr, name, config));
+        Ok(Self {
+            addr: addr.to_owned(),
+            breaker,
+            dial: BoxCloneSyncService::new(dial),
+        })
+    }
+
+    /// Where it is.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Its breaker.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Dials it through the stack.
+    ///
+    /// # Errors
+    ///
+    /// Connect, TLS or timeout failures, or the breaker is open.
+    pub async fn dial(&self) -> Result<ClientTransport, BoxError> {
+        self.dial.clone().oneshot(()).await
+    }
+}
+
+/// Keeps a client connected: dials the endpoints in turn, establishes a session, hands the
+/// link to the caller, and when it ends starts over. Between rounds where every endpoint
+/// failed it waits an exponential backoff with full jitter, from 100 ms up to a low cap
+/// (2 s by default), so a restarted server is found again within a few seconds.
+#[derive(Debug)]
+pub struct Reconnect {
+    endpoints: Vec<Endpoint>,
+    backoff: Backoff,
+    link: LinkConfig,
+    current: watch::Sender<Option<Link>>,
+}
+
+impl Reconnect {
+    /// Reconnects across `endpoints`, first to last.
+    pub fn new(endpoints: Vec<Endpoint>, link: LinkConfig) -> Self {
+        Self {
+            endpoints,
+            backoff: Backoff::exponential(Duration::from_millis(100))
+                .max_delay(Duration::from_secs(2))
+                .jitter(Jitter::Full),
+            link,
+            current: watch::channel(None).0,
+        }
+    }
+
+    /// Replaces the backoff between failed rounds.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The link in use now, or `None` while reconnecting; `changed()` on the receiver wakes
+    /// on every connect and disconnect.
+    pub fn current(&self) -> watch::Receiver<Option<Link>> {
+        self.current.subscribe()
+    }
+
+    /// Runs until `stop` turns true. `session` makes a fresh client session for each
+    /// attempt; `on_link` gets each established link with the server's hello and its
+    /// incoming queue, and runs until the link is closed (it should return then).
+    pub async fn run<S, F, Fut>(&self, session: S, mut on_link: F, mut stop: watch::Receiver<bool>)
+    where
+        S: Fn() -> Session,
+        F: FnMut(Link, Hello, mpsc::Receiver<Incoming>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let rng = Rng::from_entropy();
+        let mut failed_rounds = 0u32;
+        let mut previous = self.backoff.initial();
+        let mut preferred = 0;
+        while !stopped(&stop) {
+            let mut connected = false;
+            for offset in 0..self.endpoints.len() {
+                let index = (preferred + offset) % self.endpoints.len();
+                let endpoint = &self.endpoints[index];
+                let attempt = async {
+                    let transport = endpoint.dial().await?;
+                    Link::establish(transport, session(), self.link.clone())
+                        .await
+                        .map_err(|e| -> BoxError {
+                            match e {
+                                EstablishError::Refused(reason) => {
+                                    format!("the server refused the session: {reason:?}").into()
+                                }
+                                other => Box::new(other),
+                            }
+                        })
+                };
+                let result = tokio::select! {
+                    r = attempt => r,
+                    () = until_stopped(&mut stop) => return,
+                };
+                match result {
+                    Ok((link, hello, incoming)) => {
+                        tracing::info!(server = endpoint.addr(), "tunnel established");
+                        metrics::counter!("sssonector_client_connects_total").increment(1);
+                        preferred = index;
+                        connected = true;
+                        failed_rounds = 0;
+                        previous = self.backoff.initial();
+                        self.current.send_replace(Some(link.clone()));
+                        let closing = link.clone();
+                        tokio::select! {
+                            () = on_link(link, hello, incoming) => {}
+                            () = until_stopped(&mut stop) => {
+                                closing.close();
+                                let _ = tokio::time::timeout(Duration::from_secs(2), closing.closed()).await;
+                            }
+                        }
+                        let reason = closing.closed().await;
+                        self.current.send_replace(None);
+                        tracing::warn!(
+                            server = endpoint.addr(),
+                            ?reason,
+                            "tunnel lost; reconnecting"
+                        );
+                        metrics::counter!("sssonector_client_disconnects_total").increment(1);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = endpoint.addr(), error = %e, "connect failed");
+                        metrics::counter!("sssonector_client_connect_failures_total").increment(1);
+                    }
+                }
+            }
+            if stopped(&stop) {
+                return;
+            }
+            let delay = if connected {
+                // Reconnect at once after losing an established link; the first failure
+                // starts the backoff.
+                self.backoff.initial()
+            } else {
+                failed_rounds = failed_rounds.saturating_add(1);
+                let d = self.backoff.delay(failed_rounds, previous, &rng);
+                previous = d;
+                d
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = until_stopped(&mut stop) => return,
+            }
+        }
+    }
+}
+
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
+}
+
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,261 @@
+//! Port forwarding: TCP connections carried as tunnel streams.
+//!
+//! The client accepts local connections for each rule and opens a stream named after the
+//! rule; the server connects each stream to the rule's target. [`splice`] moves the bytes both
+//! ways with buffers from a [`BufPool`], up to 64 KiB per read, and preserves half-close: when
+//! one side stops sending, the other reads end-of-stream and may still answer.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sssonector_bufpool::BufPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::link::{LinkError, stream_code};
+use crate::stream::{StreamReader, StreamWriter, TunnelStream};
+
+/// Bytes read from a socket per stream frame.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Bytes moved by one [`splice`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Spliced {
+    /// From the socket into the tunnel.
+    pub sent: u64,
+    /// From the tunnel into the socket.
+    pub received: u64,
+}
+
+/// Why a splice ended early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpliceError {
+    /// The local socket failed.
+    #[error("local connection: {0}")]
+    Io(#[from] io::Error),
+    /// The stream was reset or the tunnel closed.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
+/// Carries `socket` over `stream` both ways until both directions end. Each direction
+/// half-closes the other side when its source ends; an error on either side resets the stream
+/// and closes the socket.
+///
+/// # Errors
+///
+/// The socket failed, or the stream was reset or its link closed.
+pub async fn splice(
+    socket: TcpStream,
+    stream: TunnelStream,
+    pool: &BufPool,
+) -> Result<Spliced, SpliceError> {
+    let (read, write) = socket.into_split();
+    let (reader, writer) = stream.into_split();
+    let (sent, received) = tokio::join!(upstream(read, writer, pool), downstream(reader, write));
+    Ok(Spliced {
+        sent: sent?,
+        received: received?,
+    })
+}
+
+async fn upstream(
+    mut socket: OwnedReadHalf,
+    mut writer: StreamWriter,
+    pool: &BufPool,
+) -> Result<u64, SpliceError> {
+    let mut total = 0;
+    loop {
+        let mut buf = pool
+            .get(CHUNK)
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        let n = match socket.read_buf(&mut *buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                writer.reset(stream_code::CANCELLED);
+                return Err(e.into());
+            }
+        };
+        if n == 0 {
+            writer.finish();
+            return Ok(total);
+        }
+        total += n as u64;
+        writer.send(buf.freeze()).await?;
+    }
+}
+
+async fn downstream(
+    mut reader: StreamReader,
+    mut socket: OwnedWriteHalf,
+) -> Result<u64, SpliceError> {
+    let mut total = 0;
+    loop {
+        match reader.recv().await {
+            Ok(Some(data)) => {
+                socket.write_all(&data).await?;
+                total += data.len() as u64;
+                reader.consumed(data.len());
+            }
+            Ok(None) => {
+                // The peer half-closed: so do we, and the local side reads end-of-file.
+                let _ = socket.shutdown().await;
+                return Ok(total);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The server side of port forwarding: rule names and the addresses they connect to.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    rules: Arc<HashMap<String, String>>,
+    connect_timeout: Duration,
+    pool: BufPool,
+}
+
+impl Targets {
+    /// Rules as `(name, host:port)` pairs; `pool` supplies the splice buffers.
+    pub fn new(rules: impl IntoIterator<Item = (String, String)>, pool: BufPool) -> Self {
+        Self {
+            rules: Arc::new(rules.into_iter().collect()),
+            connect_timeout: Duration::from_secs(5),
+            pool,
+        }
+    }
+
+    /// How long a connect to a target may take (5 s by default).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects a stream the peer opened to its rule's target and splices the two; resets the
+    /// stream with [`stream_code::UNKNOWN_TARGET`] or [`stream_code::CONNECT_FAILED`] when it
+    /// cannot.
+    ///
+    /// # Errors
+    ///
+    /// The rule is unknown, the connect failed, or the splice did.
+    pub async fn serve(&self, target: &str, stream: TunnelStream) -> Result<Spliced, SpliceError> {
+        let Some(addr) = self.rules.get(target) else {
+            stream.reset(stream_code::UNKNOWN_TARGET);
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no forwarding rule named {target:?}"),
+            )
+            .into());
+        };
+        let connected =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr.as_str()))
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        let socket = match connected {
+            Ok(socket) => socket,
+            Err(e) => {
+                stream.reset(stream_code::CONNECT_FAILED);
+                return Err(
+                    io::Error::new(e.kind(), format!("connect to {addr} ({target}): {e}")).into(),
+                );
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        splice(socket, stream, &self.pool).await
+    }
+}
+
+/// Serves the streams a client opens on `link` until the link closes: each is connected to
+/// its rule's target in its own task.
+pub async fn serve_link(
+    mut incoming: tokio::sync::mpsc::Receiver<crate::Incoming>,
+    targets: Targets,
+) {
+    while let Some(item) = incoming.recv().await {
+        if let crate::Incoming::Stream { target, stream } = item {
+            let targets = targets.clone();
+            tokio::spawn(async move {
+                let id = stream.id();
+                match targets.serve(&target, stream).await {
+                    Ok(moved) => {
+                        tracing::debug!(
+                            id,
+                            target,
+                            sent = moved.sent,
+                            received = moved.received,
+                            "stream done"
+                        );
+                    }
+                    Err(e) => tracing::info!(id, target, error = %e, "stream failed"),
+                }
+            });
+        }
+    }
+}
+
+/// The client side of one rule: accepts local connections on `listener` and carries each
+/// over the current link as a stream to `rule`. A connection accepted while the tunnel is
+/// down waits up to `wait` for it to come back, then is closed.
+pub async fn listen(
+    listener: tokio::net::TcpListener,
+    rule: String,
+    current: tokio::sync::watch::Receiver<Option<crate::Link>>,
+    pool: BufPool,
+    wait: Duration,
+) {
+    let rule: Arc<str> = rule.into();
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(rule = &*rule, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let mut current = current.clone();
+        let rule = Arc::clone(&rule);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let link = tokio::time::timeout(wait, async {
+                loop {
+                    if let Some(link) = current
+                        .borrow_and_update()
+                        .clone()
+                        .filter(|l| !l.is_closed())
+                    {
+                        return Some(link);
+                    }
+                    if current.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            let Some(link) = link else {
+                tracing::info!(rule = &*rule, %peer, "no tunnel; connection closed");
+                return;
+            };
+            let stream = match link.open_stream(&rule) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::info!(rule = &*rule, %peer, error = %e, "cannot open a stream");
+                    return;
+                }
+            };
+            if let Err(e) = splice(socket, stream, &pool).await {
+                tracing::debug!(rule = &*rule, %peer, error = %e, "forwarded connection ended");
+            }
+        });
+    }
+}

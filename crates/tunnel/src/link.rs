@@ -1,0 +1,634 @@
+//! A [`Session`] driven over a real connection: one task reads and decodes, one writes and
+//! keeps time, and handles let the rest of the program send packets and open streams.
+//!
+//! ```text
+//!  transport ──read_buf──▶ reader task ──Session::receive_from──▶ events ──▶ Incoming / streams
+//!  transport ◀─write_all── writer task ◀──Session::take_output── packets, stream data, pings
+//! ```
+//!
+//! Writes are batched: the writer takes everything queued since its last write (many frames,
+//! often many packets) and writes it with one `write_all` and one flush, so a busy link makes
+//! few system calls and large TLS records. Memory is bounded on both sides: stream data by
+//! each stream's credit window, packets by [`LinkConfig::max_pending`] (senders wait, or
+//! [`Link::try_send_packet`] drops and counts), and incoming work by a bounded queue.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::proto::{CloseReason, Event, Frame, Hello, Session, State, StreamError};
+use crate::stream::TunnelStream;
+
+/// Stream close codes used by the I/O layer (the session's own are in
+/// [`proto::code`](crate::proto::code)).
+pub mod stream_code {
+    /// The local end went away before finishing the stream.
+    pub const CANCELLED: u16 = 10;
+    /// The far side has no forwarding rule of that name.
+    pub const UNKNOWN_TARGET: u16 = 11;
+    /// The far side could not connect to the rule's target.
+    pub const CONNECT_FAILED: u16 = 12;
+    /// The far side is too busy to take another stream.
+    pub const BUSY: u16 = 13;
+}
+
+/// Link settings.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Bytes read from the transport per call (64 KiB by default).
+    pub read_buffer: usize,
+    /// Queued output above which packet senders wait (1 MiB by default).
+    pub max_pending: usize,
+    /// Incoming packets and stream opens queued for the application before new ones are
+    /// dropped (packets) or refused (streams); 1024 by default.
+    pub incoming_queue: usize,
+    /// The most streams open at once on this link (1024 by default).
+    pub max_streams: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            read_buffer: 64 * 1024,
+            max_pending: 1024 * 1024,
+            incoming_queue: 1024,
+            max_streams: 1024,
+        }
+    }
+}
+
+/// What arrives on a link for the application.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// An IP packet.
+    Packet(Bytes),
+    /// The peer opened a stream to a forwarding rule.
+    Stream {
+        /// The rule's name.
+        target: String,
+        /// The stream.
+        stream: TunnelStream,
+    },
+    /// A control message.
+    Control {
+        /// Its kind.
+        kind: u16,
+        /// Its body.
+        body: Bytes,
+    },
+}
+
+/// Why an operation on a link or stream failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The link is closed.
+    #[error("the tunnel connection is closed")]
+    Closed,
+    /// The session refused the stream operation.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The peer reset the stream with this code.
+    #[error("the peer reset stream {id} (code {code})")]
+    Reset {
+        /// The stream.
+        id: u32,
+        /// Its close code.
+        code: u16,
+    },
+    /// Too many streams are open on this link.
+    #[error("too many streams open on this tunnel connection ({0})")]
+    TooManyStreams(usize),
+    /// A packet was larger than the session's MTU or frame limit.
+    #[error("packet refused: {0}")]
+    Packet(String),
+}
+
+/// Counters for one link.
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    packets_dropped: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// A snapshot of a link's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// Bytes read from the transport.
+    pub bytes_in: u64,
+    /// Bytes written to the transport.
+    pub bytes_out: u64,
+    /// Packets dropped: the incoming queue was full, or the outbound buffer was.
+    pub packets_dropped: u64,
+    /// Writes (each one `write_all` plus a flush) to the transport.
+    pub writes: u64,
+    /// Streams open now.
+    pub open_streams: usize,
+}
+
+pub(crate) enum StreamMsg {
+    Data(Bytes),
+    Fin,
+    Reset(u16),
+}
+
+pub(crate) struct StreamSlot {
+    tx: mpsc::UnboundedSender<StreamMsg>,
+    credit: Arc<Notify>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) session: Mutex<Session>,
+    pub(crate) streams: Mutex<HashMap<u32, StreamSlot>>,
+    /// Wakes the writer: output is queued, or the session changed state.
+    pub(crate) output: Notify,
+    /// Wakes senders waiting for the outbound buffer to drain.
+    pub(crate) drained: Notify,
+    pub(crate) closed: watch::Sender<Option<CloseReason>>,
+    pub(crate) shutting: AtomicBool,
+    incoming: mpsc::Sender<Incoming>,
+    counters: Counters,
+    pub(crate) config: LinkConfig,
+    peer: Hello,
+}
+
+/// A handle to a running tunnel connection; cheap to clone. The connection ends when the
+/// session closes (goodbye, error, dead peer) or the transport fails; [`Link::closed`] tells
+/// when and why.
+#[derive(Clone)]
+pub struct Link {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("state", &self.shared.session.lock().state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why establishing a link failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EstablishError {
+    /// The transport failed.
+    #[error("tunnel connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The session closed before the hello exchange finished (a version or mode mismatch,
+    /// a refused address, a timeout); the reason says which.
+    #[error("hello exchange failed: {0:?}")]
+    Refused(CloseReason),
+}
+
+impl Link {
+    /// Runs the hello exchange of `session` over `transport`, then spawns the reader and
+    /// writer tasks. Returns the link, the peer's hello, and the queue of incoming packets,
+    /// streams and control messages.
+    ///
+    /// # Errors
+    ///
+    /// The transport failed or the session closed during the exchange. The session's
+    /// handshake timeout bounds the wait.
+    pub async fn establish<T>(
+        transport: T,
+        mut session: Session,
+        config: LinkConfig,
+    ) -> Result<(Link, Hello, mpsc::Receiver<Incoming>), EstablishError>
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(transport);
+        let mut inbound = BytesMut::with_capacity(config.read_buffer);
+        let hello = loop {
+            let out = session.take_output(Instant::now());
+            if !out.is_empty() {
+                writer.write_all(&out).await?;
+                writer.flush().await?;
+            }
+            if let Some(event) = session.poll_event() {
+                match event {
+                    Event::Established(hello) => break hello,
+                    Event::Closed(reason) => return Err(EstablishError::Refused(reason)),
+                    _ => continue,
+                }
+            }
+            let deadline = session
+                .next_deadline()
+                .map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
+            inbound.reserve(config.read_buffer);
+            tokio::select! {
+                read = reader.read_buf(&mut inbound) => {
+                    if read? == 0 {
+                        return Err(EstablishError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    session.receive_from(&mut inbound, Instant::now());
+                }
+                () = tokio::time::sleep_until(deadline) => session.tick(Instant::now()),
+            }
+        };
+        // A server queues its hello reply in the same step that establishes it.
+        let out = session.take_output(Instant::now());
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            writer.flush().await?;
+        }
+        let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_queue.max(1));
+        let shared = Arc::new(Shared {
+            session: Mutex::new(session),
+            streams: Mutex::new(HashMap::new()),
+            output: Notify::new(),
+            drained: Notify::new(),
+            closed: watch::channel(None).0,
+            shutting: AtomicBool::new(false),
+            incoming: incoming_tx,
+            counters: Counters::default(),
+            config,
+            peer: hello.clone(),
+        });
+        // Frames that followed the peer's hello in the same read.
+        if !inbound.is_empty() {
+            let events = {
+                let mut session = shared.session.lock();
+                session.receive_from(&mut inbound, Instant::now());
+                drain_events(&mut session)
+            };
+            dispatch(&shared, events);
+        }
+        tokio::spawn(read_loop(Arc::clone(&shared), reader, inbound));
+        tokio::spawn(write_loop(Arc::clone(&shared), writer));
+        Ok((Link { shared }, hello, incoming_rx))
+    }
+
+    /// The peer's hello.
+    pub fn peer(&self) -> &Hello {
+        &self.shared.peer
+    }
+
+    /// Queues an IP packet, waiting while the outbound buffer is over its limit.
+    ///
+    /// # Errors
+    ///
+    /// The link is closed, or the packet is too large.
+    pub async fn send_packet(&self, packet: Bytes) -> Result<(), LinkError> {
+        loop {
+            let drained = self.shared.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            match self.queue_packet(&packet)? {
+                true => return Ok(()),
+                false => {
+                    let mut closed = self.shared.closed.subscribe();
+                    tokio::select! {
+                        () = drained => {}
+                        () = async { let _ = closed.wait_for(Option::is_some).await; } => return Err(LinkError::Closed),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues an IP packet unless the outbound buffer is over its limit, in which case the
+    /// packet is dropped and counted (as a router would) and `false` returned.
+    ///
+    /// # Errors
+    ///
+    /// The link is closed, or the packet is too large.
+    pub fn try_send_packet(&self, packet: &Bytes) -> Result<bool, LinkError> {
+        let queued = self.queue_packet(packet)?;
+        if !queued {
+            self.shared
+                .counters
+                .packets_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(queued)
+    }
+
+    fn queue_packet(&self, packet: &Bytes) -> Result<bool, LinkError> {
+        if self.shared.shutting.load(Ordering::Acquire) {
+            return Err(LinkError::Closed);
+        }
+        let mut session = self.shared.session.lock();
+        if session.state() != State::Established {
+            return Err(LinkError::Closed);
+        }
+        if session.pending_output() >= self.shared.config.max_pending {
+            return Ok(false);
+        }
+        let was_empty = session.pending_output() == 0;
+        session
+            .send_frame(&Frame::Packet(packet.clone()))
+            .map_err(|e| LinkError::Packet(e.to_string()))?;
+        drop(session);
+        if was_empty {
+            self.shared.output.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Opens a stream to the peer's forwarding rule `target`.
+    ///
+    /// # Errors
+    ///
+    /// The link is closed, or has [`LinkConfig::max_streams`] open.
+    pub fn open_stream(&self, target: &str) -> Result<TunnelStream, LinkError> {
+        if self.shared.shutting.load(Ordering::Acquire) {
+            return Err(LinkError::Closed);
+        }
+        let mut streams = self.shared.streams.lock();
+        if streams.len() >= self.shared.config.max_streams {
+            return Err(LinkError::TooManyStreams(streams.len()));
+        }
+        let id = {
+            let mut session = self.shared.session.lock();
+            session.open_stream(target).map_err(|e| match e {
+                StreamError::NotEstablished => LinkError::Closed,
+                other => LinkError::Stream(other),
+            })?
+        };
+        let stream = self.new_stream(&mut streams, id);
+        drop(streams);
+        self.shared.output.notify_one();
+        Ok(stream)
+    }
+
+    fn new_stream(&self, streams: &mut HashMap<u32, StreamSlot>, id: u32) -> TunnelStream {
+        new_stream(&self.shared, streams, id)
+    }
+
+    /// Starts a clean shutdown: a goodbye is sent, and the link closes once the peer answers
+    /// (or the transport ends).
+    pub fn close(&self) {
+        self.shared.session.lock().close();
+        self.shared.output.notify_one();
+    }
+
+    /// Waits until the link is closed, and returns why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.shared.closed.subscribe();
+        let reason = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone())
+            .ok()
+            .flatten();
+        reason.unwrap_or(CloseReason::Goodbye)
+    }
+
+    /// Whether the link is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.borrow().is_some()
+    }
+
+    /// Counters for this link.
+    pub fn stats(&self) -> LinkStats {
+        let c = &self.shared.counters;
+        LinkStats {
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            open_streams: self.shared.streams.lock().len(),
+        }
+    }
+}
+
+fn new_stream(
+    shared: &Arc<Shared>,
+    streams: &mut HashMap<u32, StreamSlot>,
+    id: u32,
+) -> TunnelStream {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let credit = Arc::new(Notify::new());
+    streams.insert(
+        id,
+        StreamSlot {
+            tx,
+            credit: Arc::clone(&credit),
+        },
+    );
+    crate::stream::pair(id, shared, rx, credit)
+}
+
+fn drain_events(session: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| session.poll_event()).collect()
+}
+
+fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
+    for event in events {
+        match event {
+            Event::Packet(packet) => {
+                // A full queue drops the packet, as a router would; TCP inside recovers.
+                let dropped = shared.incoming.try_send(Incoming::Packet(packet)).is_err();
+                if dropped {
+                    shared
+                        .counters
+                        .packets_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::StreamOpened { id, target } => {
+                let mut streams = shared.streams.lock();
+                let refused = if streams.len() >= shared.config.max_streams {
+                    true
+                } else {
+                    let stream = new_stream(shared, &mut streams, id);
+                    match shared
+                        .incoming
+                        .try_send(Incoming::Stream { target, stream })
+                    {
+                        Ok(()) => false,
+                        Err(e) => {
+                            // Dropping the stream resets it; forget it first so the reset
+                            // below is the only one.
+                            streams.remove(&id);
+                            drop(e);
+                            true
+                        }
+                    }
+                };
+                drop(streams);
+                if refused {
+                    shared.session.lock().close_stream(id, stream_code::BUSY);
+                    shared.output.notify_one();
+                }
+            }
+            Event::StreamData { id, data } => {
+                let streams = shared.streams.lock();
+                if let Some(slot) = streams.get(&id) {
+                    let _ = slot.tx.send(StreamMsg::Data(data));
+                }
+            }
+            Event::StreamHalfClosed { id } => {
+                let streams = shared.streams.lock();
+                if let Some(slot) = streams.get(&id) {
+                    let _ = slot.tx.send(StreamMsg::Fin);
+                }
+            }
+            Event::StreamClosed { id, code } => {
+                if let Some(slot) = shared.streams.lock().remove(&id) {
+                    let _ = slot.tx.send(if code == 0 {
+                        StreamMsg::Fin
+                    } else {
+                        StreamMsg::Reset(code)
+                    });
+                    slot.credit.notify_one();
+                }
+            }
+            Event::StreamCredit { id, .. } => {
+                if let Some(slot) = shared.streams.lock().get(&id) {
+                    slot.credit.notify_one();
+                }
+            }
+            Event::Control { kind, body } => {
+                let _ = shared.incoming.try_send(Incoming::Control { kind, body });
+            }
+            Event::Closed(reason) => {
+                tracing::debug!(?reason, "tunnel session closed");
+                shared.output.notify_one();
+            }
+            // Established comes before the link exists.
+            _ => {}
+        }
+    }
+}
+
+/// Marks the link closed: wakes every waiter and ends every stream.
+fn finish(shared: &Arc<Shared>, reason: CloseReason) {
+    shared.shutting.store(true, Ordering::Release);
+    shared.closed.send_if_modified(|slot| {
+        if slot.is_none() {
+            *slot = Some(reason);
+            true
+        } else {
+            false
+        }
+    });
+    for (_, slot) in shared.streams.lock().drain() {
+        let _ = slot.tx.send(StreamMsg::Reset(stream_code::CANCELLED));
+        slot.credit.notify_one();
+    }
+    shared.output.notify_one();
+    shared.drained.notify_waiters();
+}
+
+async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: BytesMut) {
+    tokio::pin!(reader);
+    let mut closed = shared.closed.subscribe();
+    let reason = loop {
+        inbound.reserve(shared.config.read_buffer);
+        let read = tokio::select! {
+            read = reader.read_buf(&mut inbound) => read,
+            () = async { let _ = closed.wait_for(Option::is_some).await; } => return,
+        };
+        match read {
+            Ok(0) => {
+                break CloseReason::PeerError {
+                    code: 0,
+                    message: "the connection ended".into(),
+                };
+            }
+            Ok(n) => {
+                shared
+                    .counters
+                    .bytes_in
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let (events, state) = {
+                    let mut session = shared.session.lock();
+                    session.receive_from(&mut inbound, Instant::now());
+                    (drain_events(&mut session), session.state())
+                };
+                dispatch(&shared, events);
+                if state == State::Closed {
+                    // The writer sends the goodbye or error queued with the close, then
+                    // marks the link closed with the session's reason.
+                    shared.output.notify_one();
+                    return;
+                }
+            }
+            Err(e) => {
+                break CloseReason::PeerError {
+                    code: 0,
+                    message: format!("read: {e}"),
+                };
+            }
+        }
+    };
+    finish(&shared, reason);
+}
+
+async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
+    tokio::pin!(writer);
+    let reason = loop {
+        let notified = shared.output.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (out, state, deadline, events) = {
+            let mut session = shared.session.lock();
+            let out = session.take_output(Instant::now());
+            (
+                out,
+                session.state(),
+                session.next_deadline(),
+                drain_events(&mut session),
+            )
+        };
+        if !events.is_empty() {
+            dispatch(&shared, events);
+        }
+        if !out.is_empty() {
+            let written = async {
+                writer.write_all(&out).await?;
+                writer.flush().await
+            };
+            if let Err(e) = written.await {
+                break CloseReason::PeerError {
+                    code: 0,
+                    message: format!("write: {e}"),
+                };
+            }
+            shared
+                .counters
+                .bytes_out
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            shared.counters.writes.fetch_add(1, Ordering::Relaxed);
+            shared.drained.notify_waiters();
+            continue;
+        }
+        if state == State::Closed {
+            let _ = writer.shutdown().await;
+            let reason = shared.session.lock().close_reason().cloned();
+            break reason.unwrap_or(CloseReason::Goodbye);
+        }
+        if shared.closed.borrow().is_some() {
+            let _ = writer.shutdown().await;
+            return;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = notified => {}
+            () = sleep => {
+                let mut session = shared.session.lock();
+                session.tick(Instant::now());
+            }
+        }
+    };
+    finish(&shared, reason);
+}

@@ -1,0 +1,477 @@
+//! The server's accept path: a tower stack from an accepted TCP connection to a verified
+//! TLS stream, and the loop that runs it.
+//!
+//! ```text
+//! accept ─▶ max clients ─▶ IpFilter ─▶ per-IP connection rate limit ─▶ handshake timeout ─▶ TLS accept
+//! ```
+//!
+//! [`accept_stack`] builds the stack from the workspace's layers; [`Server`] runs it for each
+//! accepted connection, bounds the clients served at once, and drains on shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sssonector_ratelimit::{IpGrouping, KeyedLimiter, KeyedRateLimitLayer, Mode as LimitMode};
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+use crate::link::Link;
+
+/// The read buffer under TLS: rustls reads about 4 KiB per call without one.
+pub(crate) const SOCKET_BUFFER: usize = 256 * 1024;
+
+/// The transport under a tunnel session: TLS over a buffered TCP stream.
+pub type ServerTransport = tokio_rustls::server::TlsStream<BufReader<TcpStream>>;
+
+/// An accepted connection, the accept stack's request.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The socket.
+    pub socket: TcpStream,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// A connection through the accept stack: TLS done, client certificate verified.
+#[derive(Debug)]
+pub struct Handshaken {
+    /// The TLS stream.
+    pub tls: ServerTransport,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The client certificate's common name.
+    pub identity: String,
+}
+
+/// A network in CIDR form, `10.0.0.0/8` or `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `addr/prefix`; the prefix is clamped to the address family's length.
+    pub fn new(addr: IpAddr, prefix: u8) -> Self {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        Self {
+            addr,
+            prefix: prefix.min(max),
+        }
+    }
+
+    /// Whether `ip` is inside the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a network (for example 10.0.0.0/8)"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {max}"))?;
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A connection from an address outside the allowed networks.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not in an allowed network")]
+pub struct NotAllowed(pub IpAddr);
+
+/// Refuses connections from outside the allowed networks; an empty list allows all.
+#[derive(Debug, Clone)]
+pub struct IpFilterLayer {
+    allowed: Arc<[Cidr]>,
+}
+
+impl IpFilterLayer {
+    /// Allows these networks.
+    pub fn new(allowed: impl IntoIterator<Item = Cidr>) -> Self {
+        Self {
+            allowed: allowed.into_iter().collect(),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for IpFilterLayer {
+    type Service = IpFilter<S>;
+    fn layer(&self, inner: S) -> IpFilter<S> {
+        IpFilter {
+            inner,
+            allowed: Arc::clone(&self.allowed),
+        }
+    }
+}
+
+/// The service of [`IpFilterLayer`].
+#[derive(Debug, Clone)]
+pub struct IpFilter<S> {
+    inner: S,
+    allowed: Arc<[Cidr]>,
+}
+
+impl<S> Service<Accepted> for IpFilter<S>
+where
+    S: Service<Accepted>,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Accepted) -> Self::Future {
+        let ip = req.peer.ip();
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|net| net.contains(ip)) {
+            return Box::pin(std::future::ready(Err(NotAllowed(ip).into())));
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// The TLS accept at the bottom of the stack.
+#[derive(Clone)]
+pub struct TlsAccept {
+    acceptor: TlsAcceptor,
+}
+
+impl fmt::Debug for TlsAccept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsAccept").finish_non_exhaustive()
+    }
+}
+
+impl TlsAccept {
+    /// Accepts with `config` (mutual TLS: it must verify client certificates).
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self {
+            acceptor: TlsAcceptor::from(config),
+        }
+    }
+}
+
+impl Service<Accepted> for TlsAccept {
+    type Response = Handshaken;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Handshaken>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Accepted) -> Self::Future {
+        let acceptor = self.acceptor.clone();
+        Box::pin(async move {
+            let _ = req.socket.set_nodelay(true);
+            let buffered = BufReader::with_capacity(SOCKET_BUFFER, req.socket);
+            let tls = acceptor.accept(buffered).await?;
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| sssonector_certs::common_name(cert))
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the client certificate has no common name",
+                    )
+                })?;
+            Ok(Handshaken {
+                tls,
+                peer: req.peer,
+                identity,
+            })
+        })
+    }
+}
+
+/// What the accept stack needs.
+#[derive(Debug, Clone)]
+pub struct AcceptOptions {
+    /// Networks clients may connect from; empty allows all.
+    pub allow: Vec<Cidr>,
+    /// New connections per second allowed from one address (IPv6 grouped by /64); `None`
+    /// for no limit.
+    pub connections_per_second: Option<u32>,
+    /// How long the TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for AcceptOptions {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            connections_per_second: Some(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The accept stack: IP filter → per-IP connection rate limit → handshake timeout → TLS.
+///
+/// # Errors
+///
+/// The rate limit's quota is invalid.
+pub fn accept_stack(
+    tls: Arc<ServerConfig>,
+    options: &AcceptOptions,
+) -> Result<BoxCloneSyncService<Accepted, Handshaken, BoxError>, BoxError> {
+    let base = ServiceBuilder::new()
+        .timeout(options.handshake_timeout)
+        .service(TlsAccept::new(tls));
+    let limited = match options.connections_per_second {
+        Some(rate) => {
+            let rate = u64::from(rate.max(1));
+            let per_ip = KeyedLimiter::<IpAddr>::builder()
+                .name("sssonector_accept")
+                .quota(sssonector_ratelimit::Quota::per_second(rate)?.with_burst(rate)?)
+                .max_keys(100_000)
+                .build()?;
+            let group = IpGrouping::default();
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(KeyedRateLimitLayer::new(
+                        per_ip,
+                        move |req: &Accepted| group.key(req.peer.ip()),
+                        LimitMode::Reject,
+                    ))
+                    .service(base),
+            )
+        }
+        None => BoxCloneSyncService::new(base.map_err(Into::into)),
+    };
+    Ok(BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(IpFilterLayer::new(options.allow.iter().copied()))
+            .service(limited),
+    ))
+}
+
+/// Counters of the accept loop.
+#[derive(Debug, Default)]
+struct ServerCounters {
+    accepted: AtomicU64,
+    refused_full: AtomicU64,
+    refused_stack: AtomicU64,
+    sessions: AtomicU64,
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Connections closed at once because `max_clients` were being served.
+    pub refused_full: u64,
+    /// Connections the accept stack refused (filter, rate limit, timeout, TLS).
+    pub refused_stack: u64,
+    /// Tunnel sessions established.
+    pub sessions: u64,
+    /// Clients connected now.
+    pub connected: usize,
+}
+
+/// Runs the accept stack for every connection, at most `max_clients` at once, and hands each
+/// handshaken connection to the caller's handler. Shut it down with [`Server::shutdown`]: it
+/// stops accepting, asks every link to close, and waits for them up to a deadline.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+struct ServerInner {
+    clients: Arc<Semaphore>,
+    max_clients: usize,
+    links: Mutex<Vec<Link>>,
+    counters: ServerCounters,
+    stop: watch::Sender<bool>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server for at most `max_clients` clients at once.
+    pub fn new(max_clients: usize) -> Self {
+        Self {
+            inner: Arc::new(ServerInner {
+                clients: Arc::new(Semaphore::new(max_clients)),
+                max_clients,
+                links: Mutex::new(Vec::new()),
+                counters: ServerCounters::default(),
+                stop: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.inner.counters;
+        ServerStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            refused_full: c.refused_full.load(Ordering::Relaxed),
+            refused_stack: c.refused_stack.load(Ordering::Relaxed),
+            sessions: c.sessions.load(Ordering::Relaxed),
+            connected: self.inner.max_clients - self.inner.clients.available_permits(),
+        }
+    }
+
+    /// Records a link so shutdown can close it; the caller's handler calls this once the
+    /// session is established.
+    pub fn track(&self, link: &Link) {
+        self.inner.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        let mut links = self.inner.links.lock();
+        links.retain(|l| !l.is_closed());
+        links.push(link.clone());
+    }
+
+    /// Accepts on `listener` until [`shutdown`](Self::shutdown), running `stack` and then
+    /// `handle` for each connection in its own task. `handle` owns the connection until it
+    /// returns; its client slot is freed then.
+    pub async fn serve<H, F>(
+        &self,
+        listener: TcpListener,
+        stack: BoxCloneSyncService<Accepted, Handshaken, BoxError>,
+        handle: H,
+    ) where
+        H: Fn(Handshaken) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            };
+            let (socket, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            self.inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            let Ok(permit) = Arc::clone(&self.inner.clients).try_acquire_owned() else {
+                self.inner
+                    .counters
+                    .refused_full
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, max = self.inner.max_clients, "refused: max_clients reached");
+                metrics::counter!("sssonector_server_refused_total", "reason" => "max_clients")
+                    .increment(1);
+                continue;
+            };
+            let stack = stack.clone();
+            let handle = handle.clone();
+            let server = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match stack.oneshot(Accepted { socket, peer }).await {
+                    Ok(handshaken) => handle(handshaken).await,
+                    Err(e) => {
+                        server
+                            .inner
+                            .counters
+                            .refused_stack
+                            .fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("sssonector_server_refused_total", "reason" => "accept")
+                            .increment(1);
+                        tracing::info!(%peer, error = %e, "connection refused");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Stops accepting, sends every client a goodbye, and waits until they are gone or
+    /// `deadline` passes. Returns how many links were still open at the deadline.
+    pub async fn shutdown(&self, deadline: Duration) -> usize {
+        self.inner.stop.send_replace(true);
+        let links: Vec<Link> = self.inner.links.lock().clone();
+        for link in &links {
+            link.close();
+        }
+        let all = async {
+            for link in &links {
+                link.closed().await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, all).await;
+        links.iter().filter(|l| !l.is_closed()).count()
+    }
+}

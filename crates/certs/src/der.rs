@@ -107,6 +107,41 @@ fn time(tag: u8, text: &[u8]) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// The subject's first common name (OID 2.5.4.3) of a DER certificate, if it has one.
+pub(crate) fn common_name(cert: &[u8]) -> Option<String> {
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    let (tag, certificate, _) = element(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (_, tbs, _) = element(certificate)?;
+    let (mut tag, _, mut rest) = element(tbs)?;
+    if tag == VERSION {
+        (tag, _, rest) = element(rest)?;
+    }
+    if tag != INTEGER {
+        return None;
+    }
+    let (_signature, _, rest) = element(rest)?;
+    let (_issuer, _, rest) = element(rest)?;
+    let (_validity, _, rest) = element(rest)?;
+    let (_, mut subject, _) = element(rest)?;
+    while !subject.is_empty() {
+        let (_set, mut set, next) = element(subject)?;
+        subject = next;
+        while !set.is_empty() {
+            let (_, pair, next) = element(set)?;
+            set = next;
+            let (oid_tag, oid, value) = element(pair)?;
+            if oid_tag == 0x06 && oid == CN {
+                let (_, text, _) = element(value)?;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,39 +188,4 @@ mod tests {
             .unwrap_or_else(|e| e.duration());
         assert!(diff <= Duration::from_secs(2), "{diff:?}");
     }
-}
-
-/// The subject's first common name (OID 2.5.4.3) of a DER certificate, if it has one.
-pub(crate) fn common_name(cert: &[u8]) -> Option<String> {
-    const CN: &[u8] = &[0x55, 0x04, 0x03];
-    let (tag, certificate, _) = element(cert)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (_, tbs, _) = element(certificate)?;
-    let (mut tag, _, mut rest) = element(tbs)?;
-    if tag == VERSION {
-        (tag, _, rest) = element(rest)?;
-    }
-    if tag != INTEGER {
-        return None;
-    }
-    let (_signature, _, rest) = element(rest)?;
-    let (_issuer, _, rest) = element(rest)?;
-    let (_validity, _, rest) = element(rest)?;
-    let (_, mut subject, _) = element(rest)?;
-    while !subject.is_empty() {
-        let (_set, mut set, next) = element(subject)?;
-        subject = next;
-        while !set.is_empty() {
-            let (_, pair, next) = element(set)?;
-            set = next;
-            let (oid_tag, oid, value) = element(pair)?;
-            if oid_tag == 0x06 && oid == CN {
-                let (_, text, _) = element(value)?;
-                return String::from_utf8(text.to_vec()).ok();
-            }
-        }
-    }
-    None
 }

@@ -75,3 +75,10 @@ pub use trust::TrustStore;
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
     der::common_name(cert_der)
 }
+
+/// The serial number of a DER certificate (big-endian bytes, as
+/// [`TrustReloaded::Replaced`]'s `newly_revoked` lists them), so a server can end the live
+/// sessions of certificates a new CRL revokes.
+pub fn serial_number(cert_der: &[u8]) -> Option<Vec<u8>> {
+    der::serial_and_validity(cert_der).map(|(serial, _, _)| serial)
+}

@@ -58,6 +58,15 @@ pub(crate) struct Server {
     pub(crate) max_clients: usize,
     #[serde(default = "default_handshake_timeout")]
     pub(crate) handshake_timeout: String,
+    /// Networks clients may connect from (empty: any).
+    #[serde(default)]
+    pub(crate) allow: Vec<String>,
+    /// New connections per second from one address (IPv6 grouped by /64); 0 for no limit.
+    #[serde(default = "default_connections_per_second")]
+    pub(crate) connections_per_second: u32,
+    /// How long a graceful shutdown waits for clients to say goodbye.
+    #[serde(default = "default_shutdown_timeout")]
+    pub(crate) shutdown_timeout: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +74,8 @@ pub(crate) struct Server {
 pub(crate) struct Client {
     pub(crate) servers: Vec<String>,
     pub(crate) server_name: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub(crate) connect_timeout: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,10 +83,25 @@ pub(crate) struct Client {
 pub(crate) struct Tun {
     #[serde(default = "default_tun_name")]
     pub(crate) name: String,
-    pub(crate) address: String,
+    /// The server's own IPv4 address with prefix; clients get theirs from the server.
+    pub(crate) address: Option<String>,
     pub(crate) pool: Option<String>,
+    /// The server's own IPv6 address with prefix.
+    pub(crate) address6: Option<String>,
+    pub(crate) pool6: Option<String>,
     #[serde(default = "default_mtu")]
     pub(crate) mtu: u16,
+    /// Fixed addresses per client identity (server).
+    #[serde(default)]
+    pub(crate) clients: Vec<TunClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TunClient {
+    pub(crate) identity: String,
+    pub(crate) address: Option<String>,
+    pub(crate) address6: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +145,15 @@ fn default_max_clients() -> usize {
 fn default_handshake_timeout() -> String {
     "10s".into()
 }
+fn default_connections_per_second() -> u32 {
+    10
+}
+fn default_shutdown_timeout() -> String {
+    "10s".into()
+}
+fn default_connect_timeout() -> String {
+    "5s".into()
+}
 fn default_tun_name() -> String {
     "sss0".into()
 }
@@ -151,6 +186,30 @@ fn is_host_port(text: &str) -> bool {
     match text.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,
+    }
+}
+
+/// `addr/prefix`, parsed.
+pub(crate) fn cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.parse::<u8>().ok().filter(|p| *p <= max)?;
+    Some((addr, prefix))
+}
+
+fn in_net(addr: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (addr, net) {
+        (V4(a), V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (V6(a), V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     }
 }
 
@@ -197,10 +256,11 @@ pub(crate) fn load(
                 .then_some((path, name, value))
         })
         .collect();
+    let base = path.parent().unwrap_or(Path::new(""));
     if overrides.is_empty() {
         // Straight from the text, so errors keep their line numbers.
-        return toml::from_str(&text)
-            .map(|c| (c, Vec::new()))
+        return toml::from_str::<Config>(&text)
+            .map(|c| (c.rebased(base), Vec::new()))
             .map_err(located);
     }
     let mut table: toml::Table = toml::from_str(&text).map_err(located)?;
@@ -224,13 +284,125 @@ pub(crate) fn load(
         section.insert(last.clone(), value);
         applied.push(format!("{} ← {variable}", field.join(".")));
     }
-    let config = toml::Value::Table(table)
+    let config: Config = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| vec![format!("{} with overrides: {e}", path.display())])?;
-    Ok((config, applied))
+    Ok((config.rebased(base), applied))
 }
 
 impl Config {
+    /// Relative certificate paths are relative to the configuration file's directory, so a
+    /// service finds them whatever its working directory.
+    fn rebased(mut self, base: &Path) -> Self {
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut self.tls.cert);
+        rebase(&mut self.tls.key);
+        rebase(&mut self.tls.ca);
+        self.tls.crls.iter_mut().for_each(rebase);
+        self
+    }
+
+    fn check_tun(&self, tun: &Tun, errors: &mut Vec<String>) {
+        let server = self.role == Role::Server;
+        for (field, value, v6) in [
+            ("tun.address", &tun.address, false),
+            ("tun.address6", &tun.address6, true),
+        ] {
+            if let Some(text) = value {
+                match cidr(text) {
+                    Some((addr, _)) if addr.is_ipv6() == v6 => {}
+                    _ => errors.push(format!(
+                        "{field}: {text:?} is not an {} address with prefix (for example {})",
+                        if v6 { "IPv6" } else { "IPv4" },
+                        if v6 { "fd00:8::1/64" } else { "10.8.0.1/24" }
+                    )),
+                }
+            }
+        }
+        for (field, pool, address, v6) in [
+            ("tun.pool", &tun.pool, &tun.address, false),
+            ("tun.pool6", &tun.pool6, &tun.address6, true),
+        ] {
+            let Some(text) = pool else { continue };
+            match cidr(text) {
+                Some((net, prefix)) if net.is_ipv6() == v6 => {
+                    if !server {
+                        errors.push(format!(
+                            "{field}: only a server assigns addresses; remove it"
+                        ));
+                    }
+                    if let Some((own, _)) = address.as_deref().and_then(cidr) {
+                        if !in_net(own, net, prefix) {
+                            errors.push(format!(
+                                "{field}: {text:?} does not contain this side's address {}",
+                                address.as_deref().unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+                _ => errors.push(format!(
+                    "{field}: {text:?} is not an {} network (for example {})",
+                    if v6 { "IPv6" } else { "IPv4" },
+                    if v6 { "fd00:8::/64" } else { "10.8.0.0/24" }
+                )),
+            }
+        }
+        if server && tun.address.is_none() && tun.address6.is_none() {
+            errors.push("tun.address: a TUN server needs its own address (or tun.address6)".into());
+        }
+        if server && tun.pool.is_none() && tun.pool6.is_none() {
+            errors.push(
+                "tun.pool: a TUN server needs a pool to give clients addresses from (or tun.pool6)"
+                    .into(),
+            );
+        }
+        if !(576..=65_535).contains(&tun.mtu) {
+            errors.push(format!(
+                "tun.mtu: {} is below the IPv4 minimum of 576",
+                tun.mtu
+            ));
+        }
+        if tun.name.is_empty() || tun.name.len() > 15 {
+            errors.push(format!(
+                "tun.name: {:?} must be 1 to 15 characters",
+                tun.name
+            ));
+        }
+        for (i, client) in tun.clients.iter().enumerate() {
+            if !server {
+                errors.push(format!(
+                    "tun.clients[{i}]: only a server fixes client addresses"
+                ));
+            }
+            if client.identity.is_empty() {
+                errors.push(format!("tun.clients[{i}].identity: must not be empty"));
+            }
+            for (field, value, pool) in [
+                ("address", &client.address, &tun.pool),
+                ("address6", &client.address6, &tun.pool6),
+            ] {
+                let Some(text) = value else { continue };
+                match (
+                    text.parse::<std::net::IpAddr>(),
+                    pool.as_deref().and_then(cidr),
+                ) {
+                    (Ok(addr), Some((net, prefix))) if in_net(addr, net, prefix) => {}
+                    (Ok(_), _) => errors.push(format!(
+                        "tun.clients[{i}].{field}: {text} is not inside the pool {}",
+                        pool.as_deref().unwrap_or("(none)")
+                    )),
+                    (Err(_), _) => errors.push(format!(
+                        "tun.clients[{i}].{field}: {text:?} is not an IP address (no prefix)"
+                    )),
+                }
+            }
+        }
+    }
+
     /// Every rule a parsed configuration must also meet, each failure naming its field.
     pub(crate) fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -247,6 +419,10 @@ impl Config {
         let timeout = duration("keepalive.timeout", &self.keepalive.timeout);
         if let Some(server) = &self.server {
             duration("server.handshake_timeout", &server.handshake_timeout);
+            duration("server.shutdown_timeout", &server.shutdown_timeout);
+        }
+        if let Some(client) = &self.client {
+            duration("client.connect_timeout", &client.connect_timeout);
         }
         if let (Some(i), Some(t)) = (interval, timeout) {
             if t <= i {
@@ -275,6 +451,13 @@ impl Config {
             if server.max_clients == 0 {
                 errors.push("server.max_clients: must be at least 1".into());
             }
+            for (i, net) in server.allow.iter().enumerate() {
+                if !is_cidr(net) {
+                    errors.push(format!(
+                        "server.allow[{i}]: {net:?} is not a network (for example 192.168.0.0/16)"
+                    ));
+                }
+            }
         }
         if let Some(client) = &self.client {
             if client.servers.is_empty() {
@@ -292,33 +475,7 @@ impl Config {
         match self.mode {
             Mode::Tun => match &self.tun {
                 None => errors.push("mode = \"tun\" needs a [tun] section".into()),
-                Some(tun) => {
-                    if !is_cidr(&tun.address) {
-                        errors.push(format!(
-                            "tun.address: {:?} is not an address with prefix (for example 10.8.0.1/24)",
-                            tun.address
-                        ));
-                    }
-                    if let Some(pool) = &tun.pool {
-                        if !is_cidr(pool) {
-                            errors.push(format!(
-                                "tun.pool: {pool:?} is not a network (for example 10.8.0.0/24)"
-                            ));
-                        }
-                    }
-                    if !(576..=65_535).contains(&tun.mtu) {
-                        errors.push(format!(
-                            "tun.mtu: {} is below the IPv4 minimum of 576",
-                            tun.mtu
-                        ));
-                    }
-                    if tun.name.is_empty() || tun.name.len() > 15 {
-                        errors.push(format!(
-                            "tun.name: {:?} must be 1 to 15 characters",
-                            tun.name
-                        ));
-                    }
-                }
+                Some(tun) => self.check_tun(tun, &mut errors),
             },
             Mode::Forward => {
                 if self.forward.is_empty() {
@@ -346,7 +503,10 @@ impl Config {
                         "server"
                     }
                 )),
-                Some(addr) if !is_host_port(addr) => {
+                // A local listen address may use port 0 (any free port, reported at start).
+                Some(addr)
+                    if !(is_host_port(addr) || (other == "listen" && addr.ends_with(":0"))) =>
+                {
                     errors.push(format!("forward[{i}].{other}: {addr:?} is not host:port"));
                 }
                 Some(_) => {}

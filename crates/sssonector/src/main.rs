@@ -1,6 +1,6 @@
-//! The `sssonector` command. So far: `sssonector certs init | issue | revoke`, which keep a
-//! private CA, its certificates and its CRL in one directory. `run`, `check-config` and `demo`
-//! come with the tunnel.
+//! The `sssonector` command: `run` a server or client, `check-config`, `certs init | issue |
+//! revoke` (a private CA, its certificates and CRL in one directory), and `demo`, which shows
+//! the whole product on loopback with nothing configured.
 
 // A command-line program writes to standard output.
 #![allow(clippy::print_stdout)]
@@ -12,6 +12,9 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand};
 
 mod config;
+mod demo;
+mod notify;
+mod run;
 use sssonector_certs::{CertError, CertificateAuthority, Validity};
 
 #[derive(Debug, Parser)]
@@ -27,6 +30,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a server or client from a configuration file, until SIGTERM or SIGINT (SIGHUP
+    /// reloads certificates, CA and CRLs).
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Log level: error, warn, info, debug or trace.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Show the tunnel working on loopback, with nothing configured and no root: generated
+    /// certificates, a server and a client in port-forward mode, a local echo target; prints
+    /// throughput and connection latency beside the same without the tunnel.
+    Demo {
+        /// Mebibytes pushed per stream, each way.
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
+        /// Concurrent streams in the second throughput run.
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        /// New connections timed for the latency figure.
+        #[arg(long, default_value_t = 20)]
+        connections: usize,
+        /// Log level: error, warn, info, debug or trace.
+        #[arg(long, default_value = "warn")]
+        log_level: String,
+    },
     /// Keep a private CA, its certificates and its CRL in a directory.
     #[command(subcommand)]
     Certs(Certs),
@@ -107,6 +137,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Run { config, log_level } => {
+            logging(&log_level)?;
+            run_service(&config)
+        }
+        Command::Demo {
+            mib,
+            streams,
+            connections,
+            log_level,
+        } => {
+            logging(&log_level)?;
+            runtime()?.block_on(demo::demo(demo::DemoOptions {
+                mib,
+                streams,
+                connections: connections.max(1),
+            }))
+        }
         Command::CheckConfig { config } => check_config(&config),
         Command::Certs(Certs::Init { dir, name, days }) => init(&dir.dir, &name, days),
         Command::Certs(Certs::Issue {
@@ -125,6 +172,87 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 const DAY: u64 = 86_400;
+
+fn logging(level: &str) -> Result<(), String> {
+    let level: tracing::Level = level
+        .parse()
+        .map_err(|_| format!("--log-level {level:?}: use error, warn, info, debug or trace"))?;
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// `run`: start, tell systemd we are ready, then serve signals until told to stop.
+fn run_service(path: &Path) -> Result<(), String> {
+    let (config, overrides) = config::load(path, std::env::vars()).map_err(|e| e.join("\n"))?;
+    for applied in &overrides {
+        tracing::info!("override: {applied}");
+    }
+    let errors = config.check();
+    if !errors.is_empty() {
+        return Err(format!(
+            "{}: {} problem{}:\n  {}",
+            path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            errors.join("\n  ")
+        ));
+    }
+    let notifier = notify::Notifier::from_env();
+    runtime()?.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut running = run::start(&config).await?;
+        let status = match (running.listen, running.forwards.is_empty()) {
+            (Some(addr), _) => format!("serving on {addr}"),
+            (None, false) => format!(
+                "forwarding {}",
+                running
+                    .forwards
+                    .iter()
+                    .map(|(name, addr)| format!("{name} on {addr}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (None, true) => "connecting".to_owned(),
+        };
+        tracing::info!("ready: {status}");
+        notifier.send(&format!("READY=1\nSTATUS={status}"));
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    notifier.reloading();
+                    let outcome = running.reload();
+                    tracing::info!("SIGHUP: {outcome}");
+                    notifier.send(&format!("READY=1\nSTATUS={status}; last reload: {outcome}"));
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                fatal = running.fatal.recv() => {
+                    let message = fatal.unwrap_or_else(|| "stopped".into());
+                    notifier.send(&format!("STOPPING=1\nSTATUS={message}"));
+                    return Err(message);
+                }
+            }
+        }
+        notifier.send("STOPPING=1\nSTATUS=draining");
+        tracing::info!("shutting down: goodbye to every peer");
+        running.shutdown().await;
+        Ok(())
+    })
+}
 
 fn check_config(path: &Path) -> Result<(), String> {
     let (config, overrides) = config::load(path, std::env::vars()).map_err(|e| e.join("\n"))?;

@@ -64,7 +64,10 @@ fn the_example_configurations_pass() {
         "server-tun",
         "client-tun",
     ] {
-        let file = examples.join(format!("{name}.toml"));
+        // Beside the pki directory, as an operator would keep them: paths in a
+        // configuration are relative to its own directory.
+        let file = tmp.0.join(format!("{name}.toml"));
+        std::fs::copy(examples.join(format!("{name}.toml")), &file).unwrap();
         let (ok, out) = sssonector(
             &tmp.0,
             &["check-config", "--config", file.to_str().unwrap()],
@@ -129,7 +132,8 @@ timeout = "5s"
 fn environment_variables_override_fields() {
     let tmp = setup("env");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
-    let file = examples.join("server-forward.toml");
+    let file = tmp.0.join("server-forward.toml");
+    std::fs::copy(examples.join("server-forward.toml"), &file).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
         .current_dir(&tmp.0)
         .args(["check-config", "--config", file.to_str().unwrap()])

@@ -28,6 +28,7 @@ mod link;
 pub mod proto;
 pub mod server;
 mod stream;
+pub mod tun;
 
 pub use link::{EstablishError, Incoming, Link, LinkConfig, LinkError, LinkStats, stream_code};
 pub use stream::{StreamReader, StreamWriter, TunnelStream};

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::proto::{CloseReason, Event, Frame, Hello, Session, State, StreamError};
+use crate::proto::{CloseReason, Event, Hello, Session, State, StreamError};
 use crate::stream::TunnelStream;
 
 /// Stream close codes used by the I/O layer (the session's own are in
@@ -281,12 +281,12 @@ impl Link {
     /// # Errors
     ///
     /// The link is closed, or the packet is too large.
-    pub async fn send_packet(&self, packet: Bytes) -> Result<(), LinkError> {
+    pub async fn send_packet(&self, packet: &[u8]) -> Result<(), LinkError> {
         loop {
             let drained = self.shared.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            match self.queue_packet(&packet)? {
+            match self.queue_packet(packet)? {
                 true => return Ok(()),
                 false => {
                     let mut closed = self.shared.closed.subscribe();
@@ -305,7 +305,7 @@ impl Link {
     /// # Errors
     ///
     /// The link is closed, or the packet is too large.
-    pub fn try_send_packet(&self, packet: &Bytes) -> Result<bool, LinkError> {
+    pub fn try_send_packet(&self, packet: &[u8]) -> Result<bool, LinkError> {
         let queued = self.queue_packet(packet)?;
         if !queued {
             self.shared
@@ -316,7 +316,7 @@ impl Link {
         Ok(queued)
     }
 
-    fn queue_packet(&self, packet: &Bytes) -> Result<bool, LinkError> {
+    fn queue_packet(&self, packet: &[u8]) -> Result<bool, LinkError> {
         if self.shared.shutting.load(Ordering::Acquire) {
             return Err(LinkError::Closed);
         }
@@ -329,7 +329,7 @@ impl Link {
         }
         let was_empty = session.pending_output() == 0;
         session
-            .send_frame(&Frame::Packet(packet.clone()))
+            .send_packet(packet)
             .map_err(|e| LinkError::Packet(e.to_string()))?;
         drop(session);
         if was_empty {

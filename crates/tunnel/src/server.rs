@@ -54,6 +54,8 @@ pub struct Handshaken {
     pub peer: SocketAddr,
     /// The client certificate's common name.
     pub identity: String,
+    /// The client certificate's serial number.
+    pub serial: Vec<u8>,
 }
 
 /// A network in CIDR form, `10.0.0.0/8` or `2001:db8::/32`.
@@ -231,22 +233,26 @@ impl Service<Accepted> for TlsAccept {
             let _ = req.socket.set_nodelay(true);
             let buffered = BufReader::with_capacity(SOCKET_BUFFER, req.socket);
             let tls = acceptor.accept(buffered).await?;
-            let identity = tls
+            let leaf = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|cert| sssonector_certs::common_name(cert))
                 .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        "the client certificate has no common name",
-                    )
+                    io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate")
                 })?;
+            let identity = sssonector_certs::common_name(leaf).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the client certificate has no common name",
+                )
+            })?;
+            let serial = sssonector_certs::serial_number(leaf).unwrap_or_default();
             Ok(Handshaken {
                 tls,
                 peer: req.peer,
                 identity,
+                serial,
             })
         })
     }
@@ -350,7 +356,7 @@ pub struct Server {
 struct ServerInner {
     clients: Arc<Semaphore>,
     max_clients: usize,
-    links: Mutex<Vec<Link>>,
+    links: Mutex<Vec<(Link, Vec<u8>)>>,
     counters: ServerCounters,
     stop: watch::Sender<bool>,
 }
@@ -389,13 +395,28 @@ impl Server {
         }
     }
 
-    /// Records a link so shutdown can close it; the caller's handler calls this once the
-    /// session is established.
-    pub fn track(&self, link: &Link) {
+    /// Records a link and its client certificate's serial, so shutdown can close it and
+    /// [`close_revoked`](Self::close_revoked) can end it; the caller's handler calls this
+    /// once the session is established.
+    pub fn track(&self, link: &Link, serial: &[u8]) {
         self.inner.counters.sessions.fetch_add(1, Ordering::Relaxed);
         let mut links = self.inner.links.lock();
-        links.retain(|l| !l.is_closed());
-        links.push(link.clone());
+        links.retain(|(l, _)| !l.is_closed());
+        links.push((link.clone(), serial.to_vec()));
+    }
+
+    /// Ends the sessions of clients whose certificate serial is in `serials` (after a CRL
+    /// reload revoked them); returns how many.
+    pub fn close_revoked(&self, serials: &[Vec<u8>]) -> usize {
+        let links = self.inner.links.lock();
+        let mut closed = 0;
+        for (link, serial) in links.iter() {
+            if !link.is_closed() && serials.contains(serial) {
+                link.close();
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Accepts on `listener` until [`shutdown`](Self::shutdown), running `stack` and then
@@ -462,7 +483,13 @@ impl Server {
     /// `deadline` passes. Returns how many links were still open at the deadline.
     pub async fn shutdown(&self, deadline: Duration) -> usize {
         self.inner.stop.send_replace(true);
-        let links: Vec<Link> = self.inner.links.lock().clone();
+        let links: Vec<Link> = self
+            .inner
+            .links
+            .lock()
+            .iter()
+            .map(|(l, _)| l.clone())
+            .collect();
         for link in &links {
             link.close();
         }

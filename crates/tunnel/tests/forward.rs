@@ -62,6 +62,7 @@ async fn tunnel(target: SocketAddr) -> Tunnel {
                 let targets = targets.clone();
                 let tracker = tracker.clone();
                 async move {
+                    let handshaken_serial = handshaken.serial.clone();
                     let session = Session::server(
                         SessionConfig::new(Role::Server, Mode::Forward),
                         std::time::Instant::now(),
@@ -76,7 +77,7 @@ async fn tunnel(target: SocketAddr) -> Tunnel {
                     else {
                         return;
                     };
-                    tracker.track(&link);
+                    tracker.track(&link, &handshaken_serial);
                     tokio::spawn(forward::serve_link(incoming, targets));
                     link.closed().await;
                 }

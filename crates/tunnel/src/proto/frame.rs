@@ -221,6 +221,32 @@ impl Frame {
         Ok(())
     }
 
+    /// Encodes an IP packet frame straight from a slice: the same bytes as
+    /// `Frame::Packet(Bytes::copy_from_slice(packet)).encode(..)` without the intermediate
+    /// buffer, for the data path.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooLarge`] when the packet exceeds `max_payload`.
+    pub fn encode_packet(
+        packet: &[u8],
+        out: &mut BytesMut,
+        max_payload: usize,
+    ) -> Result<(), DecodeError> {
+        let limit = max_payload.min(MAX_PAYLOAD_LIMIT);
+        if packet.len() > limit {
+            return Err(DecodeError::TooLarge {
+                len: packet.len(),
+                max: limit,
+            });
+        }
+        let header = (u32::from(kind::PACKET) << 24) | u32::try_from(packet.len()).unwrap_or(0);
+        out.reserve(HEADER_LEN + packet.len());
+        out.put_u32(header);
+        out.put_slice(packet);
+        Ok(())
+    }
+
     fn kind(&self) -> u8 {
         match self {
             Frame::Hello(_) => kind::HELLO,

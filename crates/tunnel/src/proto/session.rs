@@ -315,6 +315,25 @@ impl Session {
         frame.encode(&mut self.outbound, self.config.max_payload)
     }
 
+    /// Queues an IP packet, copied from `packet` into the outbound buffer with no other
+    /// allocation.
+    ///
+    /// # Errors
+    ///
+    /// The packet is larger than the MTU, or the session is not established.
+    pub fn send_packet(&mut self, packet: &[u8]) -> Result<(), DecodeError> {
+        if self.state != State::Established {
+            return Err(DecodeError::Invalid("the session is not established"));
+        }
+        if packet.len() > usize::from(self.config.mtu) {
+            return Err(DecodeError::TooLarge {
+                len: packet.len(),
+                max: usize::from(self.config.mtu),
+            });
+        }
+        Frame::encode_packet(packet, &mut self.outbound, self.config.max_payload)
+    }
+
     fn send(&mut self, frame: &Frame) {
         // Frames the session makes itself are small; they always fit.
         let _ = frame.encode(&mut self.outbound, crate::proto::MAX_PAYLOAD_LIMIT);

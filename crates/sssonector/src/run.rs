@@ -1,0 +1,526 @@
+//! `sssonector run`: composes the workspace's crates into a server or a client, in TUN or
+//! port-forward mode, from a checked configuration.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sssonector_bufpool::BufPool;
+use sssonector_certs::{ReloadableIdentity, ReloadableTrust, TlsOptions, TrustReloaded, Usage};
+use sssonector_ratelimit::{Pacing, Quota, RateLimiter};
+use sssonector_tunnel::client::{Endpoint, Reconnect};
+use sssonector_tunnel::forward::{self, Targets};
+use sssonector_tunnel::proto::{
+    self, Assign, Role as SessionRole, Session, SessionConfig, TunnelAddress,
+};
+use sssonector_tunnel::server::{AcceptOptions, Cidr, Handshaken, Server, accept_stack};
+use sssonector_tunnel::{LinkConfig, tun};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use crate::config::{Config, Mode, Role, parse_duration};
+
+/// A started server or client.
+pub(crate) struct Running {
+    /// The server's listening address.
+    pub(crate) listen: Option<SocketAddr>,
+    /// The client's local forwarding listeners, by rule.
+    pub(crate) forwards: Vec<(String, SocketAddr)>,
+    /// The client's current link.
+    pub(crate) current: Option<watch::Receiver<Option<sssonector_tunnel::Link>>>,
+    /// Errors that end the process (a TUN device that cannot be created, say).
+    pub(crate) fatal: mpsc::Receiver<String>,
+    stop: watch::Sender<bool>,
+    server: Option<Server>,
+    shutdown_timeout: Duration,
+    identity: Arc<ReloadableIdentity>,
+    trust: Arc<ReloadableTrust>,
+}
+
+fn duration(text: &str) -> Duration {
+    // The configuration was checked: every duration parses.
+    parse_duration(text).unwrap_or(Duration::from_secs(10))
+}
+
+fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, String> {
+    let Some(mbps) = mbps else { return Ok(None) };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bits = (mbps * 1e6) as u64;
+    let limiter = RateLimiter::new(Quota::bits_per_second(bits).map_err(|e| e.to_string())?);
+    Pacing::new(vec![limiter])
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn session_config(config: &Config, role: SessionRole) -> SessionConfig {
+    let mode = match config.mode {
+        Mode::Tun => proto::Mode::Tun,
+        Mode::Forward => proto::Mode::Forward,
+    };
+    let mut session = SessionConfig::new(role, mode);
+    session.keepalive = duration(&config.keepalive.interval);
+    session.dead_peer_timeout = duration(&config.keepalive.timeout);
+    if let Some(tun) = &config.tun {
+        session.mtu = tun.mtu;
+    }
+    if let Some(server) = &config.server {
+        session.handshake_timeout = duration(&server.handshake_timeout);
+    }
+    session
+}
+
+fn own_addresses(config: &Config) -> Vec<TunnelAddress> {
+    let Some(tun) = &config.tun else {
+        return Vec::new();
+    };
+    [&tun.address, &tun.address6]
+        .into_iter()
+        .flatten()
+        .filter_map(|text| crate::config::cidr(text))
+        .map(|(addr, prefix)| TunnelAddress { addr, prefix })
+        .collect()
+}
+
+fn pools(config: &Config) -> Result<tun::Pools, String> {
+    let tun = config
+        .tun
+        .as_ref()
+        .ok_or("mode = \"tun\" needs a [tun] section")?;
+    let own: Vec<IpAddr> = own_addresses(config).iter().map(|a| a.addr).collect();
+    let mut pools = Vec::new();
+    for text in [&tun.pool, &tun.pool6].into_iter().flatten() {
+        let net: Cidr = text.parse()?;
+        let mut pool = tun::AddressPool::new(net, own.iter().copied());
+        for client in &tun.clients {
+            for addr in [&client.address, &client.address6].into_iter().flatten() {
+                let addr: IpAddr = addr
+                    .parse()
+                    .map_err(|_| format!("tun.clients: {addr:?} is not an address"))?;
+                if net.contains(addr) {
+                    pool.fix(&client.identity, addr)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        pools.push(pool);
+    }
+    Ok(tun::Pools::new(pools))
+}
+
+/// Loads the certificates and starts the server or client in the background.
+pub(crate) async fn start(config: &Config) -> Result<Running, String> {
+    let usage = match config.role {
+        Role::Server => Usage::Server,
+        Role::Client => Usage::Client,
+    };
+    let identity = Arc::new(
+        ReloadableIdentity::load("tls", &config.tls.cert, &config.tls.key, usage, None)
+            .map_err(|e| format!("tls.cert / tls.key: {e}"))?,
+    );
+    let trust = Arc::new(
+        ReloadableTrust::load("tls", &config.tls.ca, &config.tls.crls)
+            .map_err(|e| format!("tls.ca / tls.crls: {e}"))?,
+    );
+    let options = TlsOptions::new().with_alpn([proto::ALPN]);
+    let (stop, _) = watch::channel(false);
+    let (fatal_tx, fatal) = mpsc::channel(4);
+    let pool = BufPool::builder()
+        .budget(256 << 20)
+        .name("sssonector")
+        .build()
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(pool.maintenance(Duration::from_secs(10)));
+    let mut running = Running {
+        listen: None,
+        forwards: Vec::new(),
+        current: None,
+        fatal,
+        stop,
+        server: None,
+        shutdown_timeout: Duration::from_secs(10),
+        identity: Arc::clone(&identity),
+        trust: Arc::clone(&trust),
+    };
+    match config.role {
+        Role::Server => {
+            let tls = sssonector_certs::server_config_rotating(identity, &trust, &options)
+                .map_err(|e| format!("tls: {e}"))?;
+            start_server(config, tls, pool, fatal_tx, &mut running).await?;
+        }
+        Role::Client => {
+            let tls = sssonector_certs::client_config_rotating(identity, &trust, &options)
+                .map_err(|e| format!("tls: {e}"))?;
+            start_client(config, tls, pool, fatal_tx, &mut running).await?;
+        }
+    }
+    Ok(running)
+}
+
+async fn start_server(
+    config: &Config,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    pool: BufPool,
+    fatal: mpsc::Sender<String>,
+    running: &mut Running,
+) -> Result<(), String> {
+    let section = config
+        .server
+        .as_ref()
+        .ok_or("role = \"server\" needs a [server] section")?;
+    let options = AcceptOptions {
+        allow: section
+            .allow
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<_, String>>()?,
+        connections_per_second: (section.connections_per_second > 0)
+            .then_some(section.connections_per_second),
+        handshake_timeout: duration(&section.handshake_timeout),
+    };
+    let stack = accept_stack(tls, &options).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(&section.listen)
+        .await
+        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", section.listen))?;
+    running.listen = listener.local_addr().ok();
+    running.shutdown_timeout = duration(&section.shutdown_timeout);
+    let server = Server::new(section.max_clients);
+    running.server = Some(server.clone());
+    let session_config = session_config(config, SessionRole::Server);
+    // Client → server upload is what the server reads.
+    let limits = (
+        pacing(config.limits.upload_mbps)?,
+        pacing(config.limits.download_mbps)?,
+    );
+    let mode = Arc::new(match config.mode {
+        Mode::Forward => ServerMode::Forward(Targets::new(
+            config
+                .forward
+                .iter()
+                .filter_map(|r| Some((r.name.clone(), r.target.clone()?))),
+            pool,
+        )),
+        Mode::Tun => {
+            let tun_section = config
+                .tun
+                .as_ref()
+                .ok_or("mode = \"tun\" needs a [tun] section")?;
+            let device = tun::open(&tun_section.name, &own_addresses(config), tun_section.mtu)
+                .map_err(|e| format!("tun.name: {e}"))?;
+            let router = Arc::new(tun::Router::new());
+            let loop_device = Arc::clone(&device);
+            let loop_router = Arc::clone(&router);
+            tokio::spawn(async move {
+                if let Err(e) = tun::server_device_loop(loop_device, loop_router).await {
+                    let _ = fatal.send(format!("TUN device: {e}")).await;
+                }
+            });
+            ServerMode::Tun {
+                device,
+                router,
+                pools: Arc::new(pools(config)?),
+            }
+        }
+    });
+    let serving = server.clone();
+    tokio::spawn(async move {
+        let tracker = serving.clone();
+        serving
+            .serve(listener, stack, move |handshaken| {
+                serve_client(
+                    handshaken,
+                    session_config.clone(),
+                    Arc::clone(&mode),
+                    limits.clone(),
+                    tracker.clone(),
+                )
+            })
+            .await;
+    });
+    tracing::info!(listen = ?running.listen, mode = ?config.mode, "server started");
+    Ok(())
+}
+
+enum ServerMode {
+    Forward(Targets),
+    Tun {
+        device: Arc<tun::Device>,
+        router: Arc<tun::Router>,
+        pools: Arc<tun::Pools>,
+    },
+}
+
+async fn serve_client(
+    handshaken: Handshaken,
+    session_config: SessionConfig,
+    mode: Arc<ServerMode>,
+    limits: (Option<Pacing>, Option<Pacing>),
+    server: Server,
+) {
+    let Handshaken {
+        tls,
+        peer,
+        identity,
+        serial,
+    } = handshaken;
+    let assigned: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();
+    let assign: Assign = match &*mode {
+        ServerMode::Forward(_) => Box::new(|_| Ok(Vec::new())),
+        ServerMode::Tun { pools, .. } => {
+            let pools = Arc::clone(pools);
+            let identity = identity.clone();
+            let assigned = Arc::clone(&assigned);
+            Box::new(move |hello| {
+                let leased = pools
+                    .lease(&identity, &hello.addresses)
+                    .map_err(|e| e.to_string())?;
+                assigned.lock().clone_from(&leased);
+                Ok(leased)
+            })
+        }
+    };
+    let session = Session::server(session_config, Instant::now(), assign);
+    let established =
+        sssonector_tunnel::client::establish(tls, session, LinkConfig::default(), &limits).await;
+    match established {
+        Err(e) => tracing::info!(%peer, identity, error = %e, "session refused"),
+        Ok((link, _hello, incoming)) => {
+            server.track(&link, &serial);
+            let addresses: Vec<IpAddr> = assigned.lock().iter().map(|a| a.addr).collect();
+            tracing::info!(%peer, identity, ?addresses, "client connected");
+            metrics::gauge!("sssonector_server_clients").increment(1.0);
+            match &*mode {
+                ServerMode::Forward(targets) => {
+                    tokio::spawn(forward::serve_link(incoming, targets.clone()));
+                }
+                ServerMode::Tun { device, router, .. } => {
+                    for addr in &addresses {
+                        router.insert(*addr, link.clone());
+                    }
+                    tokio::spawn(tun::server_link_loop(
+                        incoming,
+                        addresses.clone(),
+                        Arc::clone(device),
+                        Arc::clone(router),
+                    ));
+                }
+            }
+            let reason = link.closed().await;
+            if let ServerMode::Tun { router, .. } = &*mode {
+                for addr in &addresses {
+                    router.remove(*addr);
+                }
+            }
+            metrics::gauge!("sssonector_server_clients").decrement(1.0);
+            let stats = link.stats();
+            tracing::info!(
+                %peer,
+                identity,
+                ?reason,
+                bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out,
+                "client disconnected"
+            );
+        }
+    }
+    if let ServerMode::Tun { pools, .. } = &*mode {
+        pools.release(&assigned.lock());
+    }
+}
+
+async fn start_client(
+    config: &Config,
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    pool: BufPool,
+    fatal: mpsc::Sender<String>,
+    running: &mut Running,
+) -> Result<(), String> {
+    let section = config
+        .client
+        .as_ref()
+        .ok_or("role = \"client\" needs a [client] section")?;
+    let mut endpoints = Vec::new();
+    for (i, addr) in section.servers.iter().enumerate() {
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        let name = section
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+        let name = ServerName::try_from(name.clone())
+            .map_err(|_| format!("client.server_name: {name:?} is not a DNS name or IP address"))?;
+        endpoints.push(
+            Endpoint::new(
+                addr,
+                name,
+                Arc::clone(&tls),
+                duration(&section.connect_timeout),
+            )
+            .map_err(|e| format!("client.servers[{i}]: {e}"))?,
+        );
+    }
+    let reconnect = Arc::new(
+        Reconnect::new(endpoints, LinkConfig::default())
+            // What the client reads is its download.
+            .pacing(
+                pacing(config.limits.download_mbps)?,
+                pacing(config.limits.upload_mbps)?,
+            ),
+    );
+    running.current = Some(reconnect.current());
+    let session_config = session_config(config, SessionRole::Client);
+    let stop = running.stop.subscribe();
+    match config.mode {
+        Mode::Forward => {
+            for rule in &config.forward {
+                let Some(listen) = &rule.listen else { continue };
+                let listener = TcpListener::bind(listen).await.map_err(|e| {
+                    format!(
+                        "forward[{}].listen: cannot listen on {listen}: {e}",
+                        rule.name
+                    )
+                })?;
+                let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                running.forwards.push((rule.name.clone(), addr));
+                tokio::spawn(forward::listen(
+                    listener,
+                    rule.name.clone(),
+                    reconnect.current(),
+                    pool.clone(),
+                    Duration::from_secs(10),
+                ));
+            }
+            tokio::spawn(async move {
+                reconnect
+                    .run(
+                        || Session::client(session_config.clone(), Instant::now(), Vec::new()),
+                        |link, _, _incoming| async move {
+                            link.closed().await;
+                        },
+                        stop,
+                    )
+                    .await;
+            });
+        }
+        Mode::Tun => {
+            let tun_section = config
+                .tun
+                .as_ref()
+                .ok_or("mode = \"tun\" needs a [tun] section")?;
+            let name = tun_section.name.clone();
+            let mtu = tun_section.mtu;
+            let device: Arc<Mutex<Option<Arc<tun::Device>>>> = Arc::default();
+            let requested: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();
+            let runner = Arc::clone(&reconnect);
+            tokio::spawn(async move {
+                let requested_for_session = Arc::clone(&requested);
+                runner
+                    .run(
+                        move || {
+                            Session::client(
+                                session_config.clone(),
+                                Instant::now(),
+                                requested_for_session.lock().clone(),
+                            )
+                        },
+                        |link, hello, incoming| {
+                            let device = Arc::clone(&device);
+                            let requested = Arc::clone(&requested);
+                            let fatal = fatal.clone();
+                            let current = reconnect.current();
+                            let name = name.clone();
+                            async move {
+                                let existing = device.lock().clone();
+                                let dev = match existing {
+                                    Some(dev) => {
+                                        if *requested.lock() != hello.addresses {
+                                            tracing::warn!(
+                                                old = ?requested.lock(),
+                                                new = ?hello.addresses,
+                                                "the server assigned other addresses; the TUN device keeps its first ones"
+                                            );
+                                        }
+                                        dev
+                                    }
+                                    None => match tun::open(&name, &hello.addresses, mtu) {
+                                        Ok(dev) => {
+                                            tracing::info!(device = name, addresses = ?hello.addresses, "TUN device up");
+                                            *requested.lock() = hello.addresses.clone();
+                                            *device.lock() = Some(Arc::clone(&dev));
+                                            let pump = Arc::clone(&dev);
+                                            let fatal = fatal.clone();
+                                            tokio::spawn(async move {
+                                                if let Err(e) = tun::client_device_loop(pump, current).await {
+                                                    let _ = fatal.send(format!("TUN device: {e}")).await;
+                                                }
+                                            });
+                                            dev
+                                        }
+                                        Err(e) => {
+                                            let _ = fatal.send(format!("tun.name: {e}")).await;
+                                            link.close();
+                                            return;
+                                        }
+                                    },
+                                };
+                                tun::client_link_loop(incoming, dev).await;
+                                link.closed().await;
+                            }
+                        },
+                        stop,
+                    )
+                    .await;
+            });
+        }
+    }
+    tracing::info!(servers = ?section.servers, mode = ?config.mode, "client started");
+    Ok(())
+}
+
+impl Running {
+    /// Reloads certificates, CA and CRLs (SIGHUP); ends the sessions of newly revoked
+    /// clients. Returns a line for the log.
+    pub(crate) fn reload(&self) -> String {
+        let identity = match self.identity.reload() {
+            Ok(r) => format!("certificate: {r:?}"),
+            Err(e) => format!("certificate refused, old one kept: {e}"),
+        };
+        let trust = match self.trust.reload() {
+            Ok(TrustReloaded::Replaced { newly_revoked }) => {
+                let closed = self
+                    .server
+                    .as_ref()
+                    .map_or(0, |s| s.close_revoked(&newly_revoked));
+                format!(
+                    "CA/CRLs replaced, {} newly revoked, {closed} session(s) ended",
+                    newly_revoked.len()
+                )
+            }
+            Ok(other) => format!("CA/CRLs: {other:?}"),
+            Err(e) => format!("CA/CRLs refused, old ones kept: {e}"),
+        };
+        format!("{identity}; {trust}")
+    }
+
+    /// Stops accepting and reconnecting, says goodbye to every peer, and waits for them up
+    /// to the shutdown timeout.
+    pub(crate) async fn shutdown(self) {
+        self.stop.send_replace(true);
+        if let Some(server) = &self.server {
+            let left = server.shutdown(self.shutdown_timeout).await;
+            if left > 0 {
+                tracing::warn!(
+                    left,
+                    "shutdown deadline passed with clients still connected"
+                );
+            }
+        }
+        if let Some(current) = &self.current {
+            let link = current.borrow().clone();
+            if let Some(link) = link {
+                link.close();
+                let _ = tokio::time::timeout(self.shutdown_timeout, link.closed()).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! The layer-3 data path: a TUN device on each side, IP packets carried as frames.
+//!
+//! The server owns one TUN device and an [`AddressPool`]; each client gets addresses from the
+//! pool (fixed per identity, or leased and kept for that identity) and the server routes
+//! between its own device and the clients by destination ([`Router`]). A client's packets
+//! must come from its own addresses: anything else is dropped and counted (no spoofing
+//! another client). The client creates its device once, on its first session, and keeps it
+//! across reconnects, so connections inside the tunnel survive a short outage.
+//!
+//! The device side needs Linux and `CAP_NET_ADMIN`; the pool, router and packet parsing are
+//! plain code, tested without it.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, watch};
+
+use crate::link::{Incoming, Link};
+use crate::proto::TunnelAddress;
+use crate::server::Cidr;
+
+/// The source and destination of an IPv4 or IPv6 packet, if it is one.
+pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= 20 => {
+            let src: [u8; 4] = packet[12..16].try_into().ok()?;
+            let dst: [u8; 4] = packet[16..20].try_into().ok()?;
+            Some((IpAddr::from(src), IpAddr::from(dst)))
+        }
+        6 if packet.len() >= 40 => {
+            let src: [u8; 16] = packet[8..24].try_into().ok()?;
+            let dst: [u8; 16] = packet[24..40].try_into().ok()?;
+            Some((IpAddr::from(src), IpAddr::from(dst)))
+        }
+        _ => None,
+    }
+}
+
+/// Why the pool could not give an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// Every address is in use.
+    #[error("address pool {0} is exhausted")]
+    Exhausted(Cidr),
+    /// The identity's fixed address is held by another session of the same identity.
+    #[error("{identity}'s address {addr} is in use by another session")]
+    InUse {
+        /// The client.
+        identity: String,
+        /// Its address.
+        addr: IpAddr,
+    },
+    /// A fixed address outside the pool's network.
+    #[error("{addr} is not inside the pool {pool}")]
+    Outside {
+        /// The address.
+        addr: IpAddr,
+        /// The pool.
+        pool: Cidr,
+    },
+}
+
+/// Tunnel addresses for clients from one network, IPv4 or IPv6.
+#[derive(Debug)]
+pub struct AddressPool {
+    net: Cidr,
+    reserved: Vec<IpAddr>,
+    fixed: HashMap<String, IpAddr>,
+    /// Each identity keeps the address it had, while nobody else needs it.
+    leases: HashMap<String, IpAddr>,
+    in_use: HashMap<IpAddr, String>,
+}
+
+/// How many addresses of a large (IPv6) pool are considered.
+const SCAN_LIMIT: u128 = 65_536;
+
+impl AddressPool {
+    /// Clients get addresses from `net`, never `reserved` ones (the server's own); the
+    /// network and (IPv4) broadcast addresses are never given out.
+    pub fn new(net: Cidr, reserved: impl IntoIterator<Item = IpAddr>) -> Self {
+        Self {
+            net,
+            reserved: reserved.into_iter().collect(),
+            fixed: HashMap::new(),
+            leases: HashMap::new(),
+            in_use: HashMap::new(),
+        }
+    }
+
+    /// The pool's network.
+    pub fn network(&self) -> Cidr {
+        self.net
+    }
+
+    /// Gives `identity` always `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `addr` is outside the pool.
+    pub fn fix(&mut self, identity: &str, addr: IpAddr) -> Result<(), PoolError> {
+        if !self.net.contains(addr) {
+            return Err(PoolError::Outside {
+                addr,
+                pool: self.net,
+            });
+        }
+        self.fixed.insert(identity.to_owned(), addr);
+        Ok(())
+    }
+
+    /// An address for `identity`: its fixed one; else the one it had before; else the one it
+    /// asks for (a client reconnecting after a server restart) if free; else the first free.
+    ///
+    /// # Errors
+    ///
+    /// The pool is exhausted, or the identity's fixed address is in use.
+    pub fn lease(
+        &mut self,
+        identity: &str,
+        requested: Option<IpAddr>,
+    ) -> Result<IpAddr, PoolError> {
+        if let Some(&addr) = self.fixed.get(identity) {
+            if self.in_use.contains_key(&addr) {
+                return Err(PoolError::InUse {
+                    identity: identity.to_owned(),
+                    addr,
+                });
+            }
+            self.in_use.insert(addr, identity.to_owned());
+            return Ok(addr);
+        }
+        let previous = self.leases.get(identity).copied();
+        let candidates = previous.into_iter().chain(requested);
+        for addr in candidates {
+            if self.available(addr) {
+                return Ok(self.take(identity, addr));
+            }
+        }
+        let base = address_bits(self.net.addr());
+        let host_bits =
+            if self.net.addr().is_ipv4() { 32 } else { 128 } - u32::from(self.net.prefix());
+        let size = 1u128.checked_shl(host_bits).unwrap_or(u128::MAX);
+        // First pass: addresses nobody held, so a returning client finds its old one free;
+        // second pass: any free address (its old holder will get another).
+        for respect_leases in [true, false] {
+            for offset in 1..size.min(SCAN_LIMIT) {
+                let addr = with_bits(self.net.addr(), base + offset);
+                if self.available(addr) && !(respect_leases && self.leased_to_other(identity, addr))
+                {
+                    self.leases.retain(|_, a| *a != addr);
+                    return Ok(self.take(identity, addr));
+                }
+            }
+        }
+        Err(PoolError::Exhausted(self.net))
+    }
+
+    fn leased_to_other(&self, identity: &str, addr: IpAddr) -> bool {
+        // Prefer addresses nobody held, so a returning client finds its old one free.
+        self.leases
+            .iter()
+            .any(|(who, a)| *a == addr && who != identity)
+            && self.leases.len() < 1024
+    }
+
+    fn available(&self, addr: IpAddr) -> bool {
+        let broadcast = match addr {
+            IpAddr::V4(v4) => {
+                let host = 32 - u32::from(self.net.prefix());
+                host > 1
+                    && (u32::from(v4) | !(u32::MAX.checked_shl(host).unwrap_or(0))) == u32::from(v4)
+            }
+            IpAddr::V6(_) => false,
+        };
+        self.net.contains(addr)
+            && address_bits(addr) != address_bits(self.net.addr())
+            && !broadcast
+            && !self.reserved.contains(&addr)
+            && !self.in_use.contains_key(&addr)
+            && !self.fixed.values().any(|a| *a == addr)
+    }
+
+    fn take(&mut self, identity: &str, addr: IpAddr) -> IpAddr {
+        self.in_use.insert(addr, identity.to_owned());
+        self.leases.insert(identity.to_owned(), addr);
+        addr
+    }
+
+    /// Returns `addr` to the pool (it stays leased to its identity until someone else needs
+    /// it).
+    pub fn release(&mut self, addr: IpAddr) {
+        self.in_use.remove(&addr);
+    }
+
+    /// Addresses in use now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.len()
+    }
+}
+
+fn address_bits(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn with_bits(like: IpAddr, bits: u128) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::from(u32::try_from(bits).unwrap_or(u32::MAX).to_be_bytes()),
+        IpAddr::V6(_) => IpAddr::from(bits.to_be_bytes()),
+    }
+}
+
+/// Counters of the TUN data path.
+#[derive(Debug, Default)]
+struct RouterCounters {
+    no_route: AtomicU64,
+    spoofed: AtomicU64,
+    forwarded: AtomicU64,
+}
+
+/// A snapshot of the router's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterStats {
+    /// Packets to an address no client holds.
+    pub no_route: u64,
+    /// Packets from a client with a source address not its own.
+    pub spoofed: u64,
+    /// Packets sent on to a client.
+    pub forwarded: u64,
+    /// Routes (client addresses) now.
+    pub routes: usize,
+}
+
+/// Which link each client address lives on.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: RwLock<HashMap<IpAddr, Link>>,
+    counters: RouterCounters,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `addr` to `link`.
+    pub fn insert(&self, addr: IpAddr, link: Link) {
+        self.routes.write().insert(addr, link);
+    }
+
+    /// Removes the route for `addr`.
+    pub fn remove(&self, addr: IpAddr) {
+        self.routes.write().remove(&addr);
+    }
+
+    /// Sends `packet` to the client holding its destination; `false` when none does.
+    pub fn forward(&self, dst: IpAddr, packet: &[u8]) -> bool {
+        let routes = self.routes.read();
+        match routes.get(&dst) {
+            Some(link) => {
+                // A slow client loses its own packets, not everyone's.
+                let _ = link.try_send_packet(packet);
+                self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            no_route: self.counters.no_route.load(Ordering::Relaxed),
+            spoofed: self.counters.spoofed.load(Ordering::Relaxed),
+            forwarded: self.counters.forwarded.load(Ordering::Relaxed),
+            routes: self.routes.read().len(),
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "tun"))]
+pub use device::*;
+
+#[cfg(all(target_os = "linux", feature = "tun"))]
+mod device {
+    use super::*;
+
+    /// A TUN device (tun-rs, tokio).
+    pub type Device = tun_rs::AsyncDevice;
+
+    /// Creates TUN device `name` (empty: the kernel picks) with `addresses` and `mtu`, up.
+    ///
+    /// # Errors
+    ///
+    /// No permission (needs `CAP_NET_ADMIN`), no `/dev/net/tun`, or the name is taken.
+    pub fn open(name: &str, addresses: &[TunnelAddress], mtu: u16) -> io::Result<Arc<Device>> {
+        let mut builder = tun_rs::DeviceBuilder::new().mtu(mtu);
+        if !name.is_empty() {
+            builder = builder.name(name);
+        }
+        for a in addresses {
+            builder = match a.addr {
+                IpAddr::V4(v4) => builder.ipv4(v4, a.prefix, None),
+                IpAddr::V6(v6) => builder.ipv6(v6, a.prefix),
+            };
+        }
+        let device = builder.build_async().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create TUN device {name:?}: {e} (needs root or CAP_NET_ADMIN and /dev/net/tun)"),
+            )
+        })?;
+        Ok(Arc::new(device))
+    }
+
+    /// Server: reads packets from the device and sends each to the client holding its
+    /// destination. Runs until the device fails.
+    ///
+    /// # Errors
+    ///
+    /// Reading the device failed.
+    pub async fn server_device_loop(device: Arc<Device>, router: Arc<Router>) -> io::Result<()> {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = device.recv(&mut buf).await?;
+            let packet = &buf[..n];
+            let Some((_, dst)) = addresses(packet) else {
+                continue;
+            };
+            if !router.forward(dst, packet) {
+                router.counters.no_route.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Server: carries one client's packets to the device, or straight to another client.
+    /// Packets from addresses not in `own` are dropped (anti-spoofing). Returns when the
+    /// link's incoming queue ends.
+    pub async fn server_link_loop(
+        mut incoming: mpsc::Receiver<Incoming>,
+        own: Vec<IpAddr>,
+        device: Arc<Device>,
+        router: Arc<Router>,
+    ) {
+        while let Some(item) = incoming.recv().await {
+            let Incoming::Packet(packet) = item else {
+                continue;
+            };
+            let Some((src, dst)) = addresses(&packet) else {
+                continue;
+            };
+            if !own.contains(&src) {
+                router.counters.spoofed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if router.forward(dst, &packet) {
+                continue;
+            }
+            if let Err(e) = device.send(&packet).await {
+                tracing::debug!(error = %e, "TUN write failed");
+            }
+        }
+    }
+
+    /// Client: reads packets from the device and sends them on whatever link is current
+    /// (waiting while its outbound buffer is full; dropping while there is none). Runs until
+    /// the device fails.
+    ///
+    /// # Errors
+    ///
+    /// Reading the device failed.
+    pub async fn client_device_loop(
+        device: Arc<Device>,
+        mut current: watch::Receiver<Option<Link>>,
+    ) -> io::Result<()> {
+        let mut buf = vec![0u8; 65_536];
+        let mut link = current.borrow_and_update().clone();
+        loop {
+            let n = device.recv(&mut buf).await?;
+            if current.has_changed().unwrap_or(false) {
+                link = current.borrow_and_update().clone();
+            }
+            if let Some(l) = &link {
+                if l.send_packet(&buf[..n]).await.is_err() {
+                    link = None;
+                }
+            }
+        }
+    }
+
+    /// Client: writes the link's packets to the device until the link's queue ends.
+    pub async fn client_link_loop(mut incoming: mpsc::Receiver<Incoming>, device: Arc<Device>) {
+        while let Some(item) = incoming.recv().await {
+            if let Incoming::Packet(packet) = item {
+                if let Err(e) = device.send(&packet).await {
+                    tracing::debug!(error = %e, "TUN write failed");
+                }
+            }
+        }
+    }
+}
+
+/// Leases shared between sessions: the server's [`AddressPool`]s behind one lock.
+#[derive(Debug, Default)]
+pub struct Pools {
+    pools: Mutex<Vec<AddressPool>>,
+}
+
+impl Pools {
+    /// One pool per address family in use.
+    pub fn new(pools: Vec<AddressPool>) -> Self {
+        Self {
+            pools: Mutex::new(pools),
+        }
+    }
+
+    /// One address from each pool for `identity`, with the pool's prefix, honouring the
+    /// client's requests where free. All or nothing.
+    ///
+    /// # Errors
+    ///
+    /// A pool could not give an address (the reason is sent to the client).
+    pub fn lease(
+        &self,
+        identity: &str,
+        requested: &[TunnelAddress],
+    ) -> Result<Vec<TunnelAddress>, PoolError> {
+        let mut pools = self.pools.lock();
+        let mut leased = Vec::new();
+        for i in 0..pools.len() {
+            let want = requested
+                .iter()
+                .map(|t| t.addr)
+                .find(|a| pools[i].network().contains(*a));
+            match pools[i].lease(identity, want) {
+                Ok(addr) => leased.push(TunnelAddress {
+                    addr,
+                    prefix: pools[i].network().prefix(),
+                }),
+                Err(e) => {
+                    for t in &leased {
+                        for pool in pools.iter_mut() {
+                            pool.release(t.addr);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(leased)
+    }
+
+    /// Returns a session's addresses.
+    pub fn release(&self, addresses: &[TunnelAddress]) {
+        let mut pools = self.pools.lock();
+        for t in addresses {
+            for pool in pools.iter_mut() {
+                pool.release(t.addr);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn leases_skip_reserved_network_and_broadcast_and_stick_per_identity() {
+        let mut pool = AddressPool::new(net("10.8.0.0/30"), ["10.8.0.1".parse().unwrap()]);
+        // /30: .0 network, .1 server, .3 broadcast: only .2 is left.
+        let a = pool.lease("alice", None).unwrap();
+        assert_eq!(a, "10.8.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            pool.lease("bob", None),
+            Err(PoolError::Exhausted(net("10.8.0.0/30")))
+        );
+        pool.release(a);
+        assert_eq!(pool.lease("alice", None).unwrap(), a);
+        // Leased to alice but free: bob may have it once nothing else is left.
+        pool.release(a);
+        assert_eq!(pool.lease("bob", None).unwrap(), a);
+        pool.release(a);
+        assert_eq!(pool.lease("alice", None).unwrap(), a);
+    }
+
+    #[test]
+    fn fixed_and_requested_addresses() {
+        let mut pool = AddressPool::new(net("10.8.0.0/24"), ["10.8.0.1".parse().unwrap()]);
+        pool.fix("alice", "10.8.0.50".parse().unwrap()).unwrap();
+        assert!(pool.fix("eve", "10.9.0.1".parse().unwrap()).is_err());
+        assert_eq!(
+            pool.lease("alice", None).unwrap(),
+            "10.8.0.50".parse::<IpAddr>().unwrap()
+        );
+        // A second session of the same fixed identity is refused, not given another address.
+        assert!(matches!(
+            pool.lease("alice", None),
+            Err(PoolError::InUse { .. })
+        ));
+        // Nobody else gets alice's fixed address, even when asking for it.
+        let bob = pool
+            .lease("bob", Some("10.8.0.50".parse().unwrap()))
+            .unwrap();
+        assert_ne!(bob, "10.8.0.50".parse::<IpAddr>().unwrap());
+        // A free requested address is honoured.
+        let carol = pool
+            .lease("carol", Some("10.8.0.77".parse().unwrap()))
+            .unwrap();
+        assert_eq!(carol, "10.8.0.77".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn ipv6_pools_work() {
+        let mut pool = AddressPool::new(net("fd00:8::/64"), ["fd00:8::1".parse().unwrap()]);
+        assert_eq!(
+            pool.lease("alice", None).unwrap(),
+            "fd00:8::2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            pool.lease("bob", None).unwrap(),
+            "fd00:8::3".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn packet_addresses() {
+        let mut v4 = vec![0u8; 20];
+        v4[0] = 0x45;
+        v4[12..16].copy_from_slice(&[10, 8, 0, 2]);
+        v4[16..20].copy_from_slice(&[10, 8, 0, 1]);
+        assert_eq!(
+            addresses(&v4),
+            Some(("10.8.0.2".parse().unwrap(), "10.8.0.1".parse().unwrap()))
+        );
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[23] = 2;
+        v6[39] = 1;
+        assert_eq!(
+            addresses(&v6),
+            Some(("::2".parse().unwrap(), "::1".parse().unwrap()))
+        );
+        assert_eq!(addresses(&[0x45; 10]), None);
+        assert_eq!(addresses(&[]), None);
+        assert_eq!(addresses(&[0x10; 60]), None);
+    }
+}

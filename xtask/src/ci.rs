@@ -12,7 +12,12 @@ const CARGO_DENY_VERSION: &str = "0.20.2";
 
 /// Programs the tests need, with the Debian package that provides each. Tests that need one
 /// skip with a printed reason when it is missing; CI (root) installs them so they run for real.
-const APT_PACKAGES: &[(&str, &str)] = &[("redis-server", "redis-server")];
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    // The TUN end-to-end test pings through the tunnel between two network namespaces.
+    ("ping", "iputils-ping"),
+    ("ip", "iproute2"),
+];
 
 /// Examples that run to completion on their own, with no network beyond loopback and no root.
 const UNATTENDED_EXAMPLES: &[&str] = &[

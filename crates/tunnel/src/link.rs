@@ -157,7 +157,8 @@ pub(crate) struct Shared {
     pub(crate) drained: Notify,
     pub(crate) closed: watch::Sender<Option<CloseReason>>,
     pub(crate) shutting: AtomicBool,
-    incoming: mpsc::Sender<Incoming>,
+    /// Taken when the link closes, so the application's queue ends.
+    incoming: Mutex<Option<mpsc::Sender<Incoming>>>,
     counters: Counters,
     pub(crate) config: LinkConfig,
     peer: Hello,
@@ -252,7 +253,7 @@ impl Link {
             drained: Notify::new(),
             closed: watch::channel(None).0,
             shutting: AtomicBool::new(false),
-            incoming: incoming_tx,
+            incoming: Mutex::new(Some(incoming_tx)),
             counters: Counters::default(),
             config,
             peer: hello.clone(),
@@ -427,11 +428,14 @@ fn drain_events(session: &mut Session) -> Vec<Event> {
 }
 
 fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
+    let Some(incoming) = shared.incoming.lock().clone() else {
+        return;
+    };
     for event in events {
         match event {
             Event::Packet(packet) => {
                 // A full queue drops the packet, as a router would; TCP inside recovers.
-                let dropped = shared.incoming.try_send(Incoming::Packet(packet)).is_err();
+                let dropped = incoming.try_send(Incoming::Packet(packet)).is_err();
                 if dropped {
                     shared
                         .counters
@@ -445,10 +449,7 @@ fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
                     true
                 } else {
                     let stream = new_stream(shared, &mut streams, id);
-                    match shared
-                        .incoming
-                        .try_send(Incoming::Stream { target, stream })
-                    {
+                    match incoming.try_send(Incoming::Stream { target, stream }) {
                         Ok(()) => false,
                         Err(e) => {
                             // Dropping the stream resets it; forget it first so the reset
@@ -493,7 +494,7 @@ fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
                 }
             }
             Event::Control { kind, body } => {
-                let _ = shared.incoming.try_send(Incoming::Control { kind, body });
+                let _ = incoming.try_send(Incoming::Control { kind, body });
             }
             Event::Closed(reason) => {
                 tracing::debug!(?reason, "tunnel session closed");
@@ -508,6 +509,7 @@ fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
 /// Marks the link closed: wakes every waiter and ends every stream.
 fn finish(shared: &Arc<Shared>, reason: CloseReason) {
     shared.shutting.store(true, Ordering::Release);
+    shared.incoming.lock().take();
     shared.closed.send_if_modified(|slot| {
         if slot.is_none() {
             *slot = Some(reason);

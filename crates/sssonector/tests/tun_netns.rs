@@ -1,0 +1,321 @@
+//! TUN mode end to end: a server and a client, each in its own network namespace, joined by a
+//! veth pair. Ping both ways (IPv4 and IPv6), 100 MiB through the tunnel with matching
+//! sha256, and `kill -9` of the server: after a restart the client reconnects and traffic
+//! resumes within 10 s.
+//!
+//! Needs root, `/dev/net/tun`, `ip` (iproute2), `ping` and `python3` (for the transfer's two
+//! ends); without them it prints why and passes. CI runs as root.
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn missing_prerequisite() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun".into());
+    }
+    for tool in ["ip", "ping", "python3"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn must(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces and a veth pair, named after this process; removed on drop, with every
+/// process started in them.
+struct Net {
+    server_ns: String,
+    client_ns: String,
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let id = std::process::id();
+        let net = Net {
+            server_ns: format!("sss-s-{id}"),
+            client_ns: format!("sss-c-{id}"),
+            dir: std::env::temp_dir().join(format!("sss-netns-{id}")),
+            children: Vec::new(),
+        };
+        let (a, b) = (format!("sv{id}a"), format!("sv{id}b"));
+        must(&["ip", "netns", "add", &net.server_ns]);
+        must(&["ip", "netns", "add", &net.client_ns]);
+        must(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+        must(&["ip", "link", "set", &a, "netns", &net.server_ns]);
+        must(&["ip", "link", "set", &b, "netns", &net.client_ns]);
+        for (ns, dev, addr) in [
+            (&net.server_ns, &a, "192.168.77.1/24"),
+            (&net.client_ns, &b, "192.168.77.2/24"),
+        ] {
+            must(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        std::fs::create_dir_all(&net.dir).unwrap();
+        net
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).args(args);
+        command
+    }
+
+    fn ping(&self, ns: &str, addr: &str) -> bool {
+        self.exec(ns, &["ping", "-c", "1", "-W", "1", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Pings until it answers or `limit` passes; returns how long it took.
+    fn ping_within(&self, ns: &str, addr: &str, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.ping(ns, addr) {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    fn start(&mut self, ns: &str, config: &Path, log: &str) -> usize {
+        let log = std::fs::File::create(self.dir.join(log)).unwrap();
+        let child = self
+            .exec(
+                ns,
+                &[
+                    env!("CARGO_BIN_EXE_sssonector"),
+                    "run",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--log-level",
+                    "debug",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        sh(&["ip", "netns", "del", &self.server_ns]);
+        sh(&["ip", "netns", "del", &self.client_ns]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sssonector(dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const SINK: &str = r#"
+import hashlib, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5001)); s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"#;
+
+const SOURCE: &str = r#"
+import hashlib, random, socket, sys, time
+r = random.Random(7); h = hashlib.sha256(); total = 100 << 20; sent = 0
+c = socket.create_connection((sys.argv[1], 5001))
+started = time.time()
+while sent < total:
+    b = r.randbytes(1 << 20); c.sendall(b); h.update(b); sent += len(b)
+c.shutdown(socket.SHUT_WR); c.recv(1); took = time.time() - started
+print(sent, h.hexdigest(), "%.2f" % (sent * 8 / took / 1e6), flush=True)
+"#;
+
+#[test]
+fn tun_mode_between_two_namespaces() {
+    if let Some(reason) = missing_prerequisite() {
+        println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
+        return;
+    }
+    let mut net = Net::new();
+    let dir = net.dir.clone();
+    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
+    sssonector(
+        &dir,
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "pki",
+            "--server",
+            "192.168.77.1",
+            "--out",
+            "server",
+        ],
+    );
+    sssonector(
+        &dir,
+        &[
+            "certs", "issue", "--dir", "pki", "--client", "alice", "--out", "client",
+        ],
+    );
+    let server_config = dir.join("server.toml");
+    std::fs::write(
+        &server_config,
+        "role = \"server\"\nmode = \"tun\"\n\
+         [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\ncrls = [\"pki/ca.crl\"]\n\
+         [server]\nlisten = \"192.168.77.1:8443\"\n\
+         [tun]\nname = \"sss-srv\"\naddress = \"10.77.0.1/24\"\npool = \"10.77.0.0/24\"\n\
+         address6 = \"fd77::1/64\"\npool6 = \"fd77::/64\"\nmtu = 1400\n\
+         [keepalive]\ninterval = \"1s\"\ntimeout = \"3s\"\n",
+    )
+    .unwrap();
+    let client_config = dir.join("client.toml");
+    std::fs::write(
+        &client_config,
+        "role = \"client\"\nmode = \"tun\"\n\
+         [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+         [client]\nservers = [\"192.168.77.1:8443\"]\n\
+         [tun]\nname = \"sss-cli\"\nmtu = 1400\n\
+         [keepalive]\ninterval = \"1s\"\ntimeout = \"3s\"\n",
+    )
+    .unwrap();
+    let (server_ns, client_ns) = (net.server_ns.clone(), net.client_ns.clone());
+    let server = net.start(&server_ns, &server_config, "server.log");
+    net.start(&client_ns, &client_config, "client.log");
+
+    // Ping both ways, IPv4 and IPv6. The client's addresses are the first of each pool.
+    let first = net.ping_within(&client_ns, "10.77.0.1", Duration::from_secs(15));
+    assert!(
+        first.is_some(),
+        "client → server ping\nserver:\n{}\nclient:\n{}",
+        net.log("server.log"),
+        net.log("client.log")
+    );
+    assert!(net.ping(&server_ns, "10.77.0.2"), "server → client ping");
+    let v6 = net.ping_within(&client_ns, "fd77::1", Duration::from_secs(5));
+    assert!(v6.is_some(), "client → server ping over IPv6");
+    assert!(
+        net.ping(&server_ns, "fd77::2"),
+        "server → client ping over IPv6"
+    );
+
+    // 100 MiB from the client to the server through the tunnel; both ends hash.
+    let mut sink = net
+        .exec(&server_ns, &["python3", "-c", SINK, "10.77.0.1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = sink.stdout.as_mut().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+    }
+    assert_eq!(line.trim(), "listening");
+    let source = net
+        .exec(&client_ns, &["python3", "-c", SOURCE, "10.77.0.1"])
+        .output()
+        .unwrap();
+    let sent = String::from_utf8_lossy(&source.stdout).to_string();
+    let received = String::from_utf8_lossy(&sink.wait_with_output().unwrap().stdout).to_string();
+    let sent: Vec<&str> = sent.split_whitespace().collect();
+    let received: Vec<&str> = received.split_whitespace().collect();
+    assert_eq!(
+        sent.len(),
+        3,
+        "source: {sent:?} {}",
+        String::from_utf8_lossy(&source.stderr)
+    );
+    assert_eq!(received.len(), 2, "sink: {received:?}");
+    assert_eq!(sent[0], (100u64 << 20).to_string());
+    assert_eq!(received[0], sent[0], "bytes received");
+    assert_eq!(received[1], sent[1], "sha256");
+    println!(
+        "100 MiB through the tunnel at {} Mbit/s, sha256 {}",
+        sent[2], sent[1]
+    );
+
+    // kill -9 the server, start it again: the client reconnects and traffic resumes.
+    let child = &mut net.children[server];
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted = Instant::now();
+    net.start(&server_ns, &server_config, "server2.log");
+    let resumed = net.ping_within(&client_ns, "10.77.0.1", Duration::from_secs(10));
+    assert!(
+        resumed.is_some(),
+        "no traffic within 10 s of the restart\nserver:\n{}\nclient:\n{}",
+        net.log("server2.log"),
+        net.log("client.log")
+    );
+    assert!(
+        net.ping(&server_ns, "10.77.0.2"),
+        "the client kept its address"
+    );
+    println!(
+        "traffic resumed {:.2} s after the server restarted",
+        restarted.elapsed().as_secs_f64()
+    );
+}

@@ -32,6 +32,8 @@ pub(crate) struct Running {
     pub(crate) current: Option<watch::Receiver<Option<sssonector_tunnel::Link>>>,
     /// Errors that end the process (a TUN device that cannot be created, say).
     pub(crate) fatal: mpsc::Receiver<String>,
+    /// Keeps the fatal queue open while no task holds a sender.
+    _fatal: mpsc::Sender<String>,
     stop: watch::Sender<bool>,
     server: Option<Server>,
     shutdown_timeout: Duration,
@@ -137,6 +139,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         forwards: Vec::new(),
         current: None,
         fatal,
+        _fatal: fatal_tx.clone(),
         stop,
         server: None,
         shutdown_timeout: Duration::from_secs(10),

@@ -1,0 +1,269 @@
+//! `sssonector run` and `sssonector demo` as an operator uses them, on loopback without root:
+//! systemd readiness through `NOTIFY_SOCKET`, forwarding through the tunnel, SIGHUP reloading
+//! a CRL that revokes the connected client (its session ends and it cannot come back), and
+//! SIGTERM draining to a clean exit.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sssonector(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `sssonector run` with its own notify socket; returns the process and the socket.
+fn start(dir: &Path, config: &str, name: &str) -> (Process, UnixDatagram) {
+    let socket_path = dir.join(format!("{name}.notify"));
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .current_dir(dir)
+        .args(["run", "--config", config])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (Process(child), socket)
+}
+
+/// The next notification that contains `wanted`.
+fn expect(socket: &UnixDatagram, wanted: &str) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("waiting for {wanted:?}: {e}"));
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.contains(wanted) {
+            return message;
+        }
+    }
+}
+
+fn address_after(message: &str, marker: &str) -> SocketAddr {
+    let rest = &message[message.find(marker).unwrap() + marker.len()..];
+    rest.split(|c: char| c.is_whitespace() || c == ';' || c == ',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn echo_target() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = socket.read(&mut buf) {
+                    if n == 0 || socket.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One message through the forwarded port and back; `None` if the tunnel refused it.
+fn through(local: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
+    let mut socket = TcpStream::connect(local).ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.write_all(message).ok()?;
+    let mut back = vec![0u8; message.len()];
+    socket.read_exact(&mut back).ok()?;
+    Some(back)
+}
+
+#[test]
+fn notify_forward_reload_revokes_and_drains() {
+    let dir = std::env::temp_dir().join(format!("sss-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir(dir.clone());
+    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
+    sssonector(
+        &dir,
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "pki",
+            "--server",
+            "localhost",
+            "--out",
+            "server",
+        ],
+    );
+    let issued = sssonector(
+        &dir,
+        &[
+            "certs", "issue", "--dir", "pki", "--client", "alice", "--out", "client",
+        ],
+    );
+    // "issued client certificate … (serial 0a1b…), …"
+    let serial = issued
+        .split("(serial ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .to_owned();
+    let target = echo_target();
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\ncrls = [\"pki/ca.crl\"]\n\
+             [server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n"
+        ),
+    )
+    .unwrap();
+    let (mut server, server_notify) = start(&dir, "server.toml", "server");
+    let ready = expect(&server_notify, "READY=1");
+    let server_addr = address_after(&ready, "serving on ");
+
+    std::fs::write(
+        dir.join("client.toml"),
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n\
+             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let (_client, client_notify) = start(&dir, "client.toml", "client");
+    let ready = expect(&client_notify, "READY=1");
+    let local = address_after(&ready, "echo on ");
+
+    assert_eq!(
+        through(local, b"hello through the tunnel").as_deref(),
+        Some(&b"hello through the tunnel"[..]),
+        "server log:\n{}\nclient log:\n{}",
+        std::fs::read_to_string(dir.join("server.log")).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("client.log")).unwrap_or_default()
+    );
+
+    // Revoke alice and send SIGHUP: the new CRL is loaded, her session is ended, and she
+    // cannot come back.
+    sssonector(&dir, &["certs", "revoke", "--dir", "pki", &serial]);
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    expect(&server_notify, "RELOADING=1");
+    let reloaded = expect(&server_notify, "last reload");
+    assert!(
+        reloaded.contains("1 newly revoked, 1 session(s) ended"),
+        "{reloaded}"
+    );
+    // Her reconnects now fail the TLS handshake (no session resumption gets around the CRL).
+    let refused = Instant::now();
+    let server_log = loop {
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+        if log.contains("connection refused") {
+            break log;
+        }
+        assert!(
+            refused.elapsed() < Duration::from_secs(10),
+            "the revoked client was not refused:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(server_log.contains("revoked"), "{server_log}");
+    assert_eq!(
+        through(local, b"still there?"),
+        None,
+        "a revoked client got through"
+    );
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    expect(&server_notify, "STOPPING=1");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(tmp);
+}
+
+#[test]
+fn demo_runs_with_nothing_configured() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .args(["demo", "--mib", "4", "--connections", "5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "1. certificates",
+        "2. server",
+        "3. client",
+        "4. new connection",
+        "5. 4 streams",
+        "6. done",
+    ] {
+        assert!(text.contains(step), "missing {step:?} in:\n{text}");
+    }
+}

@@ -1,7 +1,8 @@
 //! `sssonector run` and `sssonector demo` as an operator uses them, on loopback without root:
 //! systemd readiness through `NOTIFY_SOCKET`, forwarding through the tunnel, SIGHUP reloading
 //! a CRL that revokes the connected client (its session ends and it cannot come back), and
-//! SIGTERM draining to a clean exit.
+//! SIGTERM draining to a clean exit; the systemd unit in `dist/` verifies.
+#![allow(clippy::print_stdout)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -266,4 +267,43 @@ fn demo_runs_with_nothing_configured() {
     ] {
         assert!(text.contains(step), "missing {step:?} in:\n{text}");
     }
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/sssonector@.service"),
+    )
+    .unwrap()
+    .replace(
+        "/usr/local/bin/sssonector",
+        env!("CARGO_BIN_EXE_sssonector"),
+    );
+    assert!(unit.contains("Type=notify"));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    let dir = std::env::temp_dir().join(format!("sss-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir(dir.clone());
+    let path = dir.join("sssonector@test.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    drop(tmp);
 }

@@ -233,6 +233,14 @@ impl Service<Accepted> for TlsAccept {
             let _ = req.socket.set_nodelay(true);
             let buffered = BufReader::with_capacity(SOCKET_BUFFER, req.socket);
             let tls = acceptor.accept(buffered).await?;
+            // rustls refuses a client offering only other protocols; one offering none gets
+            // through the handshake, so it is refused here.
+            if tls.get_ref().1.alpn_protocol() != Some(crate::proto::ALPN.as_bytes()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the client did not offer ALPN {:?}", crate::proto::ALPN),
+                ));
+            }
             let leaf = tls
                 .get_ref()
                 .1

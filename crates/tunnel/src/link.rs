@@ -27,7 +27,7 @@ use crate::proto::{CloseReason, Event, Hello, Session, State, StreamError};
 use crate::stream::TunnelStream;
 
 /// Stream close codes used by the I/O layer (the session's own are in
-/// [`proto::code`](crate::proto::code)).
+/// [`proto::session_code`](crate::proto::session_code)).
 pub mod stream_code {
     /// The local end went away before finishing the stream.
     pub const CANCELLED: u16 = 10;

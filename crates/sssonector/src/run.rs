@@ -191,11 +191,11 @@ async fn start_server(
     let server = Server::new(section.max_clients);
     running.server = Some(server.clone());
     let session_config = session_config(config, SessionRole::Server);
-    // Client → server upload is what the server reads.
-    let limits = (
-        pacing(config.limits.upload_mbps)?,
-        pacing(config.limits.download_mbps)?,
-    );
+    // Per client: each connection gets its own budgets. Client → server upload is what the
+    // server reads. (Checked here once, so the per-connection builds cannot fail.)
+    let limits = (config.limits.upload_mbps, config.limits.download_mbps);
+    pacing(limits.0)?;
+    pacing(limits.1)?;
     let mode = Arc::new(match config.mode {
         Mode::Forward => ServerMode::Forward(Targets::new(
             config
@@ -235,7 +235,7 @@ async fn start_server(
                     handshaken,
                     session_config.clone(),
                     Arc::clone(&mode),
-                    limits.clone(),
+                    limits,
                     tracker.clone(),
                 )
             })
@@ -258,9 +258,13 @@ async fn serve_client(
     handshaken: Handshaken,
     session_config: SessionConfig,
     mode: Arc<ServerMode>,
-    limits: (Option<Pacing>, Option<Pacing>),
+    (upload_mbps, download_mbps): (Option<f64>, Option<f64>),
     server: Server,
 ) {
+    let limits = (
+        pacing(upload_mbps).ok().flatten(),
+        pacing(download_mbps).ok().flatten(),
+    );
     let Handshaken {
         tls,
         peer,

@@ -307,3 +307,70 @@ fn the_systemd_unit_verifies() {
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
     drop(tmp);
 }
+
+#[test]
+fn a_client_upload_limit_paces_its_bytes() {
+    let dir = std::env::temp_dir().join(format!("sss-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir(dir.clone());
+    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
+    sssonector(
+        &dir,
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "pki",
+            "--server",
+            "localhost",
+            "--out",
+            "server",
+        ],
+    );
+    sssonector(
+        &dir,
+        &[
+            "certs", "issue", "--dir", "pki", "--client", "bob", "--out", "client",
+        ],
+    );
+    let target = echo_target();
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n\
+             [limits]\nupload_mbps = 40\n"
+        ),
+    )
+    .unwrap();
+    let (_server, server_notify) = start(&dir, "server.toml", "server");
+    let server_addr = address_after(&expect(&server_notify, "READY=1"), "serving on ");
+    std::fs::write(
+        dir.join("client.toml"),
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n\
+             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let (_client, client_notify) = start(&dir, "client.toml", "client");
+    let local = address_after(&expect(&client_notify, "READY=1"), "echo on ");
+    // Warm up (the tunnel connects), then time 4 MiB through the 40 Mbit/s upload limit.
+    assert!(through(local, b"warm").is_some());
+    let payload = vec![5u8; 4 << 20];
+    let started = Instant::now();
+    let back = through(local, &payload).expect("echoed");
+    let took = started.elapsed();
+    assert_eq!(back.len(), payload.len());
+    let mbps = (payload.len() * 8) as f64 / took.as_secs_f64() / 1e6;
+    println!("4 MiB through a 40 Mbit/s upload limit: {took:?}, {mbps:.1} Mbit/s of payload");
+    // 33.5 Mbit at 40 Mbit/s on the wire (5 % overhead) takes ~0.88 s less a 100 ms burst;
+    // without the limit it takes a few milliseconds. Only a lower bound is asserted: a slow
+    // machine can only make it slower.
+    assert!(took >= Duration::from_millis(600), "not paced: {took:?}");
+    drop(tmp);
+}

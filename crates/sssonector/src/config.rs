@@ -91,6 +91,9 @@ pub(crate) struct Tun {
     pub(crate) pool6: Option<String>,
     #[serde(default = "default_mtu")]
     pub(crate) mtu: u16,
+    /// Segmentation offload on the TUN device (fewer, larger reads and writes).
+    #[serde(default = "default_true")]
+    pub(crate) offload: bool,
     /// Fixed addresses per client identity (server).
     #[serde(default)]
     pub(crate) clients: Vec<TunClient>,
@@ -144,6 +147,9 @@ fn default_max_clients() -> usize {
 }
 fn default_handshake_timeout() -> String {
     "10s".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_connections_per_second() -> u32 {
     10

@@ -209,13 +209,19 @@ async fn start_server(
                 .tun
                 .as_ref()
                 .ok_or("mode = \"tun\" needs a [tun] section")?;
-            let device = tun::open(&tun_section.name, &own_addresses(config), tun_section.mtu)
-                .map_err(|e| format!("tun.name: {e}"))?;
+            let device = tun::open(
+                &tun_section.name,
+                &own_addresses(config),
+                tun_section.mtu,
+                tun_section.offload,
+            )
+            .map_err(|e| format!("tun.name: {e}"))?;
+            let mtu = tun_section.mtu;
             let router = Arc::new(tun::Router::new());
             let loop_device = Arc::clone(&device);
             let loop_router = Arc::clone(&router);
             tokio::spawn(async move {
-                if let Err(e) = tun::server_device_loop(loop_device, loop_router).await {
+                if let Err(e) = tun::server_device_loop(loop_device, loop_router, mtu).await {
                     let _ = fatal.send(format!("TUN device: {e}")).await;
                 }
             });
@@ -416,6 +422,7 @@ async fn start_client(
                 .ok_or("mode = \"tun\" needs a [tun] section")?;
             let name = tun_section.name.clone();
             let mtu = tun_section.mtu;
+            let offload = tun_section.offload;
             let device: Arc<Mutex<Option<Arc<tun::Device>>>> = Arc::default();
             let requested: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();
             let runner = Arc::clone(&reconnect);
@@ -449,7 +456,7 @@ async fn start_client(
                                         }
                                         dev
                                     }
-                                    None => match tun::open(&name, &hello.addresses, mtu) {
+                                    None => match tun::open(&name, &hello.addresses, mtu, offload) {
                                         Ok(dev) => {
                                             tracing::info!(device = name, addresses = ?hello.addresses, "TUN device up");
                                             *requested.lock() = hello.addresses.clone();
@@ -457,7 +464,7 @@ async fn start_client(
                                             let pump = Arc::clone(&dev);
                                             let fatal = fatal.clone();
                                             tokio::spawn(async move {
-                                                if let Err(e) = tun::client_device_loop(pump, current).await {
+                                                if let Err(e) = tun::client_device_loop(pump, current, mtu).await {
                                                     let _ = fatal.send(format!("TUN device: {e}")).await;
                                                 }
                                             });

@@ -189,6 +189,71 @@ c.shutdown(socket.SHUT_WR); c.recv(1); took = time.time() - started
 print(sent, h.hexdigest(), "%.2f" % (sent * 8 / took / 1e6), flush=True)
 "#;
 
+const ECHO: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5002)); s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+while True:
+    b = c.recv(4096)
+    if not b: break
+    c.sendall(b)
+"#;
+
+/// Connects, echoes once, waits for the go file (the outage happens meanwhile), echoes again.
+const LONG_LIVED: &str = r#"
+import os, socket, sys, time
+c = socket.create_connection((sys.argv[1], 5002), timeout=20)
+c.sendall(b"before"); assert c.recv(16) == b"before"
+print("before ok", flush=True)
+deadline = time.time() + 60
+while not os.path.exists(sys.argv[2]) and time.time() < deadline:
+    time.sleep(0.05)
+c.sendall(b"after"); print("after ok" if c.recv(16) == b"after" else "after wrong", flush=True)
+"#;
+
+fn first_line(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().unwrap();
+    // One byte at a time through a BufReader that is dropped: fine for one short line.
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().to_owned()
+}
+
+/// 100 MiB from the client namespace to `addr` in the server namespace; returns the
+/// sender's Mbit/s and the sha256 both ends agreed on.
+fn transfer(net: &Net, addr: &str) -> (f64, String) {
+    let mut sink = net
+        .exec(&net.server_ns, &["python3", "-c", SINK, addr])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(first_line(&mut sink), "listening");
+    let source = net
+        .exec(&net.client_ns, &["python3", "-c", SOURCE, addr])
+        .output()
+        .unwrap();
+    let sent = String::from_utf8_lossy(&source.stdout).to_string();
+    let received = String::from_utf8_lossy(&sink.wait_with_output().unwrap().stdout).to_string();
+    let sent: Vec<&str> = sent.split_whitespace().collect();
+    let received: Vec<&str> = received.split_whitespace().collect();
+    assert_eq!(
+        sent.len(),
+        3,
+        "source to {addr}: {sent:?} {}",
+        String::from_utf8_lossy(&source.stderr)
+    );
+    assert_eq!(received.len(), 2, "sink at {addr}: {received:?}");
+    assert_eq!(sent[0], (100u64 << 20).to_string());
+    assert_eq!(received[0], sent[0], "bytes received at {addr}");
+    assert_eq!(received[1], sent[1], "sha256 at {addr}");
+    (sent[2].parse().unwrap(), sent[1].to_owned())
+}
+
 #[test]
 fn tun_mode_between_two_namespaces() {
     if let Some(reason) = missing_prerequisite() {
@@ -258,43 +323,38 @@ fn tun_mode_between_two_namespaces() {
         "server → client ping over IPv6"
     );
 
-    // 100 MiB from the client to the server through the tunnel; both ends hash.
-    let mut sink = net
-        .exec(&server_ns, &["python3", "-c", SINK, "10.77.0.1"])
+    // 100 MiB from the client to the server through the tunnel; both ends hash. The same
+    // straight over the veth pair, in the same run, is the baseline.
+    let (tunnel_mbps, sha) = transfer(&net, "10.77.0.1");
+    let (direct_mbps, _) = transfer(&net, "192.168.77.1");
+    println!(
+        "100 MiB through the tunnel at {tunnel_mbps:.0} Mbit/s; straight over veth {direct_mbps:.0} Mbit/s ({:.2}×); sha256 {sha}",
+        tunnel_mbps / direct_mbps
+    );
+
+    // A TCP connection inside the tunnel, open across the outage below.
+    let mut echo = net
+        .exec(&server_ns, &["python3", "-c", ECHO, "10.77.0.1"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    {
-        use std::io::BufRead;
-        let stdout = sink.stdout.as_mut().unwrap();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-    }
-    assert_eq!(line.trim(), "listening");
-    let source = net
-        .exec(&client_ns, &["python3", "-c", SOURCE, "10.77.0.1"])
-        .output()
+    assert_eq!(first_line(&mut echo), "listening");
+    let go = dir.join("go");
+    let mut long_lived = net
+        .exec(
+            &client_ns,
+            &[
+                "python3",
+                "-c",
+                LONG_LIVED,
+                "10.77.0.1",
+                go.to_str().unwrap(),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let sent = String::from_utf8_lossy(&source.stdout).to_string();
-    let received = String::from_utf8_lossy(&sink.wait_with_output().unwrap().stdout).to_string();
-    let sent: Vec<&str> = sent.split_whitespace().collect();
-    let received: Vec<&str> = received.split_whitespace().collect();
-    assert_eq!(
-        sent.len(),
-        3,
-        "source: {sent:?} {}",
-        String::from_utf8_lossy(&source.stderr)
-    );
-    assert_eq!(received.len(), 2, "sink: {received:?}");
-    assert_eq!(sent[0], (100u64 << 20).to_string());
-    assert_eq!(received[0], sent[0], "bytes received");
-    assert_eq!(received[1], sent[1], "sha256");
-    println!(
-        "100 MiB through the tunnel at {} Mbit/s, sha256 {}",
-        sent[2], sent[1]
-    );
+    assert_eq!(first_line(&mut long_lived), "before ok");
 
     // kill -9 the server, start it again: the client reconnects and traffic resumes.
     let child = &mut net.children[server];
@@ -318,4 +378,24 @@ fn tun_mode_between_two_namespaces() {
         "traffic resumed {:.2} s after the server restarted",
         restarted.elapsed().as_secs_f64()
     );
+    // The connection opened before the outage carries data again.
+    std::fs::write(&go, b"").unwrap();
+    let out = long_lived.wait_with_output().unwrap();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "after ok",
+        "a TCP connection inside the tunnel did not survive the server restart"
+    );
+    println!("a TCP connection inside the tunnel survived the restart");
+    for log in ["server.log", "client.log"] {
+        for line in net
+            .log(log)
+            .lines()
+            .filter(|l| l.contains("TUN device created"))
+        {
+            println!("{log}: {line}");
+        }
+    }
 }

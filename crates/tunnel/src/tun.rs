@@ -292,34 +292,154 @@ pub use device::*;
 
 #[cfg(all(target_os = "linux", feature = "tun"))]
 mod device {
+    use bytes::{Bytes, BytesMut};
+    use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
     use super::*;
 
     /// A TUN device (tun-rs, tokio).
     pub type Device = tun_rs::AsyncDevice;
 
     /// Creates TUN device `name` (empty: the kernel picks) with `addresses` and `mtu`, up.
+    /// With `offload`, the device takes and gives TCP/UDP segmentation offload super-packets
+    /// (`IFF_VNET_HDR`, `TUNSETOFFLOAD`): one read returns up to 64 KiB that is split into
+    /// packets here, and packets written together are coalesced (GRO) into few writes. A
+    /// kernel that refuses offload gets a plain device, with a warning.
     ///
     /// # Errors
     ///
     /// No permission (needs `CAP_NET_ADMIN`), no `/dev/net/tun`, or the name is taken.
-    pub fn open(name: &str, addresses: &[TunnelAddress], mtu: u16) -> io::Result<Arc<Device>> {
-        let mut builder = tun_rs::DeviceBuilder::new().mtu(mtu);
-        if !name.is_empty() {
-            builder = builder.name(name);
+    pub fn open(
+        name: &str,
+        addresses: &[TunnelAddress],
+        mtu: u16,
+        offload: bool,
+    ) -> io::Result<Arc<Device>> {
+        let build = |offload: bool| {
+            let mut builder = tun_rs::DeviceBuilder::new().mtu(mtu).offload(offload);
+            if !name.is_empty() {
+                builder = builder.name(name);
+            }
+            for a in addresses {
+                builder = match a.addr {
+                    IpAddr::V4(v4) => builder.ipv4(v4, a.prefix, None),
+                    IpAddr::V6(v6) => builder.ipv6(v6, a.prefix),
+                };
+            }
+            builder.build_async()
+        };
+        let device = match build(offload) {
+            Err(e) if offload => {
+                tracing::warn!(device = name, error = %e, "TUN offload refused; using a plain device");
+                build(false)
+            }
+            other => other,
         }
-        for a in addresses {
-            builder = match a.addr {
-                IpAddr::V4(v4) => builder.ipv4(v4, a.prefix, None),
-                IpAddr::V6(v6) => builder.ipv6(v6, a.prefix),
-            };
-        }
-        let device = builder.build_async().map_err(|e| {
+        .map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("cannot create TUN device {name:?}: {e} (needs root or CAP_NET_ADMIN and /dev/net/tun)"),
+                format!(
+                    "cannot create TUN device {name:?}: {e} (needs root or CAP_NET_ADMIN and /dev/net/tun)"
+                ),
             )
         })?;
+        tracing::info!(
+            device = name,
+            tcp_offload = device.tcp_gso(),
+            udp_offload = device.udp_gso(),
+            "TUN device created"
+        );
         Ok(Arc::new(device))
+    }
+
+    /// Reads the device: each read may hold many packets (offload), handed to `each` one by
+    /// one. Buffers are allocated once.
+    struct Reader {
+        original: Vec<u8>,
+        bufs: Vec<Vec<u8>>,
+        sizes: Vec<usize>,
+    }
+
+    impl Reader {
+        fn new(mtu: usize) -> Self {
+            Self {
+                original: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
+                bufs: vec![vec![0; mtu.max(1500) + 64]; IDEAL_BATCH_SIZE],
+                sizes: vec![0; IDEAL_BATCH_SIZE],
+            }
+        }
+
+        async fn read(&mut self, device: &Device) -> io::Result<usize> {
+            device
+                .recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0)
+                .await
+        }
+
+        fn packet(&self, i: usize) -> &[u8] {
+            &self.bufs[i][..self.sizes[i]]
+        }
+    }
+
+    /// Writes packets to the device in batches: with offload they are coalesced (GRO) into
+    /// super-packets, so a burst of packets costs a few writes, not one each.
+    struct Writer {
+        bufs: Vec<BytesMut>,
+        gro: GROTable,
+    }
+
+    impl Writer {
+        fn new() -> Self {
+            Self {
+                bufs: Vec::with_capacity(IDEAL_BATCH_SIZE),
+                gro: GROTable::default(),
+            }
+        }
+
+        async fn write(&mut self, device: &Device, packets: &[Bytes]) {
+            if packets.is_empty() {
+                return;
+            }
+            while self.bufs.len() < packets.len() {
+                self.bufs
+                    .push(BytesMut::with_capacity(VIRTIO_NET_HDR_LEN + 1500));
+            }
+            for (buf, packet) in self.bufs.iter_mut().zip(packets) {
+                buf.clear();
+                buf.resize(VIRTIO_NET_HDR_LEN, 0);
+                buf.extend_from_slice(packet);
+            }
+            if let Err(e) = device
+                .send_multiple(
+                    &mut self.gro,
+                    &mut self.bufs[..packets.len()],
+                    VIRTIO_NET_HDR_LEN,
+                )
+                .await
+            {
+                tracing::debug!(error = %e, "TUN write failed");
+            }
+        }
+    }
+
+    /// Takes the next packets from `incoming`: waits for one, then takes whatever else is
+    /// already queued, up to a batch. `None` when the queue has ended.
+    async fn next_batch(
+        incoming: &mut mpsc::Receiver<Incoming>,
+        batch: &mut Vec<Bytes>,
+    ) -> Option<()> {
+        batch.clear();
+        let first = incoming.recv().await?;
+        let mut item = Some(first);
+        while let Some(next) = item {
+            if let Incoming::Packet(packet) = next {
+                batch.push(packet);
+            }
+            if batch.len() >= IDEAL_BATCH_SIZE {
+                break;
+            }
+            item = incoming.try_recv().ok();
+        }
+        Some(())
     }
 
     /// Server: reads packets from the device and sends each to the client holding its
@@ -328,16 +448,22 @@ mod device {
     /// # Errors
     ///
     /// Reading the device failed.
-    pub async fn server_device_loop(device: Arc<Device>, router: Arc<Router>) -> io::Result<()> {
-        let mut buf = vec![0u8; 65_536];
+    pub async fn server_device_loop(
+        device: Arc<Device>,
+        router: Arc<Router>,
+        mtu: u16,
+    ) -> io::Result<()> {
+        let mut reader = Reader::new(usize::from(mtu));
         loop {
-            let n = device.recv(&mut buf).await?;
-            let packet = &buf[..n];
-            let Some((_, dst)) = addresses(packet) else {
-                continue;
-            };
-            if !router.forward(dst, packet) {
-                router.counters.no_route.fetch_add(1, Ordering::Relaxed);
+            let n = reader.read(&device).await?;
+            for i in 0..n {
+                let packet = reader.packet(i);
+                let Some((_, dst)) = addresses(packet) else {
+                    continue;
+                };
+                if !router.forward(dst, packet) {
+                    router.counters.no_route.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -351,23 +477,21 @@ mod device {
         device: Arc<Device>,
         router: Arc<Router>,
     ) {
-        while let Some(item) = incoming.recv().await {
-            let Incoming::Packet(packet) = item else {
-                continue;
-            };
-            let Some((src, dst)) = addresses(&packet) else {
-                continue;
-            };
-            if !own.contains(&src) {
-                router.counters.spoofed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if router.forward(dst, &packet) {
-                continue;
-            }
-            if let Err(e) = device.send(&packet).await {
-                tracing::debug!(error = %e, "TUN write failed");
-            }
+        let mut writer = Writer::new();
+        let mut batch = Vec::with_capacity(IDEAL_BATCH_SIZE);
+        while next_batch(&mut incoming, &mut batch).await.is_some() {
+            batch.retain(|packet| {
+                let Some((src, dst)) = addresses(packet) else {
+                    return false;
+                };
+                if !own.contains(&src) {
+                    router.counters.spoofed.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                // To another client: sent on here; to the server: kept for the device.
+                !router.forward(dst, packet)
+            });
+            writer.write(&device, &batch).await;
         }
     }
 
@@ -381,17 +505,20 @@ mod device {
     pub async fn client_device_loop(
         device: Arc<Device>,
         mut current: watch::Receiver<Option<Link>>,
+        mtu: u16,
     ) -> io::Result<()> {
-        let mut buf = vec![0u8; 65_536];
+        let mut reader = Reader::new(usize::from(mtu));
         let mut link = current.borrow_and_update().clone();
         loop {
-            let n = device.recv(&mut buf).await?;
+            let n = reader.read(&device).await?;
             if current.has_changed().unwrap_or(false) {
                 link = current.borrow_and_update().clone();
             }
-            if let Some(l) = &link {
-                if l.send_packet(&buf[..n]).await.is_err() {
-                    link = None;
+            for i in 0..n {
+                if let Some(l) = &link {
+                    if l.send_packet(reader.packet(i)).await.is_err() {
+                        link = None;
+                    }
                 }
             }
         }
@@ -399,12 +526,10 @@ mod device {
 
     /// Client: writes the link's packets to the device until the link's queue ends.
     pub async fn client_link_loop(mut incoming: mpsc::Receiver<Incoming>, device: Arc<Device>) {
-        while let Some(item) = incoming.recv().await {
-            if let Incoming::Packet(packet) = item {
-                if let Err(e) = device.send(&packet).await {
-                    tracing::debug!(error = %e, "TUN write failed");
-                }
-            }
+        let mut writer = Writer::new();
+        let mut batch = Vec::with_capacity(IDEAL_BATCH_SIZE);
+        while next_batch(&mut incoming, &mut batch).await.is_some() {
+            writer.write(&device, &batch).await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask ci`: exactly what CI runs (format, lints, tests, docs, benchmark and example
 //!   builds, the unattended examples, dependency policy). Installs missing tools itself.
+//! - `cargo xtask bench tunnel`: the tunnel end to end beside loopback and veth baselines.
 //! - `cargo xtask bench [FILTER]`: runs the criterion benchmarks that set our crates beside
 //!   their anchors and prints the overhead ratios the crate READMEs quote.
 
@@ -11,6 +12,7 @@
 mod bench;
 mod ci;
 mod cmd;
+mod tunnel;
 
 use std::process::ExitCode;
 
@@ -18,6 +20,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("tunnel") => tunnel::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             eprintln!("{}", USAGE);
@@ -38,4 +41,6 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci              run everything CI runs (installs cargo-deny if missing)
-  bench [FILTER]  run the comparative criterion benchmarks and print overhead ratios";
+  bench [FILTER]  run the comparative criterion benchmarks and print overhead ratios
+  bench tunnel    the tunnel as a whole process: demo (forward mode) and iperf3 through
+                  TUN mode in two network namespaces, each beside its baseline (root)";

@@ -1,0 +1,292 @@
+//! `cargo xtask bench tunnel`: the tunnel as a whole process, each figure beside a baseline
+//! measured in the same run.
+//!
+//! 1. Port forward on loopback (no root): `sssonector demo` with 256 MiB per stream, which
+//!    prints the same transfer straight to its echo target.
+//! 2. TUN mode between two network namespaces joined by veth (root, iperf3): iperf3 through the
+//!    tunnel, 1 and 4 streams, with TUN offload on and off, beside iperf3 straight over the veth
+//!    pair. Installs iperf3 with apt-get when missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{available, cargo, step, workspace_root};
+
+pub(crate) fn run() -> Result<(), String> {
+    step(
+        "sssonector (release)",
+        cargo().args(["build", "--release", "-p", "sssonector"]),
+    )?;
+    let binary = target_dir().join("release").join("sssonector");
+
+    println!("\n## Port forward on loopback: sssonector demo --mib 256\n");
+    let demo = Command::new(&binary)
+        .args(["demo", "--mib", "256", "--streams", "4"])
+        .output()
+        .map_err(|e| format!("demo: {e}"))?;
+    print!("{}", String::from_utf8_lossy(&demo.stdout));
+    if !demo.status.success() {
+        return Err(format!(
+            "demo failed: {}",
+            String::from_utf8_lossy(&demo.stderr)
+        ));
+    }
+
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || !Path::new("/dev/net/tun").exists() {
+        println!("\nTUN mode skipped: needs root and /dev/net/tun");
+        return Ok(());
+    }
+    if !available("iperf3", &["--version"]) {
+        step(
+            "apt-get install iperf3",
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "iperf3"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    println!("\n## TUN mode between two network namespaces (iperf3, 5 s each, MTU 1400)\n");
+    println!("| setup | 1 stream Gbit/s | 4 streams Gbit/s | × veth (1 / 4) |");
+    println!("|---|---|---|---|");
+    let net = Net::new()?;
+    let direct = (net.iperf("192.168.77.1", 1)?, net.iperf("192.168.77.1", 4)?);
+    println!(
+        "| straight over veth (baseline) | {:.2} | {:.2} | 1.00 / 1.00 |",
+        direct.0, direct.1
+    );
+    for offload in [true, false] {
+        let mut tunnel = net.tunnel(&binary, offload)?;
+        let through = (net.iperf("10.77.0.1", 1)?, net.iperf("10.77.0.1", 4)?);
+        tunnel.stop();
+        println!(
+            "| through the tunnel, TUN offload {} | {:.2} | {:.2} | {:.2} / {:.2} |",
+            if offload { "on" } else { "off" },
+            through.0,
+            through.1,
+            through.0 / direct.0,
+            through.1 / direct.1
+        );
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn run_quiet(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Two namespaces joined by veth, removed on drop.
+struct Net {
+    server: String,
+    client: String,
+    dir: PathBuf,
+}
+
+struct Tunnel {
+    children: Vec<Child>,
+}
+
+impl Tunnel {
+    fn stop(&mut self) {
+        // The client first, so it does not log the server's going as an outage.
+        for child in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The devices go with the processes; give the kernel a moment.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Net {
+    fn new() -> Result<Self, String> {
+        let id = std::process::id();
+        let net = Net {
+            server: format!("bench-s-{id}"),
+            client: format!("bench-c-{id}"),
+            dir: std::env::temp_dir().join(format!("sssonector-bench-{id}")),
+        };
+        let (a, b) = (format!("bv{id}a"), format!("bv{id}b"));
+        run_quiet(&["ip", "netns", "add", &net.server])?;
+        run_quiet(&["ip", "netns", "add", &net.client])?;
+        run_quiet(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])?;
+        run_quiet(&["ip", "link", "set", &a, "netns", &net.server])?;
+        run_quiet(&["ip", "link", "set", &b, "netns", &net.client])?;
+        for (ns, dev, addr) in [
+            (&net.server, &a, "192.168.77.1/24"),
+            (&net.client, &b, "192.168.77.2/24"),
+        ] {
+            run_quiet(&["ip", "-n", ns, "addr", "add", addr, "dev", dev])?;
+            run_quiet(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            run_quiet(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        std::fs::create_dir_all(&net.dir).map_err(|e| e.to_string())?;
+        let sssonector = |args: &[&str]| {
+            run_quiet(
+                &[
+                    &[target_dir()
+                        .join("release/sssonector")
+                        .to_str()
+                        .unwrap_or("sssonector")][..],
+                    args,
+                ]
+                .concat(),
+            )
+        };
+        let pki = net.dir.join("pki");
+        let pki = pki.to_str().unwrap_or("pki");
+        sssonector(&["certs", "init", "--dir", pki])?;
+        sssonector(&[
+            "certs",
+            "issue",
+            "--dir",
+            pki,
+            "--server",
+            "192.168.77.1",
+            "--out",
+            "server",
+        ])?;
+        sssonector(&[
+            "certs", "issue", "--dir", pki, "--client", "bench", "--out", "client",
+        ])?;
+        Ok(net)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).args(args);
+        command
+    }
+
+    /// Starts a server and a client and waits until a ping crosses the tunnel.
+    fn tunnel(&self, binary: &Path, offload: bool) -> Result<Tunnel, String> {
+        let write = |name: &str, text: String| {
+            std::fs::write(self.dir.join(name), text).map_err(|e| e.to_string())
+        };
+        write(
+            "server.toml",
+            format!(
+                "role = \"server\"\nmode = \"tun\"\n[tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+                 [server]\nlisten = \"192.168.77.1:8443\"\n\
+                 [tun]\nname = \"bench-srv\"\naddress = \"10.77.0.1/24\"\npool = \"10.77.0.0/24\"\nmtu = 1400\noffload = {offload}\n"
+            ),
+        )?;
+        write(
+            "client.toml",
+            format!(
+                "role = \"client\"\nmode = \"tun\"\n[tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+                 [client]\nservers = [\"192.168.77.1:8443\"]\n\
+                 [tun]\nname = \"bench-cli\"\nmtu = 1400\noffload = {offload}\n"
+            ),
+        )?;
+        let mut tunnel = Tunnel {
+            children: Vec::new(),
+        };
+        for (ns, config) in [(&self.server, "server.toml"), (&self.client, "client.toml")] {
+            let child = self
+                .exec(
+                    ns,
+                    &[
+                        binary.to_str().unwrap_or("sssonector"),
+                        "run",
+                        "--config",
+                        self.dir.join(config).to_str().unwrap_or(config),
+                        "--log-level",
+                        "warn",
+                    ],
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            tunnel.children.push(child);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            let ok = self
+                .exec(&self.client, &["ping", "-c", "1", "-W", "1", "10.77.0.1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(tunnel);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("the tunnel did not come up within 15 s".into())
+    }
+
+    /// iperf3 from the client namespace to `addr` in the server namespace; Gbit/s received.
+    fn iperf(&self, addr: &str, streams: u32) -> Result<f64, String> {
+        let mut server = self
+            .exec(&self.server, &["iperf3", "-s", "-1", "-B", addr])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let out = self
+            .exec(
+                &self.client,
+                &[
+                    "iperf3",
+                    "-c",
+                    addr,
+                    "-t",
+                    "5",
+                    "-P",
+                    &streams.to_string(),
+                    "-J",
+                ],
+            )
+            .output()
+            .map_err(|e| e.to_string())?;
+        let _ = server.wait();
+        let json = String::from_utf8_lossy(&out.stdout);
+        let bits = json
+            .rfind("\"sum_received\"")
+            .and_then(|at| {
+                let rest = &json[at..];
+                let key = rest.find("\"bits_per_second\"")?;
+                let value = rest[key + 17..].trim_start_matches([':', ' ']);
+                let end = value.find([',', '\n', '}'])?;
+                value[..end].trim().parse::<f64>().ok()
+            })
+            .ok_or_else(|| format!("iperf3 to {addr}: no result in {json}"))?;
+        Ok(bits / 1e9)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = run_quiet(&["ip", "netns", "del", &self.server]);
+        let _ = run_quiet(&["ip", "netns", "del", &self.client]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -11,6 +11,12 @@
 //! few system calls and large TLS records. Memory is bounded on both sides: stream data by
 //! each stream's credit window, packets by [`LinkConfig::max_pending`] (senders wait, or
 //! [`Link::try_send_packet`] drops and counts), and incoming work by a bounded queue.
+//!
+//! Metrics (the `metrics` facade): `sssonector_tunnel_bytes_received_total`,
+//! `sssonector_tunnel_bytes_sent_total`, `sssonector_tunnel_writes_total`,
+//! `sssonector_tunnel_packets_dropped_total`, and `sssonector_tunnel_sessions_closed_total` by
+//! `reason` (`goodbye`, `dead_peer`, `handshake_timeout`, `protocol_error` — a malformed or
+//! unexpected frame —, `peer_error`, `transport`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -441,6 +447,7 @@ fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
                         .counters
                         .packets_dropped
                         .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("sssonector_tunnel_packets_dropped_total").increment(1);
                 }
             }
             Event::StreamOpened { id, target } => {
@@ -508,7 +515,18 @@ fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
 
 /// Marks the link closed: wakes every waiter and ends every stream.
 fn finish(shared: &Arc<Shared>, reason: CloseReason) {
-    shared.shutting.store(true, Ordering::Release);
+    if !shared.shutting.swap(true, Ordering::AcqRel) {
+        let label = match &reason {
+            CloseReason::Goodbye => "goodbye",
+            CloseReason::DeadPeer => "dead_peer",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::ProtocolError { .. } => "protocol_error",
+            CloseReason::PeerError { code: 0, .. } => "transport",
+            CloseReason::PeerError { .. } => "peer_error",
+            _ => "other",
+        };
+        metrics::counter!("sssonector_tunnel_sessions_closed_total", "reason" => label).increment(1);
+    }
     shared.incoming.lock().take();
     shared.closed.send_if_modified(|slot| {
         if slot.is_none() {
@@ -547,6 +565,7 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: By
                     .counters
                     .bytes_in
                     .fetch_add(n as u64, Ordering::Relaxed);
+                metrics::counter!("sssonector_tunnel_bytes_received_total").increment(n as u64);
                 let (events, state) = {
                     let mut session = shared.session.lock();
                     session.receive_from(&mut inbound, Instant::now());
@@ -606,6 +625,8 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
                 .bytes_out
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
             shared.counters.writes.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("sssonector_tunnel_bytes_sent_total").increment(out.len() as u64);
+            metrics::counter!("sssonector_tunnel_writes_total").increment(1);
             shared.drained.notify_waiters();
             continue;
         }

@@ -40,18 +40,25 @@ struct Tunnel {
     /// The client's local port for rule "echo".
     local: SocketAddr,
     server: Server,
+    server_addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     pool: BufPool,
 }
 
 async fn tunnel(target: SocketAddr) -> Tunnel {
+    tunnel_with(target, &[], 16).await
+}
+
+/// A tunnel whose client tries `dead` endpoints before the live server, which serves at most
+/// `max_clients`.
+async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize) -> Tunnel {
     let pki = common::pki();
     let pool = BufPool::builder().budget(64 << 20).build().unwrap();
 
     // Server.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_addr = listener.local_addr().unwrap();
-    let server = Server::new(16);
+    let server = Server::new(max_clients);
     let stack = accept_stack(pki.server.clone(), &AcceptOptions::default()).unwrap();
     let targets = Targets::new([("echo".to_owned(), target.to_string())], pool.clone());
     let serving = server.clone();
@@ -86,14 +93,20 @@ async fn tunnel(target: SocketAddr) -> Tunnel {
     });
 
     // Client.
-    let endpoint = Endpoint::new(
-        &server_addr.to_string(),
-        ServerName::try_from("localhost").unwrap(),
-        pki.client.clone(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let reconnect = Arc::new(Reconnect::new(vec![endpoint], LinkConfig::default()));
+    let endpoints = dead
+        .iter()
+        .chain([&server_addr])
+        .map(|addr| {
+            Endpoint::new(
+                &addr.to_string(),
+                ServerName::try_from("localhost").unwrap(),
+                pki.client.clone(),
+                Duration::from_secs(5),
+            )
+            .unwrap()
+        })
+        .collect();
+    let reconnect = Arc::new(Reconnect::new(endpoints, LinkConfig::default()));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local_addr = local.local_addr().unwrap();
@@ -125,6 +138,7 @@ async fn tunnel(target: SocketAddr) -> Tunnel {
     Tunnel {
         local: local_addr,
         server,
+        server_addr,
         stop,
         pool,
     }
@@ -234,4 +248,52 @@ async fn unknown_rule_and_dead_target_reset_the_stream() {
         Err(_) => panic!("the local connection was not closed"),
     }
     tunnel.stop.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_fails_over_past_dead_servers() {
+    let target = echo_server().await;
+    // Two addresses nothing listens on, then the live server.
+    let dead: Vec<SocketAddr> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        })
+        .collect();
+    let tunnel = tunnel_with(target, &dead, 16).await;
+    let back = tokio::time::timeout(
+        Duration::from_secs(20),
+        round_trip(tunnel.local, b"failover".to_vec()),
+    )
+    .await
+    .expect("connected through the third endpoint");
+    assert_eq!(back, b"failover");
+    tunnel.stop.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_at_max_clients_refuses_the_next() {
+    let target = echo_server().await;
+    let first = tunnel_with(target, &[], 1).await;
+    let back = tokio::time::timeout(
+        Duration::from_secs(20),
+        round_trip(first.local, b"one".to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(back, b"one");
+    // A second connection to the same server: accepted by TCP, then closed at once.
+    let mut second = tokio::net::TcpStream::connect(first.server_addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let stats = first.server.stats();
+    assert_eq!((stats.connected, stats.refused_full), (1, 1), "{stats:?}");
+    first.stop.send_replace(true);
 }

@@ -1,0 +1,147 @@
+//! A `Link` over an in-memory transport: packets are batched into few writes, a silent peer is
+//! detected by the keepalive, and a clean close reaches both sides.
+
+use std::time::{Duration, Instant};
+
+use sssonector_tunnel::proto::{CloseReason, Mode, Role, Session, SessionConfig};
+use sssonector_tunnel::{Incoming, Link, LinkConfig};
+
+fn configs(keepalive: Duration, dead: Duration) -> (SessionConfig, SessionConfig) {
+    let mut client = SessionConfig::new(Role::Client, Mode::Tun);
+    let mut server = SessionConfig::new(Role::Server, Mode::Tun);
+    for c in [&mut client, &mut server] {
+        c.keepalive = keepalive;
+        c.dead_peer_timeout = dead;
+    }
+    (client, server)
+}
+
+async fn pair(
+    keepalive: Duration,
+    dead: Duration,
+) -> (
+    (Link, tokio::sync::mpsc::Receiver<Incoming>),
+    (Link, tokio::sync::mpsc::Receiver<Incoming>),
+) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (client_config, server_config) = configs(keepalive, dead);
+    let client = Link::establish(
+        a,
+        Session::client(client_config, Instant::now(), Vec::new()),
+        LinkConfig::default(),
+    );
+    let server = Link::establish(
+        b,
+        Session::server(server_config, Instant::now(), Box::new(|_| Ok(Vec::new()))),
+        LinkConfig::default(),
+    );
+    let (client, server) = tokio::join!(client, server);
+    let (c, _, ci) = client.unwrap();
+    let (s, _, si) = server.unwrap();
+    ((c, ci), (s, si))
+}
+
+fn packet(i: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 200];
+    p[0] = 0x45;
+    p[1..3].copy_from_slice(&i.to_be_bytes());
+    p
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn queued_packets_go_out_in_one_write() {
+    let ((client, _ci), (server, mut si)) =
+        pair(Duration::from_secs(10), Duration::from_secs(30)).await;
+    let writes_before = client.stats().writes;
+    for i in 0..1000 {
+        client.send_packet(&packet(i)).await.unwrap();
+    }
+    for i in 0..1000 {
+        match tokio::time::timeout(Duration::from_secs(5), si.recv())
+            .await
+            .unwrap()
+        {
+            Some(Incoming::Packet(p)) => assert_eq!(&p[..], &packet(i)[..], "packet {i}"),
+            other => panic!("packet {i}: {other:?}"),
+        }
+    }
+    // 1000 packets of 200 bytes queued while the writer waited: one write, one flush.
+    let writes = client.stats().writes - writes_before;
+    assert!(writes <= 2, "{writes} writes for 1000 packets");
+    assert_eq!(server.stats().packets_dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_dropped_by_the_keepalive() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (client_config, server_config) =
+        configs(Duration::from_millis(100), Duration::from_millis(400));
+    // The server side is a bare session driven by hand: it answers the hello, then goes silent
+    // (no pongs) while keeping the connection open.
+    let silent = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut session =
+            Session::server(server_config, Instant::now(), Box::new(|_| Ok(Vec::new())));
+        let mut b = b;
+        let mut buf = vec![0u8; 4096];
+        let n = b.read(&mut buf).await.unwrap();
+        session.receive(&buf[..n], Instant::now());
+        b.write_all(&session.take_output(Instant::now()))
+            .await
+            .unwrap();
+        // Read and ignore everything from now on.
+        while b.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+    let (link, _, _incoming) = Link::establish(
+        a,
+        Session::client(client_config, Instant::now(), Vec::new()),
+        LinkConfig::default(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(5), link.closed())
+        .await
+        .expect("closed");
+    assert_eq!(reason, CloseReason::DeadPeer);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(link.send_packet(&packet(1)).await.is_err());
+    silent.abort();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn close_says_goodbye_to_both_sides_and_ends_the_queues() {
+    let ((client, mut ci), (server, mut si)) =
+        pair(Duration::from_secs(10), Duration::from_secs(30)).await;
+    client.close();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap(),
+        CloseReason::Goodbye
+    );
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), server.closed())
+            .await
+            .unwrap(),
+        CloseReason::Goodbye
+    );
+    // Both applications see their incoming queues end.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), ci.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), si.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(client.open_stream("x").is_err());
+}

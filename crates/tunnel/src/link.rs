@@ -523,7 +523,6 @@ fn finish(shared: &Arc<Shared>, reason: CloseReason) {
             CloseReason::ProtocolError { .. } => "protocol_error",
             CloseReason::PeerError { code: 0, .. } => "transport",
             CloseReason::PeerError { .. } => "peer_error",
-            _ => "other",
         };
         metrics::counter!("sssonector_tunnel_sessions_closed_total", "reason" => label).increment(1);
     }

@@ -55,20 +55,26 @@ fn must(args: &[&str]) {
 struct Net {
     server_ns: String,
     client_ns: String,
+    /// More client namespaces, joined to the server's by their own veth pairs.
+    extra: Vec<String>,
+    tag: String,
     dir: PathBuf,
     children: Vec<Child>,
 }
 
 impl Net {
-    fn new() -> Self {
+    /// `tag` (one letter) keeps the names of tests run in one process apart.
+    fn new(tag: &str) -> Self {
         let id = std::process::id();
         let net = Net {
-            server_ns: format!("sss-s-{id}"),
-            client_ns: format!("sss-c-{id}"),
-            dir: std::env::temp_dir().join(format!("sss-netns-{id}")),
+            server_ns: format!("sss-s{tag}-{id}"),
+            client_ns: format!("sss-c{tag}-{id}"),
+            extra: Vec::new(),
+            tag: tag.to_owned(),
+            dir: std::env::temp_dir().join(format!("sss-netns{tag}-{id}")),
             children: Vec::new(),
         };
-        let (a, b) = (format!("sv{id}a"), format!("sv{id}b"));
+        let (a, b) = (format!("sv{tag}{id}a"), format!("sv{tag}{id}b"));
         must(&["ip", "netns", "add", &net.server_ns]);
         must(&["ip", "netns", "add", &net.client_ns]);
         must(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
@@ -84,6 +90,30 @@ impl Net {
         }
         std::fs::create_dir_all(&net.dir).unwrap();
         net
+    }
+
+    /// Another client namespace whose veth reaches the server's as `192.168.{subnet}.1`.
+    fn add_client(&mut self, subnet: u8) -> String {
+        let id = std::process::id();
+        let ns = format!("sss-c{}{subnet}-{id}", self.tag);
+        let (a, b) = (
+            format!("s{}{subnet}{id}a", self.tag),
+            format!("s{}{subnet}{id}b", self.tag),
+        );
+        must(&["ip", "netns", "add", &ns]);
+        self.extra.push(ns.clone());
+        must(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+        must(&["ip", "link", "set", &a, "netns", &self.server_ns]);
+        must(&["ip", "link", "set", &b, "netns", &ns]);
+        for (n, dev, addr) in [
+            (&self.server_ns, &a, format!("192.168.{subnet}.1/24")),
+            (&ns, &b, format!("192.168.{subnet}.2/24")),
+        ] {
+            must(&["ip", "-n", n, "addr", "add", &addr, "dev", dev]);
+            must(&["ip", "-n", n, "link", "set", dev, "up"]);
+            must(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        ns
     }
 
     fn exec(&self, ns: &str, args: &[&str]) -> Command {
@@ -147,6 +177,9 @@ impl Drop for Net {
         }
         sh(&["ip", "netns", "del", &self.server_ns]);
         sh(&["ip", "netns", "del", &self.client_ns]);
+        for ns in &self.extra {
+            sh(&["ip", "netns", "del", ns]);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -260,7 +293,7 @@ fn tun_mode_between_two_namespaces() {
         println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
         return;
     }
-    let mut net = Net::new();
+    let mut net = Net::new("a");
     let dir = net.dir.clone();
     sssonector(&dir, &["certs", "init", "--dir", "pki"]);
     sssonector(
@@ -398,4 +431,84 @@ fn tun_mode_between_two_namespaces() {
             println!("{log}: {line}");
         }
     }
+}
+
+#[test]
+fn the_server_routes_between_two_clients() {
+    if let Some(reason) = missing_prerequisite() {
+        println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
+        return;
+    }
+    let mut net = Net::new("b");
+    let second = net.add_client(78);
+    let dir = net.dir.clone();
+    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
+    sssonector(
+        &dir,
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "pki",
+            "--server",
+            "192.168.77.1,192.168.78.1",
+            "--out",
+            "server",
+        ],
+    );
+    for name in ["alice", "bob"] {
+        sssonector(
+            &dir,
+            &[
+                "certs", "issue", "--dir", "pki", "--client", name, "--out", name,
+            ],
+        );
+    }
+    std::fs::write(
+        dir.join("server.toml"),
+        "role = \"server\"\nmode = \"tun\"\n\
+         [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+         [server]\nlisten = \"0.0.0.0:8443\"\n\
+         [tun]\nname = \"sss-srv\"\naddress = \"10.77.0.1/24\"\npool = \"10.77.0.0/24\"\n\
+         [[tun.clients]]\nidentity = \"bob\"\naddress = \"10.77.0.50\"\n",
+    )
+    .unwrap();
+    for (name, server) in [("alice", "192.168.77.1"), ("bob", "192.168.78.1")] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "role = \"client\"\nmode = \"tun\"\n\
+                 [tls]\ncert = \"pki/{name}.pem\"\nkey = \"pki/{name}.key\"\nca = \"pki/ca.pem\"\n\
+                 [client]\nservers = [\"{server}:8443\"]\n\
+                 [tun]\nname = \"sss-{name}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    let (server_ns, alice_ns) = (net.server_ns.clone(), net.client_ns.clone());
+    net.start(&server_ns, &dir.join("server.toml"), "server.log");
+    net.start(&alice_ns, &dir.join("alice.toml"), "alice.log");
+    net.start(&second, &dir.join("bob.toml"), "bob.log");
+    // alice gets the first free address, bob his fixed one.
+    for (ns, addr) in [(&alice_ns, "10.77.0.1"), (&second, "10.77.0.1")] {
+        assert!(
+            net.ping_within(ns, addr, Duration::from_secs(15)).is_some(),
+            "{ns} → server\n{}\n{}\n{}",
+            net.log("server.log"),
+            net.log("alice.log"),
+            net.log("bob.log")
+        );
+    }
+    // Client to client through the server's router, both ways.
+    assert!(
+        net.ping(&alice_ns, "10.77.0.50"),
+        "alice → bob\n{}",
+        net.log("server.log")
+    );
+    assert!(
+        net.ping(&second, "10.77.0.2"),
+        "bob → alice\n{}",
+        net.log("server.log")
+    );
+    println!("alice (10.77.0.2) and bob (10.77.0.50, fixed) reach each other through the server");
 }

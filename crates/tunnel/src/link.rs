@@ -524,7 +524,8 @@ fn finish(shared: &Arc<Shared>, reason: CloseReason) {
             CloseReason::PeerError { code: 0, .. } => "transport",
             CloseReason::PeerError { .. } => "peer_error",
         };
-        metrics::counter!("sssonector_tunnel_sessions_closed_total", "reason" => label).increment(1);
+        metrics::counter!("sssonector_tunnel_sessions_closed_total", "reason" => label)
+            .increment(1);
     }
     shared.incoming.lock().take();
     shared.closed.send_if_modified(|slot| {

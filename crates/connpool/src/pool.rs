@@ -621,9 +621,10 @@ impl<M: Manager> Shared<M> {
 
     /// Takes a connection back from its guard.
     pub(crate) fn put_back(self: &Arc<Self>, ep: usize, mut live: Live<M::Connection>) {
-        let now = Instant::now();
-        let broken =
-            self.manager.is_broken(&mut live.conn) || live.expires.is_some_and(|at| now >= at);
+        // The clock is read only where it is needed: a connection with a lifetime, or one
+        // going idle. Handed straight to a waiter, most returns need neither.
+        let broken = self.manager.is_broken(&mut live.conn)
+            || live.expires.is_some_and(|at| Instant::now() >= at);
         let mut st = self.state.lock();
         st.eps[ep].in_use -= 1;
         if broken || st.closed || st.total > st.max_size {
@@ -650,7 +651,7 @@ impl<M: Manager> Shared<M> {
             }
         }
         if st.eps[ep].idle.len() < self.config.max_idle_per_endpoint {
-            live.idle_since = now;
+            live.idle_since = Instant::now();
             st.eps[ep].idle.push_back(live);
         } else {
             st.total -= 1;

@@ -33,6 +33,12 @@ pub(crate) fn run() -> Result<(), String> {
         ));
     }
 
+    if available("iperf3", &["--version"]) {
+        forward_iperf(&binary)?;
+    } else {
+        println!("\n(iperf3 not installed: the forward-mode iperf3 run is skipped)");
+    }
+
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -72,6 +78,137 @@ pub(crate) fn run() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Port forward on loopback with iperf3 (one direction, as the data-path notes measured
+/// stunnel): a server and a client process, rule "iperf" to an iperf3 server, beside iperf3
+/// straight to it.
+fn forward_iperf(binary: &Path) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("sssonector-bench-fwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let _cleanup = RemoveDir(dir.clone());
+    let pki = dir.join("pki");
+    let pki = pki.to_str().unwrap_or("pki");
+    let bin = binary.to_str().unwrap_or("sssonector");
+    run_quiet(&[bin, "certs", "init", "--dir", pki])?;
+    run_quiet(&[
+        bin,
+        "certs",
+        "issue",
+        "--dir",
+        pki,
+        "--server",
+        "localhost",
+        "--out",
+        "server",
+    ])?;
+    run_quiet(&[
+        bin, "certs", "issue", "--dir", pki, "--client", "bench", "--out", "client",
+    ])?;
+    let free_port = || -> Result<u16, String> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port())
+    };
+    let (iperf_port, tunnel_port, local_port) = (free_port()?, free_port()?, free_port()?);
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n[tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:{tunnel_port}\"\nconnections_per_second = 0\n\
+             [[forward]]\nname = \"iperf\"\ntarget = \"127.0.0.1:{iperf_port}\"\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("client.toml"),
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n[tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"127.0.0.1:{tunnel_port}\"]\nserver_name = \"localhost\"\n\
+             [[forward]]\nname = \"iperf\"\nlisten = \"127.0.0.1:{local_port}\"\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut tunnel = Tunnel {
+        children: Vec::new(),
+    };
+    for config in ["server.toml", "client.toml"] {
+        let child = Command::new(binary)
+            .args([
+                "run",
+                "--config",
+                dir.join(config).to_str().unwrap_or(config),
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        tunnel.children.push(child);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let iperf = |port: u16, streams: u32| -> Result<f64, String> {
+        let mut server = Command::new("iperf3")
+            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &iperf_port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let out = Command::new("iperf3")
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "5",
+                "-P",
+                &streams.to_string(),
+                "-J",
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let _ = server.wait();
+        received_gbits(&String::from_utf8_lossy(&out.stdout))
+            .ok_or_else(|| format!("iperf3 through port {port}: no result"))
+    };
+    let direct = (iperf(iperf_port, 1)?, iperf(iperf_port, 4)?);
+    let through = (iperf(local_port, 1)?, iperf(local_port, 4)?);
+    tunnel.stop();
+    println!("\n## Port forward on loopback, iperf3 (5 s each)\n");
+    println!("| setup | 1 stream Gbit/s | 4 streams Gbit/s | × direct (1 / 4) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| iperf3 straight (baseline) | {:.2} | {:.2} | 1.00 / 1.00 |",
+        direct.0, direct.1
+    );
+    println!(
+        "| through the tunnel | {:.2} | {:.2} | {:.2} / {:.2} |",
+        through.0,
+        through.1,
+        through.0 / direct.0,
+        through.1 / direct.1
+    );
+    Ok(())
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `end.sum_received.bits_per_second` from iperf3's JSON, in Gbit/s.
+fn received_gbits(json: &str) -> Option<f64> {
+    let at = json.rfind("\"sum_received\"")?;
+    let rest = &json[at..];
+    let key = rest.find("\"bits_per_second\"")?;
+    let value = rest[key + 17..].trim_start_matches([':', ' ']);
+    let end = value.find([',', '\n', '}'])?;
+    value[..end].trim().parse::<f64>().ok().map(|b| b / 1e9)
 }
 
 fn target_dir() -> PathBuf {
@@ -269,17 +406,7 @@ impl Net {
             .map_err(|e| e.to_string())?;
         let _ = server.wait();
         let json = String::from_utf8_lossy(&out.stdout);
-        let bits = json
-            .rfind("\"sum_received\"")
-            .and_then(|at| {
-                let rest = &json[at..];
-                let key = rest.find("\"bits_per_second\"")?;
-                let value = rest[key + 17..].trim_start_matches([':', ' ']);
-                let end = value.find([',', '\n', '}'])?;
-                value[..end].trim().parse::<f64>().ok()
-            })
-            .ok_or_else(|| format!("iperf3 to {addr}: no result in {json}"))?;
-        Ok(bits / 1e9)
+        received_gbits(&json).ok_or_else(|| format!("iperf3 to {addr}: no result in {json}"))
     }
 }
 

@@ -76,6 +76,9 @@ pub(crate) struct Client {
     pub(crate) server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub(crate) connect_timeout: String,
+    /// Forward mode: TLS connections kept to the server, streams spread over them.
+    #[serde(default = "default_connections")]
+    pub(crate) connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +150,9 @@ fn default_max_clients() -> usize {
 }
 fn default_handshake_timeout() -> String {
     "10s".into()
+}
+fn default_connections() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
 }
 fn default_true() -> bool {
     true
@@ -468,6 +474,12 @@ impl Config {
         if let Some(client) = &self.client {
             if client.servers.is_empty() {
                 errors.push("client.servers: list at least one server (host:port)".into());
+            }
+            if !(1..=16).contains(&client.connections) {
+                errors.push(format!(
+                    "client.connections: {} must be 1 to 16",
+                    client.connections
+                ));
             }
             if client.server_name.as_deref().is_some_and(str::is_empty) {
                 errors.push("client.server_name: must not be empty when given".into());

@@ -199,7 +199,11 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
         .first()
         .map(|(_, a)| *a)
         .ok_or("the client has no forwarding listener")?;
-    let mut current = client.current.clone().ok_or("the client has no link")?;
+    let mut current = client
+        .current
+        .first()
+        .cloned()
+        .ok_or("the client has no link")?;
     tokio::time::timeout(Duration::from_secs(10), current.wait_for(Option::is_some))
         .await
         .map_err(|_| "the client did not connect within 10 s".to_owned())?

@@ -28,8 +28,8 @@ pub(crate) struct Running {
     pub(crate) listen: Option<SocketAddr>,
     /// The client's local forwarding listeners, by rule.
     pub(crate) forwards: Vec<(String, SocketAddr)>,
-    /// The client's current link.
-    pub(crate) current: Option<watch::Receiver<Option<sssonector_tunnel::Link>>>,
+    /// The client's current links (forward mode keeps `client.connections` of them).
+    pub(crate) current: Vec<watch::Receiver<Option<sssonector_tunnel::Link>>>,
     /// Errors that end the process (a TUN device that cannot be created, say).
     pub(crate) fatal: mpsc::Receiver<String>,
     /// Keeps the fatal queue open while no task holds a sender.
@@ -137,7 +137,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let mut running = Running {
         listen: None,
         forwards: Vec::new(),
-        current: None,
+        current: Vec::new(),
         fatal,
         _fatal: fatal_tx.clone(),
         stop,
@@ -372,15 +372,26 @@ async fn start_client(
             .map_err(|e| format!("client.servers[{i}]: {e}"))?,
         );
     }
-    let reconnect = Arc::new(
-        Reconnect::new(endpoints, LinkConfig::default())
-            // What the client reads is its download.
-            .pacing(
-                pacing(config.limits.download_mbps)?,
-                pacing(config.limits.upload_mbps)?,
-            ),
-    );
-    running.current = Some(reconnect.current());
+    let connections = match config.mode {
+        Mode::Forward => section.connections.max(1),
+        // One link carries the packets: a second would reorder them.
+        Mode::Tun => 1,
+    };
+    // One budget per direction shared by all the client's connections (clones of a Pacing
+    // share it): their sum keeps to the limit, and any one may use all of it. What the client
+    // reads is its download.
+    let download = pacing(config.limits.download_mbps)?;
+    let upload = pacing(config.limits.upload_mbps)?;
+    let reconnects: Vec<_> = (0..connections)
+        .map(|_| {
+            Arc::new(
+                Reconnect::new(endpoints.clone(), LinkConfig::default())
+                    .pacing(download.clone(), upload.clone()),
+            )
+        })
+        .collect();
+    running.current = reconnects.iter().map(|r| r.current()).collect();
+    let reconnect = Arc::clone(&reconnects[0]);
     let session_config = session_config(config, SessionRole::Client);
     let stop = running.stop.subscribe();
     match config.mode {
@@ -398,22 +409,26 @@ async fn start_client(
                 tokio::spawn(forward::listen(
                     listener,
                     rule.name.clone(),
-                    reconnect.current(),
+                    running.current.clone(),
                     pool.clone(),
                     Duration::from_secs(10),
                 ));
             }
-            tokio::spawn(async move {
-                reconnect
-                    .run(
-                        || Session::client(session_config.clone(), Instant::now(), Vec::new()),
-                        |link, _, _incoming| async move {
-                            link.closed().await;
-                        },
-                        stop,
-                    )
-                    .await;
-            });
+            for reconnect in reconnects {
+                let session_config = session_config.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    reconnect
+                        .run(
+                            || Session::client(session_config.clone(), Instant::now(), Vec::new()),
+                            |link, _, _incoming| async move {
+                                link.closed().await;
+                            },
+                            stop,
+                        )
+                        .await;
+                });
+            }
         }
         Mode::Tun => {
             let tun_section = config
@@ -529,12 +544,16 @@ impl Running {
                 );
             }
         }
-        if let Some(current) = &self.current {
-            let link = current.borrow().clone();
-            if let Some(link) = link {
-                link.close();
-                let _ = tokio::time::timeout(self.shutdown_timeout, link.closed()).await;
-            }
+        let links: Vec<_> = self
+            .current
+            .iter()
+            .filter_map(|current| current.borrow().clone())
+            .collect();
+        for link in &links {
+            link.close();
+        }
+        for link in links {
+            let _ = tokio::time::timeout(self.shutdown_timeout, link.closed()).await;
         }
     }
 }

@@ -167,7 +167,7 @@ fn notify_forward_reload_revokes_and_drains() {
         format!(
             "role = \"client\"\nmode = \"forward\"\n\
              [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
-             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\nconnections = 2\n\
              [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
         ),
     )
@@ -184,6 +184,21 @@ fn notify_forward_reload_revokes_and_drains() {
         std::fs::read_to_string(dir.join("client.log")).unwrap_or_default()
     );
 
+    // Both of the client's connections are up before the revocation.
+    let waited = Instant::now();
+    while std::fs::read_to_string(dir.join("server.log"))
+        .unwrap_or_default()
+        .matches("client connected")
+        .count()
+        < 2
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the second connection did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // Revoke alice and send SIGHUP: the new CRL is loaded, her session is ended, and she
     // cannot come back.
     sssonector(&dir, &["certs", "revoke", "--dir", "pki", &serial]);
@@ -198,7 +213,8 @@ fn notify_forward_reload_revokes_and_drains() {
     expect(&server_notify, "RELOADING=1");
     let reloaded = expect(&server_notify, "last reload");
     assert!(
-        reloaded.contains("1 newly revoked, 1 session(s) ended"),
+        // The client keeps two TLS connections (client.connections = 2): both end.
+        reloaded.contains("1 newly revoked, 2 session(s) ended"),
         "{reloaded}"
     );
     // Her reconnects now fail the TLS handshake (no session resumption gets around the CRL).

@@ -201,12 +201,14 @@ pub async fn serve_link(
 }
 
 /// The client side of one rule: accepts local connections on `listener` and carries each
-/// over the current link as a stream to `rule`. A connection accepted while the tunnel is
-/// down waits up to `wait` for it to come back, then is closed.
+/// as a stream to `rule` over one of `links` — the open one with the fewest streams, so
+/// streams spread over several TLS connections (one connection carries about one core's
+/// worth). A connection accepted while every link is down waits up to `wait` for one to
+/// come back, then is closed.
 pub async fn listen(
     listener: tokio::net::TcpListener,
     rule: String,
-    current: tokio::sync::watch::Receiver<Option<crate::Link>>,
+    links: Vec<tokio::sync::watch::Receiver<Option<crate::Link>>>,
     pool: BufPool,
     wait: Duration,
 ) {
@@ -221,27 +223,14 @@ pub async fn listen(
             }
         };
         let _ = socket.set_nodelay(true);
-        let mut current = current.clone();
+        let mut links = links.clone();
         let rule = Arc::clone(&rule);
         let pool = pool.clone();
         tokio::spawn(async move {
-            let link = tokio::time::timeout(wait, async {
-                loop {
-                    if let Some(link) = current
-                        .borrow_and_update()
-                        .clone()
-                        .filter(|l| !l.is_closed())
-                    {
-                        return Some(link);
-                    }
-                    if current.changed().await.is_err() {
-                        return None;
-                    }
-                }
-            })
-            .await
-            .ok()
-            .flatten();
+            let link = tokio::time::timeout(wait, least_loaded(&mut links))
+                .await
+                .ok()
+                .flatten();
             let Some(link) = link else {
                 tracing::info!(rule = &*rule, %peer, "no tunnel; connection closed");
                 return;
@@ -257,5 +246,31 @@ pub async fn listen(
                 tracing::debug!(rule = &*rule, %peer, error = %e, "forwarded connection ended");
             }
         });
+    }
+}
+
+/// The open link with the fewest streams, waiting for one while all are down; `None` once
+/// every link's sender is gone.
+async fn least_loaded(
+    links: &mut [tokio::sync::watch::Receiver<Option<crate::Link>>],
+) -> Option<crate::Link> {
+    loop {
+        let best = links
+            .iter_mut()
+            .filter_map(|rx| rx.borrow_and_update().clone())
+            .filter(|l| !l.is_closed())
+            .min_by_key(|l| l.stats().open_streams);
+        if best.is_some() {
+            return best;
+        }
+        if links.is_empty() {
+            return None;
+        }
+        // All down (rare: between reconnects). Wake on the first link's change, and look at
+        // the others every 50 ms.
+        match tokio::time::timeout(Duration::from_millis(50), links[0].changed()).await {
+            Ok(Err(_)) if links.len() == 1 => return None,
+            _ => {}
+        }
     }
 }

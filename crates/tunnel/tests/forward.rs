@@ -113,7 +113,7 @@ async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize
     tokio::spawn(forward::listen(
         local,
         "echo".into(),
-        reconnect.current(),
+        vec![reconnect.current()],
         pool.clone(),
         Duration::from_secs(10),
     ));

@@ -471,7 +471,7 @@ async fn start_client(
                                         }
                                         dev
                                     }
-                                    None => match tun::open(&name, &hello.addresses, mtu, offload) {
+                                    None => match tun::open(&name, &hello.addresses, hello.mtu.min(mtu), offload) {
                                         Ok(dev) => {
                                             tracing::info!(device = name, addresses = ?hello.addresses, "TUN device up");
                                             *requested.lock() = hello.addresses.clone();
@@ -479,7 +479,7 @@ async fn start_client(
                                             let pump = Arc::clone(&dev);
                                             let fatal = fatal.clone();
                                             tokio::spawn(async move {
-                                                if let Err(e) = tun::client_device_loop(pump, current, mtu).await {
+                                                if let Err(e) = tun::client_device_loop(pump, current, hello.mtu.min(mtu)).await {
                                                     let _ = fatal.send(format!("TUN device: {e}")).await;
                                                 }
                                             });

@@ -386,3 +386,37 @@ fn a_reset_reaches_the_peer_and_data_for_a_dead_stream_is_reset() {
         Some(Frame::StreamClose { id, code: 9 })
     );
 }
+
+#[test]
+fn both_sides_settle_on_the_smaller_mtu() {
+    let now = Instant::now();
+    let mut client_config = SessionConfig::new(Role::Client, Mode::Tun);
+    client_config.mtu = 1500;
+    let mut server_config = SessionConfig::new(Role::Server, Mode::Tun);
+    server_config.mtu = 1300;
+    let mut client = Session::client(client_config, now, vec![]);
+    let mut server = Session::server(server_config, now, Box::new(|_| Ok(vec![addr(2)])));
+    pump(&mut client, &mut server, now);
+    // The server's answer carries 1300, and the client adopts it.
+    let hello = events(&mut client)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Established(hello) => Some(hello),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(hello.mtu, 1300);
+    assert_eq!((client.mtu(), server.mtu()), (1300, 1300));
+    // The client refuses to send what the server would refuse to take.
+    assert!(client.send_packet(&[0u8; 1400]).is_err());
+    assert!(client.send_packet(&[0u8; 1300]).is_ok());
+
+    // The other way round: the client's smaller MTU binds the server too.
+    let mut client_config = SessionConfig::new(Role::Client, Mode::Tun);
+    client_config.mtu = 1280;
+    let mut client = Session::client(client_config, now, vec![]);
+    let (_, mut server) = pair(now);
+    pump(&mut client, &mut server, now);
+    assert_eq!((client.mtu(), server.mtu()), (1280, 1280));
+    assert!(server.send_packet(&[0u8; 1281]).is_err());
+}

@@ -279,6 +279,11 @@ impl Session {
         }
     }
 
+    /// The MTU in use: after the hello exchange, the smaller of the two sides'.
+    pub fn mtu(&self) -> u16 {
+        self.config.mtu
+    }
+
     /// Where the session is.
     pub fn state(&self) -> State {
         self.state
@@ -556,6 +561,15 @@ impl Session {
                 ),
             );
         }
+        if hello.mtu < 576 {
+            return self.fail(
+                code::HELLO_MISMATCH,
+                format!("MTU {} is below the IPv4 minimum of 576", hello.mtu),
+            );
+        }
+        // Both sides use the smaller MTU: neither sends a packet the other refuses. The
+        // server's answer carries it; a client sizes its TUN device by it.
+        self.config.mtu = self.config.mtu.min(hello.mtu);
         match self.config.role {
             Role::Client => {
                 self.state = State::Established;

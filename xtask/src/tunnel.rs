@@ -149,29 +149,11 @@ fn forward_iperf(binary: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(300));
     }
     let iperf = |port: u16, streams: u32| -> Result<f64, String> {
-        let mut server = Command::new("iperf3")
-            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &iperf_port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(300));
-        let out = Command::new("iperf3")
-            .args([
-                "-c",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "5",
-                "-P",
-                &streams.to_string(),
-                "-J",
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let _ = server.wait();
-        received_gbits(&String::from_utf8_lossy(&out.stdout))
-            .ok_or_else(|| format!("iperf3 through port {port}: no result"))
+        let mut server = Command::new("iperf3");
+        server.args(["-s", "-1", "-B", "127.0.0.1", "-p", &iperf_port.to_string()]);
+        let mut client = Command::new("iperf3");
+        client.args(["-c", "127.0.0.1", "-p", &port.to_string()]);
+        iperf3(server, client, streams)
     };
     let direct = (iperf(iperf_port, 1)?, iperf(iperf_port, 4)?);
     let through = (iperf(local_port, 1)?, iperf(local_port, 4)?);
@@ -199,6 +181,23 @@ impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Starts `server` (an `iperf3 -s -1`), runs `client` (an `iperf3 -c …`) for 5 s with
+/// `streams` parallel streams, and returns the Gbit/s the server received.
+fn iperf3(mut server: Command, mut client: Command, streams: u32) -> Result<f64, String> {
+    let mut server = server
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("iperf3 server: {e}"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .args(["-t", "5", "-P", &streams.to_string(), "-J"])
+        .output()
+        .map_err(|e| format!("iperf3 client: {e}"))?;
+    let _ = server.wait();
+    let json = String::from_utf8_lossy(&out.stdout);
+    received_gbits(&json).ok_or_else(|| format!("iperf3: no result in {json}"))
 }
 
 /// `end.sum_received.bits_per_second` from iperf3's JSON, in Gbit/s.
@@ -382,31 +381,11 @@ impl Net {
 
     /// iperf3 from the client namespace to `addr` in the server namespace; Gbit/s received.
     fn iperf(&self, addr: &str, streams: u32) -> Result<f64, String> {
-        let mut server = self
-            .exec(&self.server, &["iperf3", "-s", "-1", "-B", addr])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_millis(300));
-        let out = self
-            .exec(
-                &self.client,
-                &[
-                    "iperf3",
-                    "-c",
-                    addr,
-                    "-t",
-                    "5",
-                    "-P",
-                    &streams.to_string(),
-                    "-J",
-                ],
-            )
-            .output()
-            .map_err(|e| e.to_string())?;
-        let _ = server.wait();
-        let json = String::from_utf8_lossy(&out.stdout);
-        received_gbits(&json).ok_or_else(|| format!("iperf3 to {addr}: no result in {json}"))
+        iperf3(
+            self.exec(&self.server, &["iperf3", "-s", "-1", "-B", addr]),
+            self.exec(&self.client, &["iperf3", "-c", addr]),
+            streams,
+        )
     }
 }
 

@@ -302,6 +302,30 @@ pub(crate) fn load(
     Ok((config.rebased(base), applied))
 }
 
+/// [`load`], then [`Config::check`]: the configuration only if it has no problem, else one
+/// message naming the file and listing every problem with its field path.
+pub(crate) fn load_checked(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Vec<String>), String> {
+    let (config, overrides) = load(path, env).map_err(|e| e.join("\n"))?;
+    let errors = config.check();
+    if errors.is_empty() {
+        return Ok((config, overrides));
+    }
+    let overrides: String = overrides
+        .iter()
+        .map(|applied| format!("override: {applied}\n"))
+        .collect();
+    Err(format!(
+        "{overrides}{}: {} problem{}:\n  {}",
+        path.display(),
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" },
+        errors.join("\n  ")
+    ))
+}
+
 impl Config {
     /// Relative certificate paths are relative to the configuration file's directory, so a
     /// service finds them whatever its working directory.

@@ -243,11 +243,5 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
 }
 
 fn load(path: &Path) -> Result<config::Config, String> {
-    let (config, _) = config::load(path, std::iter::empty()).map_err(|e| e.join("\n"))?;
-    let errors = config.check();
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors.join("\n"))
-    }
+    config::load_checked(path, std::iter::empty()).map(|(config, _)| config)
 }

@@ -194,19 +194,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// `run`: start, tell systemd we are ready, then serve signals until told to stop.
 fn run_service(path: &Path) -> Result<(), String> {
-    let (config, overrides) = config::load(path, std::env::vars()).map_err(|e| e.join("\n"))?;
+    let (config, overrides) = config::load_checked(path, std::env::vars())?;
     for applied in &overrides {
         tracing::info!("override: {applied}");
-    }
-    let errors = config.check();
-    if !errors.is_empty() {
-        return Err(format!(
-            "{}: {} problem{}:\n  {}",
-            path.display(),
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            errors.join("\n  ")
-        ));
     }
     let notifier = notify::Notifier::from_env();
     runtime()?.block_on(async move {
@@ -255,19 +245,9 @@ fn run_service(path: &Path) -> Result<(), String> {
 }
 
 fn check_config(path: &Path) -> Result<(), String> {
-    let (config, overrides) = config::load(path, std::env::vars()).map_err(|e| e.join("\n"))?;
+    let (config, overrides) = config::load_checked(path, std::env::vars())?;
     for applied in &overrides {
         println!("override: {applied}");
-    }
-    let errors = config.check();
-    if !errors.is_empty() {
-        return Err(format!(
-            "{}: {} problem{}:\n  {}",
-            path.display(),
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            errors.join("\n  ")
-        ));
     }
     println!(
         "{}: ok ({:?} in {:?} mode, {} forwarding rule{})",

@@ -4,20 +4,16 @@
 //! SIGTERM draining to a clean exit; the systemd unit in `dist/` verifies.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::{TempDir, pki};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Process(Child);
 
@@ -26,20 +22,6 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn sssonector(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Starts `sssonector run` with its own notify socket; returns the process and the socket.
@@ -117,36 +99,9 @@ fn through(local: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
 
 #[test]
 fn notify_forward_reload_revokes_and_drains() {
-    let dir = std::env::temp_dir().join(format!("sss-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tmp = TempDir(dir.clone());
-    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
-    sssonector(
-        &dir,
-        &[
-            "certs",
-            "issue",
-            "--dir",
-            "pki",
-            "--server",
-            "localhost",
-            "--out",
-            "server",
-        ],
-    );
-    let issued = sssonector(
-        &dir,
-        &[
-            "certs", "issue", "--dir", "pki", "--client", "alice", "--out", "client",
-        ],
-    );
-    // "issued client certificate … (serial 0a1b…), …"
-    let serial = issued
-        .split("(serial ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap()
-        .to_owned();
+    let tmp = TempDir::new("run");
+    let dir = tmp.0.clone();
+    let serial = pki(&dir, "localhost", &["alice"]).remove(0);
     let target = echo_target();
     std::fs::write(
         dir.join("server.toml"),
@@ -166,7 +121,7 @@ fn notify_forward_reload_revokes_and_drains() {
         dir.join("client.toml"),
         format!(
             "role = \"client\"\nmode = \"forward\"\n\
-             [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+             [tls]\ncert = \"pki/alice.pem\"\nkey = \"pki/alice.key\"\nca = \"pki/ca.pem\"\n\
              [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\nconnections = 2\n\
              [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
         ),
@@ -201,7 +156,7 @@ fn notify_forward_reload_revokes_and_drains() {
 
     // Revoke alice and send SIGHUP: the new CRL is loaded, her session is ended, and she
     // cannot come back.
-    sssonector(&dir, &["certs", "revoke", "--dir", "pki", &serial]);
+    common::sssonector(&dir, &["certs", "revoke", "--dir", "pki", &serial]);
     let pid = server.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -306,9 +261,8 @@ fn the_systemd_unit_verifies() {
     );
     assert!(unit.contains("Type=notify"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
-    let dir = std::env::temp_dir().join(format!("sss-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tmp = TempDir(dir.clone());
+    let tmp = TempDir::new("unit");
+    let dir = tmp.0.clone();
     let path = dir.join("sssonector@test.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
@@ -326,29 +280,9 @@ fn the_systemd_unit_verifies() {
 
 #[test]
 fn a_client_upload_limit_paces_its_bytes() {
-    let dir = std::env::temp_dir().join(format!("sss-limit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tmp = TempDir(dir.clone());
-    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
-    sssonector(
-        &dir,
-        &[
-            "certs",
-            "issue",
-            "--dir",
-            "pki",
-            "--server",
-            "localhost",
-            "--out",
-            "server",
-        ],
-    );
-    sssonector(
-        &dir,
-        &[
-            "certs", "issue", "--dir", "pki", "--client", "bob", "--out", "client",
-        ],
-    );
+    let tmp = TempDir::new("limit");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["bob"]);
     let target = echo_target();
     std::fs::write(
         dir.join("server.toml"),
@@ -367,7 +301,7 @@ fn a_client_upload_limit_paces_its_bytes() {
         dir.join("client.toml"),
         format!(
             "role = \"client\"\nmode = \"forward\"\n\
-             [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+             [tls]\ncert = \"pki/bob.pem\"\nkey = \"pki/bob.key\"\nca = \"pki/ca.pem\"\n\
              [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n\
              [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
         ),

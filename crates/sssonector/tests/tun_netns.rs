@@ -7,6 +7,10 @@
 //! ends); without them it prints why and passes. CI runs as root.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,19 +188,6 @@ impl Drop for Net {
     }
 }
 
-fn sssonector(dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const SINK: &str = r#"
 import hashlib, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -295,26 +286,7 @@ fn tun_mode_between_two_namespaces() {
     }
     let mut net = Net::new("a");
     let dir = net.dir.clone();
-    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
-    sssonector(
-        &dir,
-        &[
-            "certs",
-            "issue",
-            "--dir",
-            "pki",
-            "--server",
-            "192.168.77.1",
-            "--out",
-            "server",
-        ],
-    );
-    sssonector(
-        &dir,
-        &[
-            "certs", "issue", "--dir", "pki", "--client", "alice", "--out", "client",
-        ],
-    );
+    pki(&dir, "192.168.77.1", &["client"]);
     let server_config = dir.join("server.toml");
     std::fs::write(
         &server_config,
@@ -442,28 +414,7 @@ fn the_server_routes_between_two_clients() {
     let mut net = Net::new("b");
     let second = net.add_client(78);
     let dir = net.dir.clone();
-    sssonector(&dir, &["certs", "init", "--dir", "pki"]);
-    sssonector(
-        &dir,
-        &[
-            "certs",
-            "issue",
-            "--dir",
-            "pki",
-            "--server",
-            "192.168.77.1,192.168.78.1",
-            "--out",
-            "server",
-        ],
-    );
-    for name in ["alice", "bob"] {
-        sssonector(
-            &dir,
-            &[
-                "certs", "issue", "--dir", "pki", "--client", name, "--out", name,
-            ],
-        );
-    }
+    pki(&dir, "192.168.77.1,192.168.78.1", &["alice", "bob"]);
     std::fs::write(
         dir.join("server.toml"),
         "role = \"server\"\nmode = \"tun\"\n\

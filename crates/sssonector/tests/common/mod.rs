@@ -1,0 +1,76 @@
+//! What the binary's end-to-end tests share: a temporary directory, running the binary, and a
+//! CA with its certificates made by the binary itself.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `$TMPDIR/sss-{name}-{pid}`, created.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sss-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `sssonector ARGS` in `dir`, which must succeed; returns its standard output.
+pub fn sssonector(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dir/pki`: a CA, `server.pem` / `.key` for `server_names` (comma-separated), and
+/// `{client}.pem` / `.key` for each client. Returns the clients' serial numbers (hex).
+pub fn pki(dir: &Path, server_names: &str, clients: &[&str]) -> Vec<String> {
+    sssonector(dir, &["certs", "init", "--dir", "pki"]);
+    sssonector(
+        dir,
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            "pki",
+            "--server",
+            server_names,
+            "--out",
+            "server",
+        ],
+    );
+    clients
+        .iter()
+        .map(|client| {
+            let issued = sssonector(
+                dir,
+                &[
+                    "certs", "issue", "--dir", "pki", "--client", client, "--out", client,
+                ],
+            );
+            // "issued client certificate … (serial 0a1b…), …"
+            issued
+                .split("(serial ")
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}

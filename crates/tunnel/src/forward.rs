@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sssonector_bufpool::BufPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -96,21 +97,56 @@ async fn downstream(
     mut socket: OwnedWriteHalf,
 ) -> Result<u64, SpliceError> {
     let mut total = 0;
+    // Whatever has arrived is written together (one vectored write for many frames).
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
-        match reader.recv().await {
-            Ok(Some(data)) => {
-                socket.write_all(&data).await?;
-                total += data.len() as u64;
-                reader.consumed(data.len());
+        let mut finished = match reader.recv().await? {
+            Some(data) => {
+                batch.push(data);
+                false
             }
-            Ok(None) => {
-                // The peer half-closed: so do we, and the local side reads end-of-file.
-                let _ = socket.shutdown().await;
-                return Ok(total);
+            None => true,
+        };
+        let mut queued: usize = batch.iter().map(Bytes::len).sum();
+        while !finished && queued < BATCH {
+            match reader.try_recv() {
+                None => break,
+                Some(Ok(Some(data))) => {
+                    queued += data.len();
+                    batch.push(data);
+                }
+                Some(Ok(None)) => finished = true,
+                Some(Err(e)) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+        }
+        if queued > 0 {
+            write_all_vectored(&mut socket, &batch).await?;
+            batch.clear();
+            total += queued as u64;
+            reader.consumed(queued);
+        }
+        if finished {
+            // The peer half-closed: so do we, and the local side reads end-of-file.
+            let _ = socket.shutdown().await;
+            return Ok(total);
         }
     }
+}
+
+/// The most bytes gathered for one vectored write.
+const BATCH: usize = 256 * 1024;
+
+async fn write_all_vectored(socket: &mut OwnedWriteHalf, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let n = socket.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }
 
 /// The server side of port forwarding: rule names and the addresses they connect to.

@@ -86,7 +86,25 @@ impl StreamReader {
         if self.finished {
             return Ok(None);
         }
-        match self.rx.recv().await {
+        let message = self.rx.recv().await;
+        self.on_message(message)
+    }
+
+    /// The next chunk if one is already here, without waiting: `None` when nothing is
+    /// queued; otherwise as [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Option<Result<Option<Bytes>, LinkError>> {
+        if self.finished {
+            return Some(Ok(None));
+        }
+        match self.rx.try_recv() {
+            Ok(message) => Some(self.on_message(Some(message))),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Err(LinkError::Closed)),
+        }
+    }
+
+    fn on_message(&mut self, message: Option<StreamMsg>) -> Result<Option<Bytes>, LinkError> {
+        match message {
             Some(StreamMsg::Data(data)) => Ok(Some(data)),
             Some(StreamMsg::Fin) => {
                 self.finished = true;

@@ -267,12 +267,13 @@ impl Link {
         });
         // Frames that followed the peer's hello in the same read.
         if !inbound.is_empty() {
-            let events = {
+            let mut events = Vec::new();
+            {
                 let mut session = shared.session.lock();
                 session.receive_from(&mut inbound, Instant::now());
-                drain_events(&mut session)
-            };
-            dispatch(&shared, events);
+                drain_events(&mut session, &mut events);
+            }
+            dispatch(&shared, &mut events);
         }
         tokio::spawn(read_loop(Arc::clone(&shared), reader, inbound));
         tokio::spawn(write_loop(Arc::clone(&shared), writer));
@@ -430,15 +431,18 @@ fn new_stream(
     crate::stream::pair(id, shared, rx, credit)
 }
 
-fn drain_events(session: &mut Session) -> Vec<Event> {
-    std::iter::from_fn(|| session.poll_event()).collect()
+/// Moves the session's events into `into`, a vector the caller keeps, so that no batch of
+/// events allocates.
+fn drain_events(session: &mut Session, into: &mut Vec<Event>) {
+    into.extend(std::iter::from_fn(|| session.poll_event()));
 }
 
-fn dispatch(shared: &Arc<Shared>, events: Vec<Event>) {
+fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
     let Some(incoming) = shared.incoming.lock().clone() else {
+        events.clear();
         return;
     };
-    for event in events {
+    for event in events.drain(..) {
         match event {
             Event::Packet(packet) => {
                 // A full queue drops the packet, as a router would; TCP inside recovers.
@@ -548,6 +552,7 @@ fn finish(shared: &Arc<Shared>, reason: CloseReason) {
 async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: BytesMut) {
     tokio::pin!(reader);
     let mut closed = shared.closed.subscribe();
+    let mut events = Vec::new();
     let reason = loop {
         inbound.reserve(shared.config.read_buffer);
         let read = tokio::select! {
@@ -567,12 +572,13 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: By
                     .bytes_in
                     .fetch_add(n as u64, Ordering::Relaxed);
                 metrics::counter!("sssonector_tunnel_bytes_received_total").increment(n as u64);
-                let (events, state) = {
+                let state = {
                     let mut session = shared.session.lock();
                     session.receive_from(&mut inbound, Instant::now());
-                    (drain_events(&mut session), session.state())
+                    drain_events(&mut session, &mut events);
+                    session.state()
                 };
-                dispatch(&shared, events);
+                dispatch(&shared, &mut events);
                 if state == State::Closed {
                     // The writer sends the goodbye or error queued with the close, then
                     // marks the link closed with the session's reason.
@@ -593,22 +599,19 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: By
 
 async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
     tokio::pin!(writer);
+    let mut events = Vec::new();
     let reason = loop {
         let notified = shared.output.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (out, state, deadline, events) = {
+        let (out, state, deadline) = {
             let mut session = shared.session.lock();
             let out = session.take_output(Instant::now());
-            (
-                out,
-                session.state(),
-                session.next_deadline(),
-                drain_events(&mut session),
-            )
+            drain_events(&mut session, &mut events);
+            (out, session.state(), session.next_deadline())
         };
         if !events.is_empty() {
-            dispatch(&shared, events);
+            dispatch(&shared, &mut events);
         }
         if !out.is_empty() {
             let written = async {
@@ -625,8 +628,10 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
                 .counters
                 .bytes_out
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
+            let written = out.len() as u64;
             shared.counters.writes.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("sssonector_tunnel_bytes_sent_total").increment(out.len() as u64);
+            metrics::counter!("sssonector_tunnel_bytes_sent_total").increment(written);
+            shared.session.lock().recycle_output(out);
             metrics::counter!("sssonector_tunnel_writes_total").increment(1);
             shared.drained.notify_waiters();
             continue;

@@ -212,6 +212,9 @@ pub struct Session {
     next_ping: u64,
     inbound: BytesMut,
     outbound: BytesMut,
+    /// A written output buffer given back ([`Session::recycle_output`]), used for the next
+    /// output so that steady traffic swaps two buffers instead of allocating.
+    spare: Option<BytesMut>,
     events: VecDeque<Event>,
     assign: Option<Assign>,
     /// Frames decoded in error: counted for the metrics.
@@ -256,6 +259,7 @@ impl Session {
             next_ping: 1,
             inbound: BytesMut::new(),
             outbound: BytesMut::new(),
+            spare: None,
             events: VecDeque::new(),
             next_stream: match config.role {
                 Role::Client => 1,
@@ -459,12 +463,24 @@ impl Session {
         self.streams.len()
     }
 
-    /// Bytes to write to the connection (empty if none).
+    /// Bytes to write to the connection (empty if none). Give the buffer back with
+    /// [`recycle_output`](Self::recycle_output) once written.
     pub fn take_output(&mut self, now: Instant) -> BytesMut {
-        if !self.outbound.is_empty() {
-            self.last_sent = now;
+        if self.outbound.is_empty() {
+            return BytesMut::new();
         }
-        self.outbound.split()
+        self.last_sent = now;
+        let next = self.spare.take().unwrap_or_default();
+        std::mem::replace(&mut self.outbound, next)
+    }
+
+    /// Takes back a buffer from [`take_output`](Self::take_output) after it was written, to
+    /// hold later output: no allocation per write in steady state.
+    pub fn recycle_output(&mut self, mut buf: BytesMut) {
+        if buf.capacity() > 0 && self.spare.is_none() {
+            buf.clear();
+            self.spare = Some(buf);
+        }
     }
 
     /// The next event, if any.

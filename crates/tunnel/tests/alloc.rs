@@ -1,0 +1,74 @@
+//! The data path does not allocate per packet in steady state: packets through a pair of
+//! links, counted by dhat's heap profiler (the global allocator of this test binary only).
+
+use std::time::{Duration, Instant};
+
+use sssonector_tunnel::proto::{Mode, Role, Session, SessionConfig};
+use sssonector_tunnel::{Incoming, Link, LinkConfig};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+const WARM_UP: usize = 5_000;
+const MEASURED: usize = 50_000;
+
+#[test]
+fn packets_in_steady_state_do_not_allocate_each() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let client = Link::establish(
+            a,
+            Session::client(SessionConfig::new(Role::Client, Mode::Tun), Instant::now(), Vec::new()),
+            LinkConfig::default(),
+        );
+        let server = Link::establish(
+            b,
+            Session::server(
+                SessionConfig::new(Role::Server, Mode::Tun),
+                Instant::now(),
+                Box::new(|_| Ok(Vec::new())),
+            ),
+            LinkConfig::default(),
+        );
+        let (client, server) = tokio::join!(client, server);
+        let (client, _, _client_incoming) = client.unwrap();
+        let (_server, _, mut incoming) = server.unwrap();
+        let packet = vec![0x45u8; 1400];
+
+        // Sends `count` packets and receives them all, a window of 200 in flight (as a TUN
+        // reader and writer would), dropping each as it is delivered.
+        let mut run = async |count: usize| {
+            let mut sent = 0;
+            let mut received = 0;
+            while received < count {
+                while sent < count && sent - received < 200 {
+                    client.send_packet(&packet).await.unwrap();
+                    sent += 1;
+                }
+                match tokio::time::timeout(Duration::from_secs(10), incoming.recv()).await {
+                    Ok(Some(Incoming::Packet(p))) => assert_eq!(p.len(), 1400),
+                    other => panic!("packet {received}: {other:?}"),
+                }
+                received += 1;
+            }
+        };
+        run(WARM_UP).await;
+        let before = dhat::HeapStats::get();
+        run(MEASURED).await;
+        let after = dhat::HeapStats::get();
+        let blocks = after.total_blocks - before.total_blocks;
+        let bytes = after.total_bytes - before.total_bytes;
+        println!(
+            "{MEASURED} packets of 1400 bytes: {blocks} allocations ({:.4} per packet), {bytes} bytes",
+            blocks as f64 / MEASURED as f64
+        );
+        // Buffers are reused; what allocation remains comes per read or write batch (a
+        // buffer still shared with undelivered packets cannot be reclaimed), not per packet.
+        dhat::assert!(blocks * 20 < MEASURED as u64, "{blocks} allocations for {MEASURED} packets");
+    });
+}

@@ -1,5 +1,6 @@
 //! The data path does not allocate per packet in steady state: packets through a pair of
 //! links, counted by dhat's heap profiler (the global allocator of this test binary only).
+#![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,12 @@ const MEASURED: usize = 50_000;
 
 #[test]
 fn packets_in_steady_state_do_not_allocate_each() {
-    let _profiler = dhat::Profiler::builder().testing().build();
+    let _profiler = dhat::Profiler::builder()
+        .testing()
+        .file_name(
+            std::env::temp_dir().join(format!("sssonector-dhat-{}.json", std::process::id())),
+        )
+        .build();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

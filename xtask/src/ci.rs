@@ -27,6 +27,7 @@ const UNATTENDED_EXAMPLES: &[&str] = &[
     "pooled_copy",
     "pooled_failover",
     "tls_reload_echo",
+    "forward_tunnel",
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {

@@ -217,12 +217,50 @@ fn with_bits(like: IpAddr, bits: u128) -> IpAddr {
     }
 }
 
+/// One counter of the TUN data path: kept here for [`Router::stats`] and published through
+/// the `metrics` facade as `sssonector_tun_packets_total{outcome}`.
+#[derive(Debug)]
+struct Count {
+    value: AtomicU64,
+    metric: metrics::Counter,
+}
+
+impl Count {
+    fn new(outcome: &'static str) -> Self {
+        Self {
+            value: AtomicU64::new(0),
+            metric: metrics::counter!("sssonector_tun_packets_total", "outcome" => outcome),
+        }
+    }
+
+    fn add(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+        self.metric.increment(1);
+    }
+
+    fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
 /// Counters of the TUN data path.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RouterCounters {
-    no_route: AtomicU64,
-    spoofed: AtomicU64,
-    forwarded: AtomicU64,
+    no_route: Count,
+    spoofed: Count,
+    forwarded: Count,
+    refused: Count,
+}
+
+impl Default for RouterCounters {
+    fn default() -> Self {
+        Self {
+            no_route: Count::new("no_route"),
+            spoofed: Count::new("spoofed"),
+            forwarded: Count::new("forwarded"),
+            refused: Count::new("refused"),
+        }
+    }
 }
 
 /// A snapshot of the router's counters.
@@ -235,6 +273,9 @@ pub struct RouterStats {
     pub spoofed: u64,
     /// Packets sent on to a client.
     pub forwarded: u64,
+    /// Packets a client's link refused or dropped: over the MTU its session settled on,
+    /// its outbound buffer full, or the link closing.
+    pub refused: u64,
     /// Routes (client addresses) now.
     pub routes: usize,
 }
@@ -268,8 +309,11 @@ impl Router {
         match routes.get(&dst) {
             Some(link) => {
                 // A slow client loses its own packets, not everyone's.
-                let _ = link.try_send_packet(packet);
-                self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                let counter = match link.try_send_packet(packet) {
+                    Ok(true) => &self.counters.forwarded,
+                    Ok(false) | Err(_) => &self.counters.refused,
+                };
+                counter.add();
                 true
             }
             None => false,
@@ -279,9 +323,10 @@ impl Router {
     /// Counters.
     pub fn stats(&self) -> RouterStats {
         RouterStats {
-            no_route: self.counters.no_route.load(Ordering::Relaxed),
-            spoofed: self.counters.spoofed.load(Ordering::Relaxed),
-            forwarded: self.counters.forwarded.load(Ordering::Relaxed),
+            no_route: self.counters.no_route.get(),
+            spoofed: self.counters.spoofed.get(),
+            forwarded: self.counters.forwarded.get(),
+            refused: self.counters.refused.get(),
             routes: self.routes.read().len(),
         }
     }
@@ -462,7 +507,7 @@ mod device {
                     continue;
                 };
                 if !router.forward(dst, packet) {
-                    router.counters.no_route.fetch_add(1, Ordering::Relaxed);
+                    router.counters.no_route.add();
                 }
             }
         }
@@ -485,7 +530,7 @@ mod device {
                     return false;
                 };
                 if !own.contains(&src) {
-                    router.counters.spoofed.fetch_add(1, Ordering::Relaxed);
+                    router.counters.spoofed.add();
                     return false;
                 }
                 // To another client: sent on here; to the server: kept for the device.

@@ -145,3 +145,21 @@ async fn close_says_goodbye_to_both_sides_and_ends_the_queues() {
     );
     assert!(client.open_stream("x").is_err());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_router_counts_what_it_forwards_and_what_a_link_refuses() {
+    use sssonector_tunnel::tun::Router;
+    let ((client, _ci), _server) = pair(Duration::from_secs(10), Duration::from_secs(30)).await;
+    let router = Router::new();
+    let addr: std::net::IpAddr = "10.8.0.2".parse().unwrap();
+    router.insert(addr, client.clone());
+    // To the client: carried. Over the session's MTU (1400): refused and counted.
+    assert!(router.forward(addr, &packet(1)));
+    assert!(router.forward(addr, &vec![0x45u8; 1401]));
+    // Nobody holds this address.
+    assert!(!router.forward("10.8.0.3".parse().unwrap(), &packet(2)));
+    let stats = router.stats();
+    assert_eq!((stats.forwarded, stats.refused, stats.routes), (1, 1, 1));
+    router.remove(addr);
+    assert_eq!(router.stats().routes, 0);
+}

@@ -16,6 +16,8 @@ pub(crate) struct Live<C> {
     pub(crate) idle_since: Instant,
     /// When its lifetime (with jitter) ends.
     pub(crate) expires: Option<Instant>,
+    /// Set by [`Pooled::discard`]: closed on return, never handed on.
+    pub(crate) doomed: bool,
 }
 
 /// A connection checked out of a [`Pool`](crate::Pool), used through `Deref`. Dropping it
@@ -23,7 +25,8 @@ pub(crate) struct Live<C> {
 /// says it is broken, its lifetime is over, or the pool is closed or over size: then it is
 /// closed and its place goes to a waiter).
 pub struct Pooled<M: Manager> {
-    shared: Arc<Shared<M>>,
+    // `None` once given back, with `live`.
+    shared: Option<Arc<Shared<M>>>,
     endpoint: usize,
     // `None` once given back.
     live: Option<Live<M::Connection>>,
@@ -32,7 +35,7 @@ pub struct Pooled<M: Manager> {
 impl<M: Manager> Pooled<M> {
     pub(crate) fn new(shared: Arc<Shared<M>>, endpoint: usize, live: Live<M::Connection>) -> Self {
         Self {
-            shared,
+            shared: Some(shared),
             endpoint,
             live: Some(live),
         }
@@ -51,17 +54,25 @@ impl<M: Manager> Pooled<M> {
     /// Closes the connection instead of returning it (after an error on it, say); its place
     /// goes to the next waiter.
     pub fn discard(mut self) {
-        if let Some(mut live) = self.live.take() {
-            // Marking it expired makes the return path close it.
-            live.expires = Some(Instant::now());
-            self.shared.put_back(self.endpoint, live);
+        if let (Some(mut live), Some(shared)) = (self.live.take(), self.shared.take()) {
+            // A doomed connection is closed by the return path.
+            live.doomed = true;
+            shared.put_back(self.endpoint, live);
         }
     }
 
-    pub(crate) fn take_live(&mut self) -> Live<M::Connection> {
-        self.live
-            .take()
-            .expect("a Pooled holds its connection until dropped")
+    /// Empties the guard (which then returns nothing on drop): its pool handle and its
+    /// connection.
+    pub(crate) fn take_parts(&mut self) -> (Arc<Shared<M>>, Live<M::Connection>) {
+        match (self.shared.take(), self.live.take()) {
+            (Some(shared), Some(live)) => (shared, live),
+            _ => unreachable!("a Pooled holds its connection until dropped"),
+        }
+    }
+
+    /// Whether its lifetime ended by `now`.
+    pub(crate) fn expired_at(&self, now: Instant) -> bool {
+        self.live().expires.is_some_and(|at| now >= at)
     }
 
     fn live(&self) -> &Live<M::Connection> {
@@ -73,7 +84,10 @@ impl<M: Manager> Pooled<M> {
 
     /// The manager, for calls that need it next to the connection.
     pub fn manager(&self) -> &M {
-        self.shared.manager()
+        match &self.shared {
+            Some(shared) => shared.manager(),
+            None => unreachable!("a Pooled holds its pool until dropped"),
+        }
     }
 }
 
@@ -105,8 +119,8 @@ impl<M: Manager> fmt::Debug for Pooled<M> {
 
 impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
-        if let Some(live) = self.live.take() {
-            self.shared.put_back(self.endpoint, live);
+        if let (Some(live), Some(shared)) = (self.live.take(), self.shared.take()) {
+            shared.put_back(self.endpoint, live);
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ pub(crate) struct Shared<M: Manager> {
     state: Mutex<State<M>>,
     rng: Rng,
     drained: Notify,
+    /// Whether the last checkout had to wait: a hint (read and written without ordering)
+    /// that the next one will too, so it makes its channel before taking the lock.
+    saturated: AtomicBool,
     pub(crate) counters: Counters,
     /// `sssonector_connpool_wait_seconds`, registered once with the recorder installed when
     /// the pool was built.
@@ -199,6 +202,7 @@ impl<M: Manager> Pool<M> {
                 limiter,
                 rng: Rng::from_entropy(),
                 drained: Notify::new(),
+                saturated: AtomicBool::new(false),
                 counters: Counters::default(),
                 wait_seconds: metrics::histogram!(
                     "sssonector_connpool_wait_seconds",
@@ -230,6 +234,12 @@ impl<M: Manager> Pool<M> {
         let started = Instant::now();
         let deadline = started + shared.config.checkout_timeout;
         loop {
+            // Under load most checkouts wait: allocating the waiter's channel before taking
+            // the lock keeps the allocation out of the critical section.
+            let mut channel = shared
+                .saturated
+                .load(Ordering::Relaxed)
+                .then(oneshot::channel);
             let (step, to_close) = {
                 let mut st = shared.state.lock();
                 if st.closed {
@@ -243,7 +253,7 @@ impl<M: Manager> Pool<M> {
                         Step::Connect
                     }
                     None => {
-                        let (tx, rx) = oneshot::channel();
+                        let (tx, rx) = channel.take().unwrap_or_else(oneshot::channel);
                         st.waiters.push_back(Waiter { deadline, tx });
                         if !st.expiring {
                             st.expiring = true;
@@ -254,6 +264,11 @@ impl<M: Manager> Pool<M> {
                 };
                 (step, to_close)
             };
+            let waiting = matches!(step, Step::Wait(_));
+            if shared.saturated.load(Ordering::Relaxed) != waiting {
+                shared.saturated.store(waiting, Ordering::Relaxed);
+            }
+            drop(channel);
             drop(to_close);
             match step {
                 Step::Idle(ep, live) => {
@@ -268,9 +283,15 @@ impl<M: Manager> Pool<M> {
                     let Ok(grant) = rx.await else {
                         return Err(PoolError::Closed);
                     };
-                    shared.record_wait(started.elapsed());
+                    let now = Instant::now();
+                    shared.record_wait(now - started);
                     match grant {
                         Grant::Conn(pooled) => {
+                            // Handed on without a clock read: its lifetime is checked here.
+                            if pooled.expired_at(now) {
+                                pooled.discard();
+                                continue;
+                            }
                             if let Some(pooled) = shared.revet(pooled).await {
                                 return Ok(pooled);
                             }
@@ -560,6 +581,7 @@ impl<M: Manager> Shared<M> {
             created: now,
             idle_since: now,
             expires: self.lifetime_end(now),
+            doomed: false,
         };
         let mut st = self.state.lock();
         let state = &mut st.eps[ep];
@@ -619,44 +641,66 @@ impl<M: Manager> Shared<M> {
         Some(now + lifetime.mul_f64(factor))
     }
 
-    /// Takes a connection back from its guard.
-    pub(crate) fn put_back(self: &Arc<Self>, ep: usize, mut live: Live<M::Connection>) {
-        // The clock is read only where it is needed: a connection with a lifetime, or one
-        // going idle. Handed straight to a waiter, most returns need neither.
-        let broken = self.manager.is_broken(&mut live.conn)
-            || live.expires.is_some_and(|at| Instant::now() >= at);
-        let mut st = self.state.lock();
+    /// Takes a connection back from its guard, with the guard's handle on the pool (moved
+    /// on to the next waiter's guard, so a hand-off costs no reference-count traffic).
+    pub(crate) fn put_back(self: Arc<Self>, ep: usize, mut live: Live<M::Connection>) {
+        // No clock read on a hand-off to a waiter: the waiter reads the clock anyway (for its
+        // wait time) and checks the lifetime itself. Only a connection going idle needs it.
+        let broken = live.doomed || self.manager.is_broken(&mut live.conn);
+        let mut this = self;
+        let mut st = this.state.lock();
         st.eps[ep].in_use -= 1;
         if broken || st.closed || st.total > st.max_size {
-            self.release_slot(&mut st);
-            let drained = st.closed && st.total == 0;
-            drop(st);
-            drop(live);
-            if drained {
-                self.drained.notify_waiters();
-            }
-            return;
+            return this.close_returned(st, live);
         }
-        // First come, first served: the oldest waiter gets it directly.
+        // First come, first served: the oldest waiter gets it directly. The hand-off wakes
+        // the waiter's task, so it happens after the lock is released: the other worker is
+        // not kept spinning on the pool while this one schedules a task. Meanwhile the
+        // connection counts as in use, so the books balance whatever happens in between.
         while let Some(waiter) = st.waiters.pop_front() {
             st.eps[ep].in_use += 1;
-            let pooled = Pooled::new(Arc::clone(self), ep, live);
+            drop(st);
+            let pooled = Pooled::new(this, ep, live);
             match waiter.tx.send(Grant::Conn(pooled)) {
                 Ok(()) => return,
                 Err(Grant::Conn(mut pooled)) => {
+                    // That waiter gave up: back under the lock, and on to the next.
+                    (this, live) = pooled.take_parts();
+                    st = this.state.lock();
                     st.eps[ep].in_use -= 1;
-                    live = pooled.take_live();
+                    if st.closed || st.total > st.max_size {
+                        return this.close_returned(st, live);
+                    }
                 }
                 Err(Grant::Slot(_) | Grant::Expired) => unreachable!("a connection was sent"),
             }
         }
-        if st.eps[ep].idle.len() < self.config.max_idle_per_endpoint {
-            live.idle_since = Instant::now();
+        let now = Instant::now();
+        if live.expires.is_some_and(|at| now >= at) {
+            return this.close_returned(st, live);
+        }
+        if st.eps[ep].idle.len() < this.config.max_idle_per_endpoint {
+            live.idle_since = now;
             st.eps[ep].idle.push_back(live);
         } else {
             st.total -= 1;
             drop(st);
             drop(live);
+        }
+    }
+
+    /// Closes a returned connection that is not to be used again, freeing its capacity.
+    fn close_returned(
+        self: &Arc<Self>,
+        mut st: parking_lot::MutexGuard<'_, State<M>>,
+        live: Live<M::Connection>,
+    ) {
+        self.release_slot(&mut st);
+        let drained = st.closed && st.total == 0;
+        drop(st);
+        drop(live);
+        if drained {
+            self.drained.notify_waiters();
         }
     }
 

@@ -478,3 +478,36 @@ fn invalid_configurations_are_refused() {
         ConfigError::Jitter(1.5)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_past_its_lifetime_is_not_handed_to_a_waiter() {
+    // A return hands the connection straight to the oldest waiter without reading the
+    // clock; the waiter checks the lifetime and, finding it over, closes it and gets a new
+    // one.
+    let manager = Faulty::new(1);
+    let pool = Pool::builder(manager.clone())
+        .max_size(1)
+        .checkout_timeout(Duration::from_secs(60))
+        .max_lifetime(Some(Duration::from_secs(10)), 0.0)
+        .endpoint(0)
+        .build()
+        .unwrap();
+    let first = pool.get().await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|conn| conn.age()) }
+    });
+    settle().await;
+    assert_eq!(pool.stats().waiters, 1);
+    advance(Duration::from_secs(11)).await;
+    drop(first);
+    let age = waiter.await.unwrap().unwrap();
+    assert!(
+        age < Duration::from_secs(1),
+        "the waiter got the expired connection ({age:?})"
+    );
+    settle().await;
+    let stats = pool.stats();
+    assert_eq!((stats.connects, stats.size, stats.waiters), (2, 1, 0));
+    assert_eq!(manager.attempts(0), 2);
+}

@@ -62,6 +62,9 @@ pub(crate) struct State<M: Manager> {
     total: usize,
     eps: Vec<EpState<M::Connection>>,
     waiters: VecDeque<Waiter<M>>,
+    /// Checkouts that waited, counted under the lock they take anyway (a shared atomic
+    /// would bounce between cores on every wait).
+    waits: u64,
     /// Whether a task is expiring waiters (it runs while the queue is not empty).
     expiring: bool,
     balancer: Balancer,
@@ -194,6 +197,7 @@ impl<M: Manager> Pool<M> {
                     total: 0,
                     eps,
                     waiters: VecDeque::new(),
+                    waits: 0,
                     expiring: false,
                     balancer: Balancer::default(),
                     closed: false,
@@ -255,6 +259,7 @@ impl<M: Manager> Pool<M> {
                     None => {
                         let (tx, rx) = channel.take().unwrap_or_else(oneshot::channel);
                         st.waiters.push_back(Waiter { deadline, tx });
+                        st.waits += 1;
                         if !st.expiring {
                             st.expiring = true;
                             tokio::spawn(Arc::clone(shared).expire_waiters());
@@ -278,7 +283,6 @@ impl<M: Manager> Pool<M> {
                 }
                 Step::Connect => return shared.connect_new(deadline).await,
                 Step::Wait(rx) => {
-                    shared.counters.waits.fetch_add(1, Ordering::Relaxed);
                     // No timer per waiter: `expire_waiters` sends `Expired` at the deadline.
                     let Ok(grant) = rx.await else {
                         return Err(PoolError::Closed);
@@ -905,7 +909,7 @@ impl<M: Manager> Shared<M> {
             connect_failures: c.connect_failures.load(Ordering::Relaxed),
             health_failures: c.health_failures.load(Ordering::Relaxed),
             timeouts: c.timeouts.load(Ordering::Relaxed),
-            waits: c.waits.load(Ordering::Relaxed),
+            waits: st.waits,
         }
     }
 

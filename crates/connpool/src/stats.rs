@@ -10,7 +10,6 @@ pub(crate) struct Counters {
     pub(crate) connect_failures: AtomicU64,
     pub(crate) health_failures: AtomicU64,
     pub(crate) timeouts: AtomicU64,
-    pub(crate) waits: AtomicU64,
 }
 
 /// One endpoint's connections, in [`Stats::endpoints`].

@@ -549,12 +549,19 @@ fn finish(shared: &Arc<Shared>, reason: CloseReason) {
     shared.drained.notify_waiters();
 }
 
+/// The smallest room asked for per transport read.
+const MIN_READ: usize = 16 * 1024;
+
 async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: BytesMut) {
     tokio::pin!(reader);
     let mut closed = shared.closed.subscribe();
     let mut events = Vec::new();
+    // Room asked for per read: follows the traffic, from 16 KiB up to the read buffer. A
+    // packet still waiting for delivery keeps its whole read buffer alive, so a trickle of
+    // small reads must not each pin a large one; bulk traffic soon reads the full size.
+    let mut room = MIN_READ.min(shared.config.read_buffer);
     let reason = loop {
-        inbound.reserve(shared.config.read_buffer);
+        inbound.reserve(room);
         let read = tokio::select! {
             read = reader.read_buf(&mut inbound) => read,
             () = async { let _ = closed.wait_for(Option::is_some).await; } => return,
@@ -567,6 +574,7 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: By
                 };
             }
             Ok(n) => {
+                room = (n * 2).clamp(MIN_READ, shared.config.read_buffer.max(MIN_READ));
                 shared
                     .counters
                     .bytes_in

@@ -76,5 +76,25 @@ fn packets_in_steady_state_do_not_allocate_each() {
         // Buffers are reused; what allocation remains comes per read or write batch (a
         // buffer still shared with undelivered packets cannot be reclaimed), not per packet.
         dhat::assert!(blocks * 20 < MEASURED as u64, "{blocks} allocations for {MEASURED} packets");
+
+        // A trickle: packets one at a time, each read on its own, all left undelivered in
+        // the incoming queue. Each keeps its read buffer alive, so the reads must be small
+        // when the traffic is (not 256 KiB apiece: that would be 125 MiB here).
+        const TRICKLE: usize = 500;
+        let before = dhat::HeapStats::get();
+        for _ in 0..TRICKLE {
+            client.send_packet(&packet).await.unwrap();
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let held = dhat::HeapStats::get().curr_bytes.saturating_sub(before.curr_bytes);
+        println!("{TRICKLE} undelivered packets read one by one hold {held} bytes");
+        dhat::assert!(held < TRICKLE * 48 * 1024, "{held} bytes held by {TRICKLE} packets");
+        let mut delivered = 0;
+        while let Ok(Incoming::Packet(_)) = incoming.try_recv() {
+            delivered += 1;
+        }
+        dhat::assert_eq!(delivered, TRICKLE);
     });
 }

@@ -48,8 +48,9 @@ pub mod stream_code {
 /// Link settings.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// Bytes read from the transport per call (256 KiB by default: larger reads mean larger
-    /// batches of frames per lock and per wake-up; 64 KiB carried a quarter less).
+    /// The most bytes read from the transport per call (256 KiB by default: larger reads mean
+    /// larger batches of frames per lock and per wake-up; 64 KiB carried a quarter less).
+    /// Each read asks for twice what the last one got, from 16 KiB up to this.
     pub read_buffer: usize,
     /// Queued output above which packet senders wait (1 MiB by default).
     pub max_pending: usize,

@@ -49,6 +49,19 @@ fn offset(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// A CA's certificate parameters: its name, and the usages of a CA.
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
 fn generate_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> CertError {
     move |error| CertError::Generate { what, error }
 }
@@ -95,14 +108,7 @@ impl CertificateAuthority {
     /// [`CertError::Generate`] if rcgen refuses the name or the dates.
     pub fn generate(name: &str, validity: Validity) -> Result<Self, CertError> {
         let key = KeyPair::generate().map_err(generate_error("the CA key"))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut params = ca_params(name);
         params.not_before = offset(validity.not_before);
         params.not_after = offset(validity.not_after);
         let rng = Rng::from_entropy();
@@ -121,32 +127,32 @@ impl CertificateAuthority {
         })
     }
 
-    /// Loads a CA this crate generated earlier: its certificate and key (PEM) and the name it
-    /// was generated with (its common name). The CA certificate itself is used as it is;
-    /// the name and key are what signing needs.
+    /// Loads a CA this crate generated earlier from its certificate and key (PEM). The CA
+    /// certificate is used as it is; the name it signs as is read from its subject.
     ///
     /// # Errors
     ///
     /// [`CertError::Generate`] if the key cannot be parsed; [`CertError::KeyMismatch`] if it
-    /// is not the certificate's key.
-    pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+    /// is not the certificate's key; [`CertError::Pem`] if the certificate has no common name.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
         let key = KeyPair::from_pem(key_pem).map_err(generate_error("the CA key"))?;
         // The key must be the certificate's.
-        crate::Identity::from_pem(cert_pem, key_pem).map_err(|e| match e {
+        let identity = crate::Identity::from_pem(cert_pem, key_pem).map_err(|e| match e {
             CertError::KeyMismatch { .. } => CertError::KeyMismatch {
                 cert: crate::Source::Memory,
                 key: crate::Source::Memory,
             },
             other => other,
         })?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let name = identity
+            .chain()
+            .first()
+            .and_then(|cert| crate::der::common_name(cert))
+            .ok_or_else(|| CertError::Pem {
+                source_: crate::Source::Memory,
+                problem: "the CA certificate has no common name to sign as".into(),
+            })?;
+        let params = ca_params(&name);
         Ok(Self {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),

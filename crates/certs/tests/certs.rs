@@ -282,9 +282,7 @@ async fn tls12_is_opt_in() {
 #[test]
 fn a_ca_loaded_from_its_files_issues_certificates_its_certificate_verifies() {
     let original = CertificateAuthority::generate("persisted CA", Validity::days(30)).unwrap();
-    let loaded =
-        CertificateAuthority::from_pem("persisted CA", original.cert_pem(), original.key_pem())
-            .unwrap();
+    let loaded = CertificateAuthority::from_pem(original.cert_pem(), original.key_pem()).unwrap();
     let server = loaded
         .issue_server(&["localhost"], Validity::days(1))
         .unwrap();
@@ -301,7 +299,7 @@ fn a_ca_loaded_from_its_files_issues_certificates_its_certificate_verifies() {
     ));
     let other = CertificateAuthority::generate("other", Validity::days(1)).unwrap();
     assert!(matches!(
-        CertificateAuthority::from_pem("persisted CA", original.cert_pem(), other.key_pem()),
+        CertificateAuthority::from_pem(original.cert_pem(), other.key_pem()),
         Err(CertError::KeyMismatch { .. })
     ));
 }

@@ -70,7 +70,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Certs {
-    /// Create a CA in DIR: ca.pem (give it to every peer), ca.key (keep it secret), ca.name,
+    /// Create a CA in DIR: ca.pem (give it to every peer), ca.key (keep it secret),
     /// and an empty CRL, ca.crl.
     Init {
         #[command(flatten)]
@@ -306,7 +306,6 @@ fn init(dir: &Path, name: &str, days: u64) -> Result<(), String> {
     write(&dir.join("ca.pem"), ca.cert_pem())?;
     write(&dir.join("ca.key"), ca.key_pem())?;
     restrict(&dir.join("ca.key"))?;
-    write(&dir.join("ca.name"), name)?;
     write(&dir.join("revoked.txt"), "")?;
     write(
         &dir.join("ca.crl"),
@@ -332,13 +331,9 @@ fn restrict(path: &Path) -> Result<(), String> {
 }
 
 fn load_ca(dir: &Path) -> Result<CertificateAuthority, String> {
-    let name = read(&dir.join("ca.name"))?;
-    let ca = CertificateAuthority::from_pem(
-        name.trim(),
-        &read(&dir.join("ca.pem"))?,
-        &read(&dir.join("ca.key"))?,
-    )
-    .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ca =
+        CertificateAuthority::from_pem(&read(&dir.join("ca.pem"))?, &read(&dir.join("ca.key"))?)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
     let revoked = std::fs::read_to_string(dir.join("revoked.txt")).unwrap_or_default();
     for (n, line) in revoked.lines().enumerate() {
         let mut fields = line.split_whitespace();

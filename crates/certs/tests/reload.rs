@@ -72,6 +72,37 @@ fn pki() -> Pki {
     }
 }
 
+/// A server certificate installed in `dir`, loaded as a validated reloadable identity, and
+/// a server configuration presenting it.
+struct Served {
+    cert: PathBuf,
+    key: PathBuf,
+    identity: Arc<ReloadableIdentity>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn serve(dir: &TempDir, pki: &Pki, issued: &Issued) -> Served {
+    let (cert, key) = install(&dir.0, issued);
+    let identity = Arc::new(
+        ReloadableIdentity::load(
+            "server",
+            &cert,
+            &key,
+            Usage::Server,
+            Some(pki.trust.clone()),
+        )
+        .unwrap(),
+    );
+    let server =
+        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+    Served {
+        cert,
+        key,
+        identity,
+        server,
+    }
+}
+
 /// One handshake; returns the certificate the server presented.
 async fn presented(
     server: Arc<rustls::ServerConfig>,
@@ -106,19 +137,9 @@ async fn a_rotated_certificate_serves_new_handshakes() {
         .ca
         .issue_server(&["localhost"], Validity::days(1))
         .unwrap();
-    let (cert, key) = install(&dir.0, &first);
-    let identity = Arc::new(
-        ReloadableIdentity::load(
-            "server",
-            &cert,
-            &key,
-            Usage::Server,
-            Some(pki.trust.clone()),
-        )
-        .unwrap(),
-    );
-    let server =
-        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+    let Served {
+        identity, server, ..
+    } = serve(&dir, &pki, &first);
     assert_eq!(
         presented(server.clone(), pki.client.clone()).await.unwrap(),
         der(&first)
@@ -153,19 +174,12 @@ async fn a_bad_new_file_is_refused_and_the_old_certificate_stays() {
         .ca
         .issue_server(&["localhost"], Validity::days(1))
         .unwrap();
-    let (cert, key) = install(&dir.0, &good);
-    let identity = Arc::new(
-        ReloadableIdentity::load(
-            "server",
-            &cert,
-            &key,
-            Usage::Server,
-            Some(pki.trust.clone()),
-        )
-        .unwrap(),
-    );
-    let server =
-        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+    let Served {
+        cert,
+        key,
+        identity,
+        server,
+    } = serve(&dir, &pki, &good);
 
     // A truncated certificate.
     std::fs::write(&cert, &good.cert_pem[..100]).unwrap();
@@ -264,19 +278,9 @@ async fn rotations_under_concurrent_handshakes_fail_none() {
         .ca
         .issue_server(&["localhost"], Validity::days(1))
         .unwrap();
-    let (cert, key) = install(&dir.0, &first);
-    let identity = Arc::new(
-        ReloadableIdentity::load(
-            "server",
-            &cert,
-            &key,
-            Usage::Server,
-            Some(pki.trust.clone()),
-        )
-        .unwrap(),
-    );
-    let server =
-        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+    let Served {
+        identity, server, ..
+    } = serve(&dir, &pki, &first);
     let stop = Arc::new(AtomicBool::new(false));
     let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut clients = Vec::new();

@@ -134,19 +134,7 @@ fn forward_iperf(binary: &Path) -> Result<(), String> {
         children: Vec::new(),
     };
     for config in ["server.toml", "client.toml"] {
-        let child = Command::new(binary)
-            .args([
-                "run",
-                "--config",
-                dir.join(config).to_str().unwrap_or(config),
-                "--log-level",
-                "warn",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        tunnel.children.push(child);
-        std::thread::sleep(Duration::from_millis(300));
+        tunnel.start(Command::new(binary), &dir.join(config))?;
     }
     let iperf = |port: u16, streams: u32| -> Result<f64, String> {
         let mut server = Command::new("iperf3");
@@ -243,6 +231,21 @@ struct Tunnel {
 }
 
 impl Tunnel {
+    /// Appends `run --config CONFIG` to `command` (the binary, or `ip netns exec … binary`),
+    /// starts it, and gives it a moment to listen.
+    fn start(&mut self, mut command: Command, config: &Path) -> Result<(), String> {
+        let child = command
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("sssonector run --config {}: {e}", config.display()))?;
+        self.children.push(child);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
     fn stop(&mut self) {
         // The client first, so it does not log the server's going as an outage.
         for child in self.children.iter_mut().rev() {
@@ -345,23 +348,8 @@ impl Net {
             children: Vec::new(),
         };
         for (ns, config) in [(&self.server, "server.toml"), (&self.client, "client.toml")] {
-            let child = self
-                .exec(
-                    ns,
-                    &[
-                        binary.to_str().unwrap_or("sssonector"),
-                        "run",
-                        "--config",
-                        self.dir.join(config).to_str().unwrap_or(config),
-                        "--log-level",
-                        "warn",
-                    ],
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            tunnel.children.push(child);
-            std::thread::sleep(Duration::from_millis(200));
+            let binary = binary.to_str().unwrap_or("sssonector");
+            tunnel.start(self.exec(ns, &[binary]), &self.dir.join(config))?;
         }
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(15) {

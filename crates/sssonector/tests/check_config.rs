@@ -1,16 +1,12 @@
 //! `sssonector check-config`: the example configurations pass with certificates made by
 //! `sssonector certs`; a broken one gets every problem reported with its field path.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{TempDir, pki};
 
 fn sssonector(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
@@ -28,30 +24,12 @@ fn sssonector(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// A directory with a CA, a server certificate (`pki/server.*`) and a client one
+/// (`pki/client.*`), as the example configurations expect.
 fn setup(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("sssonector-config-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for args in [
-        &["certs", "init", "--dir", "pki"][..],
-        &[
-            "certs",
-            "issue",
-            "--dir",
-            "pki",
-            "--server",
-            "localhost,127.0.0.1",
-            "--out",
-            "server",
-        ],
-        &[
-            "certs", "issue", "--dir", "pki", "--client", "alice", "--out", "client",
-        ],
-    ] {
-        let (ok, out) = sssonector(&dir, args);
-        assert!(ok, "{out}");
-    }
-    TempDir(dir)
+    let dir = TempDir::new(&format!("config-{name}"));
+    pki(&dir.0, "localhost,127.0.0.1", &["client"]);
+    dir
 }
 
 #[test]

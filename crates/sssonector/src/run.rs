@@ -267,10 +267,12 @@ async fn serve_client(
     (upload_mbps, download_mbps): (Option<f64>, Option<f64>),
     server: Server,
 ) {
-    let limits = (
-        pacing(upload_mbps).ok().flatten(),
-        pacing(download_mbps).ok().flatten(),
-    );
+    // Its own budgets: what the server reads is the client's upload.
+    let link_config = LinkConfig {
+        read_pacing: pacing(upload_mbps).ok().flatten(),
+        write_pacing: pacing(download_mbps).ok().flatten(),
+        ..LinkConfig::default()
+    };
     let Handshaken {
         tls,
         peer,
@@ -294,8 +296,7 @@ async fn serve_client(
         }
     };
     let session = Session::server(session_config, Instant::now(), assign);
-    let established =
-        sssonector_tunnel::client::establish(tls, session, LinkConfig::default(), &limits).await;
+    let established = sssonector_tunnel::Link::establish(tls, session, link_config).await;
     match established {
         Err(e) => tracing::info!(%peer, identity, error = %e, "session refused"),
         Ok((link, _hello, incoming)) => {
@@ -380,15 +381,13 @@ async fn start_client(
     // One budget per direction shared by all the client's connections (clones of a Pacing
     // share it): their sum keeps to the limit, and any one may use all of it. What the client
     // reads is its download.
-    let download = pacing(config.limits.download_mbps)?;
-    let upload = pacing(config.limits.upload_mbps)?;
+    let link_config = LinkConfig {
+        read_pacing: pacing(config.limits.download_mbps)?,
+        write_pacing: pacing(config.limits.upload_mbps)?,
+        ..LinkConfig::default()
+    };
     let reconnects: Vec<_> = (0..connections)
-        .map(|_| {
-            Arc::new(
-                Reconnect::new(endpoints.clone(), LinkConfig::default())
-                    .pacing(download.clone(), upload.clone()),
-            )
-        })
+        .map(|_| Arc::new(Reconnect::new(endpoints.clone(), link_config.clone())))
         .collect();
     running.current = reconnects.iter().map(|r| r.current()).collect();
     let reconnect = Arc::clone(&reconnects[0]);

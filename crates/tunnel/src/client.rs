@@ -26,8 +26,6 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
-use sssonector_ratelimit::{PacedStream, Pacing};
-
 use crate::link::{EstablishError, Incoming, Link, LinkConfig};
 use crate::proto::{Hello, Session};
 use crate::server::SOCKET_BUFFER;
@@ -158,7 +156,6 @@ pub struct Reconnect {
     backoff: Backoff,
     link: LinkConfig,
     current: watch::Sender<Option<Link>>,
-    pacing: (Option<Pacing>, Option<Pacing>),
 }
 
 impl Reconnect {
@@ -171,16 +168,7 @@ impl Reconnect {
                 .jitter(Jitter::Full),
             link,
             current: watch::channel(None).0,
-            pacing: (None, None),
         }
-    }
-
-    /// Paces every connection's bytes: `download` what it reads, `upload` what it writes
-    /// (the byte-rate limits of the ratelimit crate, TCP/IP overhead included).
-    #[must_use]
-    pub fn pacing(mut self, download: Option<Pacing>, upload: Option<Pacing>) -> Self {
-        self.pacing = (download, upload);
-        self
     }
 
     /// Replaces the backoff between failed rounds.
@@ -216,7 +204,7 @@ impl Reconnect {
                 let endpoint = &self.endpoints[index];
                 let attempt = async {
                     let transport = endpoint.dial().await?;
-                    establish(transport, session(), self.link.clone(), &self.pacing)
+                    Link::establish(transport, session(), self.link.clone())
                         .await
                         .map_err(|e| -> BoxError {
                             match e {
@@ -295,26 +283,4 @@ fn stopped(stop: &watch::Receiver<bool>) -> bool {
 
 async fn until_stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Establishes a link over `transport`, paced by `(read, write)` when either is set.
-///
-/// # Errors
-///
-/// As [`Link::establish`].
-pub async fn establish<T>(
-    transport: T,
-    session: Session,
-    config: LinkConfig,
-    (read, write): &(Option<Pacing>, Option<Pacing>),
-) -> Result<(Link, Hello, mpsc::Receiver<Incoming>), EstablishError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
-    if read.is_none() && write.is_none() {
-        Link::establish(transport, session, config).await
-    } else {
-        let paced = PacedStream::new(transport, read.clone(), write.clone());
-        Link::establish(paced, session, config).await
-    }
 }

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use sssonector_ratelimit::{PacedStream, Pacing};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -59,6 +60,11 @@ pub struct LinkConfig {
     pub incoming_queue: usize,
     /// The most streams open at once on this link (1024 by default).
     pub max_streams: usize,
+    /// Paces what the link reads from its transport (a byte-rate limit from the ratelimit
+    /// crate, TCP/IP overhead counted); `None` for no limit. Clones share their budget.
+    pub read_pacing: Option<Pacing>,
+    /// Paces what the link writes.
+    pub write_pacing: Option<Pacing>,
 }
 
 impl Default for LinkConfig {
@@ -68,6 +74,8 @@ impl Default for LinkConfig {
             max_pending: 1024 * 1024,
             incoming_queue: 1024,
             max_streams: 1024,
+            read_pacing: None,
+            write_pacing: None,
         }
     }
 }
@@ -211,6 +219,25 @@ impl Link {
     /// The transport failed or the session closed during the exchange. The session's
     /// handshake timeout bounds the wait.
     pub async fn establish<T>(
+        transport: T,
+        session: Session,
+        config: LinkConfig,
+    ) -> Result<(Link, Hello, mpsc::Receiver<Incoming>), EstablishError>
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        if config.read_pacing.is_none() && config.write_pacing.is_none() {
+            return Self::run(transport, session, config).await;
+        }
+        let paced = PacedStream::new(
+            transport,
+            config.read_pacing.clone(),
+            config.write_pacing.clone(),
+        );
+        Self::run(paced, session, config).await
+    }
+
+    async fn run<T>(
         transport: T,
         mut session: Session,
         config: LinkConfig,

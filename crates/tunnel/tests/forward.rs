@@ -297,3 +297,42 @@ async fn a_server_at_max_clients_refuses_the_next() {
     assert_eq!((stats.connected, stats.refused_full), (1, 1), "{stats:?}");
     first.stop.send_replace(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_client_that_goes_away_stops_the_far_sender() {
+    // The target streams without end (a big download). The local client reads a little and
+    // disconnects: the reset must reach the server, which closes the target connection,
+    // so the target's writes fail instead of filling a dead stream.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let chunk = vec![9u8; 64 * 1024];
+        let mut sent = 0u64;
+        // Bounded: at most 4 GiB, far more than the windows and buffers in between.
+        while sent < 4 << 30 {
+            if socket.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+        let _ = stopped_tx.send(sent);
+    });
+    let tunnel = tunnel(target).await;
+    let mut local = tokio::net::TcpStream::connect(tunnel.local).await.unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    while got < 1 << 20 {
+        got += local.read(&mut buf).await.unwrap();
+    }
+    drop(local);
+    let sent = tokio::time::timeout(Duration::from_secs(10), stopped_rx)
+        .await
+        .expect("the target was cut off")
+        .unwrap();
+    // What the target wrote beyond what was read is bounded by the buffers on the way
+    // (socket buffers, credit window, queued output), not by the download's size.
+    assert!(sent < 64 << 20, "{sent} bytes sent into a dead stream");
+    tunnel.stop.send_replace(true);
+}

@@ -124,6 +124,14 @@ impl Limit {
     }
 }
 
+/// A refusal: `wait` ticks until admitted, `remaining` units now. Out of line, so the admitting
+/// path stays small.
+#[cold]
+#[inline(never)]
+fn limited(wait: u64, remaining: u64) -> RateLimited {
+    RateLimited::with_remaining(ticks_to_duration(wait), remaining)
+}
+
 /// The admitted / limited counters and the wait histogram; present only for named limiters, so
 /// an unnamed limiter's check touches nothing but its own state.
 pub(crate) struct Metrics(Option<Handles>);
@@ -203,13 +211,23 @@ impl RateLimiter {
     /// [`RateLimited`] with how long until a unit would be admitted and how many are left.
     #[inline]
     pub fn check(&self) -> Result<Admitted, RateLimited> {
-        let result = match self.decide(1) {
-            Ok(a) => Ok(a),
-            Err(Rejected::Limited(l)) => Err(l),
-            // A burst is at least 1, so a cost of 1 always fits.
-            Err(Rejected::InsufficientCapacity { .. }) => Err(RateLimited::new(Duration::MAX)),
+        let inner = &*self.inner;
+        let result = if inner.rest.is_empty() {
+            // A burst is at least 1, so a cost of 1 always fits: no capacity check.
+            let now = self.now();
+            let params = inner.first.params();
+            match inner.first.cell.check(&params, now, params.t) {
+                Decision::Admit { slack, .. } => Ok(Admitted::ticks(slack, params.t)),
+                Decision::Deny { wait, remaining } => Err(limited(wait, remaining)),
+            }
+        } else {
+            match self.decide_stacked(1) {
+                Ok(a) => Ok(a),
+                Err(Rejected::Limited(l)) => Err(l),
+                Err(Rejected::InsufficientCapacity { .. }) => Err(RateLimited::new(Duration::MAX)),
+            }
         };
-        self.inner.metrics.count(&result);
+        inner.metrics.count(&result);
         result
     }
 
@@ -226,20 +244,26 @@ impl RateLimiter {
         result
     }
 
+    /// One quota: lock-free and inline. Several: out of line, under the lock, so the common
+    /// case stays a small function (the stacked path's frame and spills measurably slowed it).
     #[inline]
     fn decide(&self, cost: u64) -> Result<Admitted, Rejected> {
-        let now = self.now();
-        if self.inner.rest.is_empty() {
-            let limit = &self.inner.first;
-            let params = limit.params();
-            let increment = params.charge(cost)?;
-            return match limit.cell.check(&params, now, increment) {
-                Decision::Admit { slack, .. } => Ok(Admitted::ticks(slack, params.t)),
-                Decision::Deny { wait, remaining } => Err(Rejected::Limited(
-                    RateLimited::with_remaining(ticks_to_duration(wait), remaining),
-                )),
-            };
+        if !self.inner.rest.is_empty() {
+            return self.decide_stacked(cost);
         }
+        let now = self.now();
+        let limit = &self.inner.first;
+        let params = limit.params();
+        let increment = params.charge(cost)?;
+        match limit.cell.check(&params, now, increment) {
+            Decision::Admit { slack, .. } => Ok(Admitted::ticks(slack, params.t)),
+            Decision::Deny { wait, remaining } => Err(Rejected::Limited(limited(wait, remaining))),
+        }
+    }
+
+    #[inline(never)]
+    fn decide_stacked(&self, cost: u64) -> Result<Admitted, Rejected> {
+        let now = self.now();
         let _guard = self.inner.lock.lock();
         let params: Vec<Params> = self.inner.limits().map(Limit::params).collect();
         let increments = params

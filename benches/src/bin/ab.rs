@@ -108,8 +108,10 @@ fn compare(
 fn main() {
     let rt = sssonector_benches::runtime();
     let _guard = rt.enter();
-    let which = std::env::args().nth(1).unwrap_or_default();
-    if which.is_empty() || which == "ratelimit-check" {
+    // Pairs to run, as arguments (`ab bufpool connpool`); none runs them all.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |pair: &str| args.is_empty() || args.iter().any(|a| a == pair);
+    if wants("ratelimit-check") {
         let ours = contenders::ratelimit_ours();
         let theirs = contenders::ratelimit_governor();
         compare(
@@ -120,7 +122,7 @@ fn main() {
             &|_| theirs.check().is_ok(),
         );
     }
-    if which.is_empty() || which == "ratelimit-keyed" {
+    if wants("ratelimit-keyed") {
         for threads in [1, 2] {
             let ours = contenders::keyed_ours();
             let theirs = contenders::keyed_governor();
@@ -133,7 +135,7 @@ fn main() {
             );
         }
     }
-    if which.is_empty() || which == "bufpool" {
+    if wants("bufpool") {
         let ours = contenders::bufpool_ours();
         let lockfree = contenders::bufpool_lockfree();
         for threads in [1, 2] {
@@ -152,11 +154,22 @@ fn main() {
                 &|_| contenders::bufpool_fresh_op() == 1,
             );
         }
+        // The same on one thread, with the heap as a running process has it (see
+        // `heap_in_use`): the comparison above is against malloc's best case.
+        let heap = contenders::heap_in_use();
+        compare(
+            "bufpool_16k_1t (ours vs fresh BytesMut, heap in use)",
+            1.0 / 3.0,
+            1,
+            &|_| contenders::bufpool_ours_op(&ours) == 1,
+            &|_| contenders::bufpool_fresh_op() == 1,
+        );
+        drop(heap);
     }
-    if which.is_empty() || which == "connpool" {
+    if wants("connpool") {
         connpool_pairs();
     }
-    if which.is_empty() || which == "certs" {
+    if wants("certs") {
         certs_pair();
     }
 }

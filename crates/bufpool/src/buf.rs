@@ -167,22 +167,44 @@ impl fmt::Debug for PooledBuf {
 }
 
 impl Drop for PooledBuf {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
-            release(node);
-        }
+        release(&mut self.node);
     }
 }
 
 /// Takes a buffer back: into this thread's cache when it has room, else the shared queue.
 /// A buffer whose capacity no longer matches its class is freed.
-#[inline]
-fn release(mut node: Box<Node>) {
+///
+/// Inline is only the common case, a buffer of a size class with its capacity intact going
+/// into this thread's cache; the rest is out of line so the drop stays small.
+#[inline(always)]
+fn release(slot: &mut Option<Box<Node>>) {
+    let Some(node) = slot else { return };
     node.buf.clear();
+    if let Some(class) = node.slot.class_index() {
+        if node.buf.capacity() == node.slot.charge() {
+            local::push(slot, class);
+            if let Some(node) = slot.take() {
+                Shared::put_slow(node);
+            }
+            return;
+        }
+    }
+    if let Some(node) = slot.take() {
+        release_slow(node);
+    }
+}
+
+/// [`release`] of an oversized buffer, or of one whose capacity changed.
+#[cold]
+#[inline(never)]
+fn release_slow(mut node: Box<Node>) {
     match node.slot.class_index() {
-        Some(class) if node.buf.capacity() == node.slot.charge() || reclaim(&mut node) => {
-            if let Err(node) = local::push(node, class) {
+        Some(class) if reclaim(&mut node) => {
+            let mut slot = Some(node);
+            local::push(&mut slot, class);
+            if let Some(node) = slot {
                 Shared::put_slow(node);
             }
         }

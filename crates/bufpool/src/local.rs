@@ -55,7 +55,7 @@ impl LocalCache {
             .collect();
         Self {
             shared: Arc::clone(shared),
-            epoch: shared.epoch.load(Ordering::Acquire),
+            epoch: shared.epoch.load(Ordering::Acquire) & !1,
             stacks,
             stats,
             registered,
@@ -73,6 +73,10 @@ impl LocalCache {
     }
 
     /// Flushes if the pool's epoch moved on since the last flush; true if it had not.
+    ///
+    /// The epoch is odd while anyone waits for memory. The cache then records the even value
+    /// below it, so it is never current: every get and return takes the slow path, which
+    /// bypasses the cache.
     #[inline]
     fn sync(&mut self) -> bool {
         let epoch = self.shared.epoch.load(Ordering::Acquire);
@@ -80,7 +84,7 @@ impl LocalCache {
             return true;
         }
         self.flush();
-        self.epoch = epoch;
+        self.epoch = epoch & !1;
         false
     }
 
@@ -106,15 +110,7 @@ impl Drop for LocalCache {
     }
 }
 
-/// This thread's cache for `shared`: usually the first, so that case is checked inline.
-#[inline]
-fn find<'a>(caches: &'a mut [LocalCache], shared: &Arc<Shared>) -> Option<&'a mut LocalCache> {
-    match caches.first() {
-        Some(first) if Arc::ptr_eq(&first.shared, shared) => caches.first_mut(),
-        _ => find_further(caches, shared),
-    }
-}
-
+/// This thread's cache for `shared`, when it is not the first (see [`pop`] and [`push`]).
 #[cold]
 fn find_further<'a>(
     caches: &'a mut [LocalCache],
@@ -123,72 +119,112 @@ fn find_further<'a>(
     caches.iter_mut().find(|c| Arc::ptr_eq(&c.shared, shared))
 }
 
+impl LocalCache {
+    /// Whether this is the cache for the pool at `shared` and has flushed since the pool's
+    /// epoch last moved (so nobody is waiting for memory either): the one state in which the
+    /// fast paths may use it.
+    #[inline]
+    fn is_current_for(&self, shared: *const Shared) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.shared), shared)
+            && self.epoch == self.shared.epoch.load(Ordering::Acquire)
+    }
+
+    /// Pops an idle buffer of `class`.
+    #[inline]
+    fn take(&mut self, class: usize) -> Option<Box<Node>> {
+        let node = self.stacks.get_mut(class)?.pop()?;
+        self.add_cached(node.slot.charge().wrapping_neg());
+        bump(&self.stats.gets, 1);
+        Some(node)
+    }
+}
+
 /// Takes an idle buffer of `class` from this thread's cache.
+///
+/// The fast path is the common case, spelled out so it compiles to a few loads and stores:
+/// the thread's first cache is this pool's and no flush is due. Everything else is out of
+/// line in [`pop_slow`].
 #[inline]
 pub(crate) fn pop(shared: &Arc<Shared>, class: usize) -> Option<PooledBuf> {
     CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
-            let cache = find(&mut caches, shared)?;
-            if !cache.sync() {
-                return None;
-            }
-            let node = cache.stacks.get_mut(class)?.pop()?;
-            cache.add_cached(node.slot.charge().wrapping_neg());
-            bump(&cache.stats.gets, 1);
+            let node = match caches.first_mut() {
+                Some(cache) if cache.is_current_for(Arc::as_ptr(shared)) => cache.take(class)?,
+                _ => pop_slow(&mut caches, shared, class)?,
+            };
             Some(PooledBuf::new(node))
         })
         .ok()
         .flatten()
 }
 
-/// Keeps a returned buffer of `class` (cleared, with its class's capacity) in this thread's
-/// cache, or hands it back when the cache is full, disabled or flushing, or someone is
-/// waiting for memory.
-#[inline]
-pub(crate) fn push(node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
-    let Some(pool) = &node.pool else {
-        return Err(node);
-    };
-    if pool.waiters.load(Ordering::Relaxed) != 0 {
-        return Err(node);
+/// [`pop`] when the pool's cache is not this thread's first, or a flush is due.
+#[cold]
+#[inline(never)]
+fn pop_slow(caches: &mut [LocalCache], shared: &Arc<Shared>, class: usize) -> Option<Box<Node>> {
+    let cache = find_further(caches, shared)?;
+    if !cache.sync() {
+        return None;
     }
-    // The closure does not run while the thread exits, so the node travels in an `Option`
-    // and comes back out if it was not stored.
-    let mut item = Some(node);
+    cache.take(class)
+}
+
+/// Keeps a returned buffer of `class` (cleared, with its class's capacity) in this thread's
+/// cache, taking it out of `slot`; leaves it there when the cache is full, disabled or
+/// flushing, or someone is waiting for memory.
+///
+/// The buffer stays in its handle's slot until stored, so nothing is lost if the thread is
+/// exiting (the closure then does not run) and no `Option` is moved around on the fast path.
+#[inline(always)]
+pub(crate) fn push(slot: &mut Option<Box<Node>>, class: usize) {
+    let Some(pool) = slot.as_ref().and_then(|n| n.pool.as_ref()) else {
+        return;
+    };
+    let pool = Arc::as_ptr(pool);
     let _ = CACHES.try_with(|caches| {
         let Ok(mut caches) = caches.try_borrow_mut() else {
             return;
         };
-        let Some(pool) = item.as_ref().and_then(|n| n.pool.as_ref()) else {
-            return;
-        };
-        let cache = match find(&mut caches, pool) {
-            Some(cache) => cache,
-            None => return register(&mut caches, &mut item, class),
-        };
-        if !cache.sync() && cache.shared.is_closed() {
-            let shared = Arc::clone(&cache.shared);
-            caches.retain(|c| !Arc::ptr_eq(&c.shared, &shared));
-            return;
+        match caches.first_mut() {
+            Some(cache) if cache.is_current_for(pool) => store(cache, slot, class),
+            _ => push_slow(&mut caches, slot, class),
         }
-        store(cache, &mut item, class);
     });
-    match item {
-        Some(node) => Err(node),
-        None => Ok(()),
-    }
 }
 
-#[inline]
-fn store(cache: &mut LocalCache, item: &mut Option<Box<Node>>, class: usize) {
+/// [`push`] when the pool's cache is not this thread's first (or there is none yet), a flush
+/// is due, or someone waits for memory (then the buffer goes to the shared queue, where the
+/// waiter can have it).
+#[cold]
+#[inline(never)]
+fn push_slow(caches: &mut Vec<LocalCache>, slot: &mut Option<Box<Node>>, class: usize) {
+    let Some(pool) = slot.as_ref().and_then(|n| n.pool.as_ref()) else {
+        return;
+    };
+    if pool.waiters.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let Some(cache) = find_further(caches, pool) else {
+        return register(caches, slot, class);
+    };
+    if !cache.sync() && cache.shared.is_closed() {
+        let shared = Arc::clone(&cache.shared);
+        caches.retain(|c| !Arc::ptr_eq(&c.shared, &shared));
+        return;
+    }
+    store(cache, slot, class);
+}
+
+#[inline(always)]
+fn store(cache: &mut LocalCache, slot: &mut Option<Box<Node>>, class: usize) {
     let Some(stack) = cache.stacks.get_mut(class) else {
         return;
     };
     if stack.len() == stack.capacity() {
         return;
     }
-    let Some(node) = item.take() else { return };
+    let Some(node) = slot.take() else { return };
     let charge = node.slot.charge();
     stack.push(node);
     cache.add_cached(charge);
@@ -197,8 +233,8 @@ fn store(cache: &mut LocalCache, item: &mut Option<Box<Node>>, class: usize) {
 
 /// First return on this thread to this pool: make the thread's cache for it.
 #[cold]
-fn register(caches: &mut Vec<LocalCache>, item: &mut Option<Box<Node>>, class: usize) {
-    let Some(pool) = item.as_ref().and_then(|n| n.pool.as_ref()) else {
+fn register(caches: &mut Vec<LocalCache>, slot: &mut Option<Box<Node>>, class: usize) {
+    let Some(pool) = slot.as_ref().and_then(|n| n.pool.as_ref()) else {
         return;
     };
     if pool.is_closed() {
@@ -209,14 +245,14 @@ fn register(caches: &mut Vec<LocalCache>, item: &mut Option<Box<Node>>, class: u
     caches.retain(|c| !c.shared.is_closed());
     caches.push(cache);
     let last = caches.len() - 1;
-    store(&mut caches[last], item, class);
+    store(&mut caches[last], slot, class);
 }
 
 /// Flushes this thread's cache for `shared` into the shared queues.
 pub(crate) fn flush_current(shared: &Arc<Shared>) {
     let _ = CACHES.try_with(|caches| {
         if let Ok(mut caches) = caches.try_borrow_mut() {
-            if let Some(cache) = find(&mut caches, shared) {
+            if let Some(cache) = find_further(&mut caches, shared) {
                 cache.flush();
             }
         }

@@ -54,9 +54,11 @@ pub(crate) struct Shared {
     used: AtomicUsize,
     /// Tasks waiting in [`BufPool::get`]. While non-zero, returns skip thread caches.
     pub(crate) waiters: AtomicUsize,
-    /// Bumped to make every thread cache flush on its next use: memory pressure, trimming,
-    /// and closing.
+    /// Moved on to make every thread cache flush on its next use: memory pressure, trimming,
+    /// closing, a new waiter. Odd while anyone waits (see [`WaiterGuard`]).
     pub(crate) epoch: AtomicU64,
+    /// Serialises waiters registering and leaving, so the epoch's parity follows `waiters`.
+    waiter_gate: Mutex<()>,
     /// Live [`BufPool`] handles; at zero the pool closes and frees its idle buffers.
     handles: AtomicUsize,
     notify: Notify,
@@ -136,6 +138,7 @@ impl BufPool {
                 used: AtomicUsize::new(0),
                 waiters: AtomicUsize::new(0),
                 epoch: AtomicU64::new(0),
+                waiter_gate: Mutex::new(()),
                 handles: AtomicUsize::new(1),
                 notify: Notify::new(),
                 low_watermark: config.low_watermark,
@@ -172,7 +175,7 @@ impl BufPool {
                         .counters
                         .rejections
                         .fetch_add(1, Ordering::Relaxed);
-                    self.shared.epoch.fetch_add(1, Ordering::Release);
+                    self.shared.request_flush();
                 })
             }
             other => other,
@@ -250,7 +253,7 @@ impl BufPool {
         if freed > 0 {
             shared.release_budget(freed);
         }
-        shared.epoch.fetch_add(1, Ordering::Release);
+        shared.request_flush();
         freed
     }
 
@@ -321,24 +324,40 @@ impl BufPool {
 }
 
 /// Counts a task as waiting for as long as it is registered.
+///
+/// While anyone waits, the pool's epoch is odd, which keeps every thread cache off its fast
+/// path (see `LocalCache::sync`): returns go to the shared queues, where a waiter finds them.
+/// Registering also asks the caches to flush what they hold.
 struct WaiterGuard<'a>(&'a Shared);
 
 impl<'a> WaiterGuard<'a> {
     fn register(shared: &'a Shared) -> Self {
-        shared.waiters.fetch_add(1, Ordering::SeqCst);
-        // Thread caches flush on their next use, so their buffers reach the shared queues.
-        shared.epoch.fetch_add(1, Ordering::Release);
+        // The gate keeps the epoch's parity in step with whether the count is zero.
+        let _gate = shared.waiter_gate.lock();
+        let before = shared.waiters.fetch_add(1, Ordering::SeqCst);
+        // The first waiter makes the epoch odd; later ones move it on by two (a flush request).
+        let step = if before == 0 { 1 } else { 2 };
+        shared.epoch.fetch_add(step, Ordering::Release);
         Self(shared)
     }
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+        let _gate = self.0.waiter_gate.lock();
+        if self.0.waiters.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.epoch.fetch_add(1, Ordering::Release);
+        }
     }
 }
 
 impl Shared {
+    /// Asks every thread cache to flush into the shared queues on its next use. Moves the
+    /// epoch by two, keeping its parity (odd while anyone waits, see [`WaiterGuard`]).
+    pub(crate) fn request_flush(&self) {
+        self.epoch.fetch_add(2, Ordering::Release);
+    }
+
     /// The smallest class that holds `len` bytes.
     #[inline]
     pub(crate) fn class_for(&self, len: usize) -> Option<usize> {
@@ -447,6 +466,8 @@ impl Shared {
     }
 
     /// Takes back a buffer that a thread cache did not: into the shared queue, or freed.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn put_slow(node: Box<Node>) {
         if let Some(pool) = &node.pool {
             pool.counters.returns.fetch_add(1, Ordering::Relaxed);
@@ -492,7 +513,7 @@ impl Shared {
     /// The last handle was dropped: free every idle buffer in the shared queues, and make
     /// thread caches free theirs on next use.
     fn close(&self) {
-        self.epoch.fetch_add(1, Ordering::Release);
+        self.request_flush();
         self.drain();
     }
 
@@ -552,5 +573,34 @@ impl Shared {
         stats.pooled_bytes = stats.shared_pooled_bytes + stats.thread_cached_bytes;
         stats.outstanding_bytes = stats.in_use_bytes.saturating_sub(stats.pooled_bytes) as u64;
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn odd(pool: &BufPool) -> bool {
+        pool.shared.epoch.load(Ordering::Acquire) & 1 == 1
+    }
+
+    /// The thread caches' fast path trusts the epoch's parity to say whether anyone waits.
+    #[test]
+    fn the_epoch_is_odd_exactly_while_someone_waits() {
+        let pool = BufPool::default();
+        assert!(!odd(&pool));
+        let first = WaiterGuard::register(&pool.shared);
+        assert!(odd(&pool));
+        let second = WaiterGuard::register(&pool.shared);
+        pool.trim(); // a flush request keeps the parity
+        assert!(odd(&pool));
+        drop(first);
+        assert!(odd(&pool), "one waiter is left");
+        drop(second);
+        assert!(!odd(&pool));
+        let third = WaiterGuard::register(&pool.shared);
+        assert!(odd(&pool));
+        drop(third);
+        assert!(!odd(&pool));
     }
 }

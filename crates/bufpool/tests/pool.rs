@@ -277,9 +277,19 @@ fn invalid_configurations_are_refused() {
     );
 }
 
+/// One class of 1 KiB, a budget of two, and room for one buffer in one thread's cache.
+fn one_cached(budget: usize) -> BufPool {
+    BufPool::builder()
+        .classes([1024])
+        .budget(budget)
+        .thread_cache_bytes(1024)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn get_waits_for_memory_to_come_back() {
-    let pool = one_class(2048);
+    let pool = one_cached(2048);
     let a = pool.try_get(1024).unwrap();
     let b = pool.try_get(1024).unwrap();
     let waiter = {
@@ -291,6 +301,9 @@ async fn get_waits_for_memory_to_come_back() {
         tokio::task::yield_now().await;
     }
     drop(a);
+    // While someone waits, a return skips this thread's cache: the waiter can have it.
+    assert_eq!(pool.stats().thread_cached_bytes, 0);
+    assert_eq!(pool.stats().shared_pooled_bytes, 1024);
     let got = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the waiter is woken")
@@ -298,7 +311,31 @@ async fn get_waits_for_memory_to_come_back() {
         .unwrap();
     assert_eq!(got, 1024);
     assert_eq!(pool.stats().waits, 1);
+    assert_eq!(pool.stats().waiting, 0);
+    // Nobody waits any more: returns are cached by their thread again.
     drop(b);
+    assert_eq!(pool.stats().thread_cached_bytes, 1024);
+    pool.assert_no_outstanding();
+}
+
+#[tokio::test]
+async fn waiters_coming_and_going_leave_the_thread_caches_working() {
+    let pool = one_cached(2048);
+    let held = (pool.try_get(1).unwrap(), pool.try_get(1).unwrap());
+    // Two waiters overlap, then both give up.
+    let first = tokio::time::timeout(Duration::from_millis(20), pool.get(1));
+    let second = tokio::time::timeout(Duration::from_millis(30), pool.get(1));
+    let (first, second) = tokio::join!(first, second);
+    assert!(
+        first.is_err() && second.is_err(),
+        "no memory: both time out"
+    );
+    assert_eq!(pool.stats().waiting, 0);
+    drop(held);
+    assert_eq!(pool.stats().thread_cached_bytes, 1024);
+    let again = pool.try_get(1).unwrap();
+    assert_eq!(pool.stats().thread_cached_bytes, 0, "served from the cache");
+    drop(again);
     pool.assert_no_outstanding();
 }
 

@@ -188,6 +188,7 @@ fn connpool_pairs() {
         (8, false, None),
         (32, false, Some(2.0 / 3.0)),
         (32, true, None),
+        (128, false, None),
     ] {
         // Each batch gets a new pool, placed behind a spacer of 0 to 112 bytes that changes
         // from batch to batch. Where a pool's shared state falls relative to cache-line

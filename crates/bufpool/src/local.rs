@@ -10,6 +10,7 @@
 //! much that a waiter could not be served (see `BufPoolBuilder::thread_cache_bytes`).
 
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,7 +19,32 @@ use crate::pool::Shared;
 use crate::stats::{ThreadStats, bump};
 
 thread_local! {
-    static CACHES: RefCell<Vec<LocalCache>> = const { RefCell::new(Vec::new()) };
+    /// The caches. `ManuallyDrop`, so this thread-local has no destructor: reaching it then
+    /// needs no check of whether its destructor was registered or has run, on every get
+    /// and return. [`ExitGuard`] empties it instead.
+    static CACHES: RefCell<ManuallyDrop<Vec<LocalCache>>> =
+        const { RefCell::new(ManuallyDrop::new(Vec::new())) };
+    /// Registered with the thread's first cache (see [`register`]); flushes them all when
+    /// the thread exits.
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
+
+/// Drops this thread's caches when the thread exits, which flushes their buffers to the
+/// shared queues, and leaves [`CACHES`] borrowed for good: a buffer dropped later in the
+/// thread's teardown finds no cache and goes to its pool's shared queue.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = CACHES.try_with(|caches| {
+            if let Ok(mut caches) = caches.try_borrow_mut() {
+                let all = std::mem::take(&mut **caches);
+                // Never released: nothing is cached on this thread from now on.
+                std::mem::forget(caches);
+                drop(all);
+            }
+        });
+    }
 }
 
 /// One thread's cache for one pool.
@@ -120,13 +146,13 @@ fn find_further<'a>(
 }
 
 impl LocalCache {
-    /// Whether this is the cache for the pool at `shared` and has flushed since the pool's
-    /// epoch last moved (so nobody is waiting for memory either): the one state in which the
-    /// fast paths may use it.
+    /// Whether this is `shared`'s cache and has flushed since the pool's epoch last moved (so
+    /// nobody is waiting for memory either): the one state in which the fast paths may use
+    /// it. Pools' epochs never meet (each starts at a multiple of 2^40 of its own), so one
+    /// comparison says both.
     #[inline]
-    fn is_current_for(&self, shared: *const Shared) -> bool {
-        std::ptr::eq(Arc::as_ptr(&self.shared), shared)
-            && self.epoch == self.shared.epoch.load(Ordering::Acquire)
+    fn is_current_for(&self, shared: &Shared) -> bool {
+        self.epoch == shared.epoch.load(Ordering::Acquire)
     }
 
     /// Pops an idle buffer of `class`.
@@ -150,7 +176,7 @@ pub(crate) fn pop(shared: &Arc<Shared>, class: usize) -> Option<PooledBuf> {
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
             let node = match caches.first_mut() {
-                Some(cache) if cache.is_current_for(Arc::as_ptr(shared)) => cache.take(class)?,
+                Some(cache) if cache.is_current_for(shared) => cache.take(class)?,
                 _ => pop_slow(&mut caches, shared, class)?,
             };
             Some(PooledBuf::new(node))
@@ -181,13 +207,15 @@ pub(crate) fn push(slot: &mut Option<Box<Node>>, class: usize) {
     let Some(pool) = slot.as_ref().and_then(|n| n.pool.as_ref()) else {
         return;
     };
-    let pool = Arc::as_ptr(pool);
+    // The epoch that makes a cache current for this pool, read before the closure takes
+    // `slot`.
+    let current = pool.epoch.load(Ordering::Acquire);
     let _ = CACHES.try_with(|caches| {
         let Ok(mut caches) = caches.try_borrow_mut() else {
             return;
         };
         match caches.first_mut() {
-            Some(cache) if cache.is_current_for(pool) => store(cache, slot, class),
+            Some(cache) if cache.epoch == current => store(cache, slot, class),
             _ => push_slow(&mut caches, slot, class),
         }
     });
@@ -238,6 +266,11 @@ fn register(caches: &mut Vec<LocalCache>, slot: &mut Option<Box<Node>>, class: u
         return;
     };
     if pool.is_closed() {
+        return;
+    }
+    // Touching the guard registers its destructor; a thread that is already exiting has
+    // none to register, and gets no cache.
+    if EXIT_GUARD.try_with(|_| ()).is_err() {
         return;
     }
     let cache = LocalCache::new(pool);

@@ -43,11 +43,40 @@ pub(crate) struct Class {
     idle_min: AtomicUsize,
 }
 
+/// Bit lengths of a `usize` minus one: 0 to 64.
+const BIT_LENGTHS: usize = usize::BITS as usize + 1;
+
+/// For each bit length `k` of `len − 1` (so `2^(k−1) < len ≤ 2^k`), the first class larger
+/// than `2^(k−1)`: where the search for `len`'s class starts.
+fn first_class_by_bits(sizes: &[usize]) -> [u8; BIT_LENGTHS] {
+    let mut table = [0u8; BIT_LENGTHS];
+    for (k, entry) in table.iter_mut().enumerate().skip(1) {
+        let below = 1usize.checked_shl(u32::try_from(k - 1).unwrap_or(u32::MAX));
+        let first = match below {
+            Some(below) => sizes.iter().position(|&s| s > below).unwrap_or(sizes.len()),
+            None => sizes.len(),
+        };
+        // At most 32 classes (the builder's limit), so the index fits.
+        *entry = u8::try_from(first).unwrap_or(u8::MAX);
+    }
+    table
+}
+
+/// Where each pool's epochs start: pools' epochs never meet, so a thread cache whose epoch
+/// equals a pool's is that pool's cache, and current (see `LocalCache::is_current_for`).
+static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
+
+/// Epochs a pool may go through before reaching the next pool's: 2^40, which at a thousand
+/// flush requests a second lasts 35 years.
+const EPOCH_SPAN: u64 = 1 << 40;
+
 /// State shared by every handle, buffer and thread cache of one pool.
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// Class sizes, ascending, apart from `classes` so finding a class reads one cache line.
     sizes: Box<[usize]>,
+    /// See [`first_class_by_bits`].
+    first_class_by_bits: [u8; BIT_LENGTHS],
     pub(crate) classes: Box<[Class]>,
     pub(crate) budget: usize,
     /// Bytes charged for every buffer the pool owns: in the queues, in thread caches, or out.
@@ -55,7 +84,8 @@ pub(crate) struct Shared {
     /// Tasks waiting in [`BufPool::get`]. While non-zero, returns skip thread caches.
     pub(crate) waiters: AtomicUsize,
     /// Moved on to make every thread cache flush on its next use: memory pressure, trimming,
-    /// closing, a new waiter. Odd while anyone waits (see [`WaiterGuard`]).
+    /// closing, a new waiter. Odd while anyone waits (see [`WaiterGuard`]). Starts at a
+    /// multiple of [`EPOCH_SPAN`] of its own, so it also tells pools apart.
     pub(crate) epoch: AtomicU64,
     /// Serialises waiters registering and leaving, so the epoch's parity follows `waiters`.
     waiter_gate: Mutex<()>,
@@ -133,11 +163,16 @@ impl BufPool {
         Self {
             shared: Arc::new(Shared {
                 sizes: config.classes.clone().into_boxed_slice(),
+                first_class_by_bits: first_class_by_bits(&config.classes),
                 classes,
                 budget: config.budget,
                 used: AtomicUsize::new(0),
                 waiters: AtomicUsize::new(0),
-                epoch: AtomicU64::new(0),
+                epoch: AtomicU64::new(
+                    NEXT_POOL
+                        .fetch_add(1, Ordering::Relaxed)
+                        .wrapping_mul(EPOCH_SPAN),
+                ),
                 waiter_gate: Mutex::new(()),
                 handles: AtomicUsize::new(1),
                 notify: Notify::new(),
@@ -359,9 +394,21 @@ impl Shared {
     }
 
     /// The smallest class that holds `len` bytes.
+    ///
+    /// Starts from the first class above the power of two below `len` (a table lookup by
+    /// `len`'s bit length), so with the usual power-of-two classes the first size compared
+    /// is the answer.
     #[inline]
     pub(crate) fn class_for(&self, len: usize) -> Option<usize> {
-        self.sizes.iter().position(|&size| size >= len)
+        let bits = (usize::BITS - len.saturating_sub(1).leading_zeros()) as usize;
+        let mut class = usize::from(self.first_class_by_bits[bits % BIT_LENGTHS]);
+        while let Some(&size) = self.sizes.get(class) {
+            if size >= len {
+                return Some(class);
+            }
+            class += 1;
+        }
+        None
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -455,3 +455,44 @@ fn metrics_carry_the_pool_name_and_its_figures() {
     assert_eq!(stats.misses, 2);
     drop(held);
 }
+
+/// A buffer kept in a thread-local of the user's, dropped while the thread exits.
+mod teardown {
+    use std::cell::RefCell;
+
+    use sssonector_bufpool::PooledBuf;
+
+    thread_local! {
+        pub(super) static KEPT: RefCell<Option<PooledBuf>> = const { RefCell::new(None) };
+    }
+}
+
+#[test]
+fn buffers_cached_by_an_exiting_thread_go_back_to_the_pool() {
+    let pool = BufPool::default();
+    // Before and after this crate's own thread-local is set up: thread-local destructors run
+    // in reverse order of first use, so one of these buffers is dropped after the thread's
+    // caches are gone.
+    for kept_first in [false, true] {
+        let pool2 = pool.clone();
+        std::thread::spawn(move || {
+            let keep = || {
+                let buf = pool2.try_get(1500).unwrap();
+                teardown::KEPT.with(|k| *k.borrow_mut() = Some(buf));
+            };
+            if kept_first {
+                keep();
+            }
+            drop(pool2.try_get(1500).unwrap()); // cached by this thread
+            if !kept_first {
+                keep();
+            }
+        })
+        .join()
+        .unwrap();
+        let stats = pool.stats();
+        assert_eq!(stats.thread_cached_bytes, 0, "kept first: {kept_first}");
+        assert!(stats.shared_pooled_bytes > 0);
+        pool.assert_no_outstanding();
+    }
+}

@@ -169,7 +169,9 @@ impl fmt::Debug for PooledBuf {
 impl Drop for PooledBuf {
     #[inline(always)]
     fn drop(&mut self) {
-        release(&mut self.node);
+        if let Some(node) = self.node.take() {
+            release(node);
+        }
     }
 }
 
@@ -179,21 +181,17 @@ impl Drop for PooledBuf {
 /// Inline is only the common case, a buffer of a size class with its capacity intact going
 /// into this thread's cache; the rest is out of line so the drop stays small.
 #[inline(always)]
-fn release(slot: &mut Option<Box<Node>>) {
-    let Some(node) = slot else { return };
+fn release(mut node: Box<Node>) {
     node.buf.clear();
     if let Some(class) = node.slot.class_index() {
         if node.buf.capacity() == node.slot.charge() {
-            local::push(slot, class);
-            if let Some(node) = slot.take() {
+            if let Err(node) = local::push(node, class) {
                 Shared::put_slow(node);
             }
             return;
         }
     }
-    if let Some(node) = slot.take() {
-        release_slow(node);
-    }
+    release_slow(node);
 }
 
 /// [`release`] of an oversized buffer, or of one whose capacity changed.
@@ -202,9 +200,7 @@ fn release(slot: &mut Option<Box<Node>>) {
 fn release_slow(mut node: Box<Node>) {
     match node.slot.class_index() {
         Some(class) if reclaim(&mut node) => {
-            let mut slot = Some(node);
-            local::push(&mut slot, class);
-            if let Some(node) = slot {
+            if let Err(node) = local::push(node, class) {
                 Shared::put_slow(node);
             }
         }

@@ -95,7 +95,7 @@ impl BufPoolBuilder {
         if classes.is_empty() {
             return Err(ConfigError::NoClasses);
         }
-        if classes.len() > 32 {
+        if classes.len() > crate::stats::MAX_CLASSES {
             return Err(ConfigError::TooManyClasses(classes.len()));
         }
         classes.sort_unstable();

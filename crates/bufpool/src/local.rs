@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use crate::buf::{Node, PooledBuf};
 use crate::pool::Shared;
-use crate::stats::{ThreadStats, bump};
+use crate::stats::ThreadStats;
 
 thread_local! {
     /// The caches. `ManuallyDrop`, so this thread-local has no destructor: reaching it then
@@ -90,12 +90,15 @@ impl LocalCache {
 
     /// Moves every cached buffer to the shared queues (which free them if the pool closed).
     fn flush(&mut self) {
-        for stack in self.stacks.iter_mut() {
+        for (class, stack) in self.stacks.iter_mut().enumerate() {
+            if stack.is_empty() {
+                continue;
+            }
+            self.stats.flushed(class, stack.len());
             for node in stack.drain(..) {
                 self.shared.put_idle(node);
             }
         }
-        self.stats.cached_bytes.store(0, Ordering::Relaxed);
     }
 
     /// Flushes if the pool's epoch moved on since the last flush; true if it had not.
@@ -113,16 +116,6 @@ impl LocalCache {
         self.epoch = epoch & !1;
         false
     }
-
-    /// Adds to (or, wrapping, subtracts from) this thread's cached bytes.
-    #[inline]
-    fn add_cached(&self, bytes: usize) {
-        let cached = &self.stats.cached_bytes;
-        cached.store(
-            cached.load(Ordering::Relaxed).wrapping_add(bytes),
-            Ordering::Relaxed,
-        );
-    }
 }
 
 impl Drop for LocalCache {
@@ -130,7 +123,8 @@ impl Drop for LocalCache {
         self.flush();
         if self.registered {
             let mut threads = self.shared.threads.lock();
-            self.stats.fold_into(&self.shared.counters);
+            self.stats
+                .fold_into(&self.shared.counters, self.shared.sizes());
             threads.retain(|t| !Arc::ptr_eq(t, &self.stats));
         }
     }
@@ -159,8 +153,7 @@ impl LocalCache {
     #[inline]
     fn take(&mut self, class: usize) -> Option<Box<Node>> {
         let node = self.stacks.get_mut(class)?.pop()?;
-        self.add_cached(node.slot.charge().wrapping_neg());
-        bump(&self.stats.gets, 1);
+        self.stats.took(class);
         Some(node)
     }
 }
@@ -169,7 +162,7 @@ impl LocalCache {
 ///
 /// The fast path is the common case, spelled out so it compiles to a few loads and stores:
 /// the thread's first cache is this pool's and no flush is due. Everything else is out of
-/// line in [`pop_slow`].
+/// line in [`pop_slow`]. [`CACHES`] has no destructor, so `with` always runs the closure.
 #[inline]
 pub(crate) fn pop(shared: &Arc<Shared>, class: usize) -> Option<PooledBuf> {
     CACHES
@@ -197,28 +190,28 @@ fn pop_slow(caches: &mut [LocalCache], shared: &Arc<Shared>, class: usize) -> Op
 }
 
 /// Keeps a returned buffer of `class` (cleared, with its class's capacity) in this thread's
-/// cache, taking it out of `slot`; leaves it there when the cache is full, disabled or
-/// flushing, or someone is waiting for memory.
-///
-/// The buffer stays in its handle's slot until stored, so nothing is lost if the thread is
-/// exiting (the closure then does not run) and no `Option` is moved around on the fast path.
+/// cache, or hands it back when the cache is full, disabled or flushing, or someone is
+/// waiting for memory.
 #[inline(always)]
-pub(crate) fn push(slot: &mut Option<Box<Node>>, class: usize) {
-    let Some(pool) = slot.as_ref().and_then(|n| n.pool.as_ref()) else {
-        return;
+pub(crate) fn push(node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
+    let Some(pool) = &node.pool else {
+        return Err(node);
     };
-    // The epoch that makes a cache current for this pool, read before the closure takes
-    // `slot`.
+    // The epoch that makes a cache current for this pool.
     let current = pool.epoch.load(Ordering::Acquire);
-    let _ = CACHES.try_with(|caches| {
-        let Ok(mut caches) = caches.try_borrow_mut() else {
-            return;
-        };
-        match caches.first_mut() {
-            Some(cache) if cache.epoch == current => store(cache, slot, class),
-            _ => push_slow(&mut caches, slot, class),
-        }
-    });
+    // `CACHES` has no destructor (a test checks), so `try_with` always runs the closure and
+    // the node it owns is never dropped unseen; the `Err` arm cannot happen.
+    CACHES
+        .try_with(move |caches| {
+            let Ok(mut caches) = caches.try_borrow_mut() else {
+                return Err(node);
+            };
+            match caches.first_mut() {
+                Some(cache) if cache.epoch == current => store(cache, node, class),
+                _ => push_slow(&mut caches, node, class),
+            }
+        })
+        .unwrap_or(Ok(()))
 }
 
 /// [`push`] when the pool's cache is not this thread's first (or there is none yet), a flush
@@ -226,68 +219,80 @@ pub(crate) fn push(slot: &mut Option<Box<Node>>, class: usize) {
 /// waiter can have it).
 #[cold]
 #[inline(never)]
-fn push_slow(caches: &mut Vec<LocalCache>, slot: &mut Option<Box<Node>>, class: usize) {
-    let Some(pool) = slot.as_ref().and_then(|n| n.pool.as_ref()) else {
-        return;
+fn push_slow(caches: &mut Vec<LocalCache>, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
+    let Some(pool) = &node.pool else {
+        return Err(node);
     };
     if pool.waiters.load(Ordering::Relaxed) != 0 {
-        return;
+        return Err(node);
     }
     let Some(cache) = find_further(caches, pool) else {
-        return register(caches, slot, class);
+        return register(caches, node, class);
     };
     if !cache.sync() && cache.shared.is_closed() {
         let shared = Arc::clone(&cache.shared);
         caches.retain(|c| !Arc::ptr_eq(&c.shared, &shared));
-        return;
+        return Err(node);
     }
-    store(cache, slot, class);
+    store(cache, node, class)
 }
 
 #[inline(always)]
-fn store(cache: &mut LocalCache, slot: &mut Option<Box<Node>>, class: usize) {
+fn store(cache: &mut LocalCache, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
     let Some(stack) = cache.stacks.get_mut(class) else {
-        return;
+        return Err(node);
     };
     if stack.len() == stack.capacity() {
-        return;
+        return Err(node);
     }
-    let Some(node) = slot.take() else { return };
-    let charge = node.slot.charge();
     stack.push(node);
-    cache.add_cached(charge);
-    bump(&cache.stats.returns, 1);
+    cache.stats.stored(class);
+    Ok(())
 }
 
 /// First return on this thread to this pool: make the thread's cache for it.
 #[cold]
-fn register(caches: &mut Vec<LocalCache>, slot: &mut Option<Box<Node>>, class: usize) {
-    let Some(pool) = slot.as_ref().and_then(|n| n.pool.as_ref()) else {
-        return;
+fn register(caches: &mut Vec<LocalCache>, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
+    let Some(pool) = &node.pool else {
+        return Err(node);
     };
     if pool.is_closed() {
-        return;
+        return Err(node);
     }
     // Touching the guard registers its destructor; a thread that is already exiting has
     // none to register, and gets no cache.
     if EXIT_GUARD.try_with(|_| ()).is_err() {
-        return;
+        return Err(node);
     }
     let cache = LocalCache::new(pool);
     // Caches of pools that closed since are dropped here (freeing their buffers).
     caches.retain(|c| !c.shared.is_closed());
     caches.push(cache);
     let last = caches.len() - 1;
-    store(&mut caches[last], slot, class);
+    store(&mut caches[last], node, class)
 }
 
 /// Flushes this thread's cache for `shared` into the shared queues.
 pub(crate) fn flush_current(shared: &Arc<Shared>) {
-    let _ = CACHES.try_with(|caches| {
+    CACHES.with(|caches| {
         if let Ok(mut caches) = caches.try_borrow_mut() {
             if let Some(cache) = find_further(&mut caches, shared) {
                 cache.flush();
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `push` moves a buffer into the closure it gives `CACHES.try_with`, relying on the
+    /// closure always running: true only while the thread-local has no destructor.
+    #[test]
+    fn the_caches_thread_local_has_no_destructor() {
+        assert!(!std::mem::needs_drop::<
+            RefCell<ManuallyDrop<Vec<LocalCache>>>,
+        >());
+    }
 }

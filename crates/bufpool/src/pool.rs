@@ -393,6 +393,11 @@ impl Shared {
         self.epoch.fetch_add(2, Ordering::Release);
     }
 
+    /// The class sizes, ascending.
+    pub(crate) fn sizes(&self) -> &[usize] {
+        &self.sizes
+    }
+
     /// The smallest class that holds `len` bytes.
     ///
     /// Starts from the first class above the power of two below `len` (a table lookup by
@@ -582,7 +587,7 @@ impl Shared {
         self.threads
             .lock()
             .iter()
-            .map(|t| t.cached_bytes.load(Ordering::Relaxed))
+            .map(|t| t.sums(&self.sizes).cached_bytes)
             .sum()
     }
 
@@ -608,11 +613,11 @@ impl Shared {
         let mut gets = c.gets.load(Ordering::Relaxed);
         let mut returns = c.returns.load(Ordering::Relaxed);
         for t in threads.iter() {
-            let local_gets = t.gets.load(Ordering::Relaxed);
-            gets += local_gets;
-            stats.hits += local_gets;
-            returns += t.returns.load(Ordering::Relaxed);
-            stats.thread_cached_bytes += t.cached_bytes.load(Ordering::Relaxed);
+            let sums = t.sums(&self.sizes);
+            gets += sums.taken;
+            stats.hits += sums.taken;
+            returns += sums.stored;
+            stats.thread_cached_bytes += sums.cached_bytes;
         }
         drop(threads);
         stats.outstanding = gets.saturating_sub(returns);

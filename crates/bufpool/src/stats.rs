@@ -1,6 +1,6 @@
 //! Statistics: shared counters, per-thread counters and the snapshot users read.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters updated on the shared (slow) paths.
 #[derive(Debug, Default)]
@@ -16,13 +16,32 @@ pub(crate) struct Counters {
     pub(crate) dropped_on_return: AtomicU64,
 }
 
-/// Counters of one thread's cache. Only that thread writes them, with a plain load and
-/// store (no read-modify-write); any thread may read them.
-#[derive(Debug, Default)]
+/// The most size classes a pool may have (the builder refuses more).
+pub(crate) const MAX_CLASSES: usize = 32;
+
+/// Counters of one thread's cache, per size class. Only that thread writes them, with a plain
+/// load and store (no read-modify-write); any thread may read them.
+///
+/// One counter moves per get or return, indexed by the buffer's class: what the cache holds
+/// is derived, `stored − taken − flushed` buffers of each class.
+#[derive(Debug)]
 pub(crate) struct ThreadStats {
-    pub(crate) gets: AtomicU64,
-    pub(crate) returns: AtomicU64,
-    pub(crate) cached_bytes: AtomicUsize,
+    /// Buffers handed out from the cache.
+    taken: [AtomicU64; MAX_CLASSES],
+    /// Buffers returned into the cache.
+    stored: [AtomicU64; MAX_CLASSES],
+    /// Buffers moved from the cache to the shared queues.
+    flushed: [AtomicU64; MAX_CLASSES],
+}
+
+impl Default for ThreadStats {
+    fn default() -> Self {
+        Self {
+            taken: std::array::from_fn(|_| AtomicU64::new(0)),
+            stored: std::array::from_fn(|_| AtomicU64::new(0)),
+            flushed: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 /// Adds to a counter that only the calling thread writes.
@@ -34,16 +53,57 @@ pub(crate) fn bump(counter: &AtomicU64, by: u64) {
     );
 }
 
+/// What one thread's counters say, summed over classes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ThreadSums {
+    pub(crate) taken: u64,
+    pub(crate) stored: u64,
+    pub(crate) cached_bytes: usize,
+}
+
 impl ThreadStats {
+    /// A buffer of `class` handed out from the cache.
+    #[inline]
+    pub(crate) fn took(&self, class: usize) {
+        bump(&self.taken[class % MAX_CLASSES], 1);
+    }
+
+    /// A buffer of `class` returned into the cache.
+    #[inline]
+    pub(crate) fn stored(&self, class: usize) {
+        bump(&self.stored[class % MAX_CLASSES], 1);
+    }
+
+    /// `count` buffers of `class` moved to the shared queues.
+    pub(crate) fn flushed(&self, class: usize, count: usize) {
+        bump(&self.flushed[class % MAX_CLASSES], count as u64);
+    }
+
+    /// The counters summed, with the bytes cached given the class sizes. Read by other
+    /// threads while this one works: `flushed` first and `stored` last, so a counter that
+    /// moves meanwhile can only make the cached figure too high, never too low (a waiter
+    /// that believes nothing is cached stops looking).
+    pub(crate) fn sums(&self, sizes: &[usize]) -> ThreadSums {
+        let mut sums = ThreadSums::default();
+        for (class, size) in sizes.iter().enumerate().take(MAX_CLASSES) {
+            let flushed = self.flushed[class].load(Ordering::Acquire);
+            let taken = self.taken[class].load(Ordering::Acquire);
+            let stored = self.stored[class].load(Ordering::Acquire);
+            sums.taken += taken;
+            sums.stored += stored;
+            let held = stored.saturating_sub(taken).saturating_sub(flushed);
+            sums.cached_bytes += usize::try_from(held).unwrap_or(usize::MAX) * size;
+        }
+        sums
+    }
+
     /// Folds a finished thread's counters into the shared ones.
-    pub(crate) fn fold_into(&self, counters: &Counters) {
-        let move_over = |from: &AtomicU64, to: &AtomicU64| {
-            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
-        };
+    pub(crate) fn fold_into(&self, counters: &Counters, sizes: &[usize]) {
+        let sums = self.sums(sizes);
         // Buffers handed out from a thread cache are hits.
-        move_over(&self.gets, &counters.hits);
-        move_over(&self.gets, &counters.gets);
-        move_over(&self.returns, &counters.returns);
+        counters.hits.fetch_add(sums.taken, Ordering::Relaxed);
+        counters.gets.fetch_add(sums.taken, Ordering::Relaxed);
+        counters.returns.fetch_add(sums.stored, Ordering::Relaxed);
     }
 }
 

@@ -1,8 +1,11 @@
-//! Interleaved A/B timing: `ab PAIR`. Runs batches of ours and the anchor alternately and
-//! reports the median ratio of paired batches with its interquartile range. Alternating cancels
-//! the drift (frequency changes, neighbours on a shared machine) that separates two criterion
-//! benchmarks run one after the other, which at ten nanoseconds per operation swings their ratio
-//! by ±30 %.
+//! Interleaved A/B timing: `ab [PAIR ...]` (pairs: `ratelimit-check`, `ratelimit-keyed`,
+//! `bufpool`, `connpool`, `certs`; none runs them all). Runs batches of ours and the anchor
+//! alternately and reports the median ratio of paired batches with its interquartile range.
+//! Alternating cancels the drift (frequency changes, neighbours on a shared machine) that
+//! separates two criterion benchmarks run one after the other, which at ten nanoseconds per
+//! operation swings their ratio by ±30 %. `cargo xtask bench` builds it with every function and
+//! loop aligned to 64 bytes, so that where the two contenders' code falls in the binary does
+//! not decide their ratio either.
 
 // The table is this program's output.
 #![allow(clippy::print_stdout)]

@@ -60,7 +60,7 @@ struct Inner<K> {
     name: Option<Cow<'static, str>>,
     quotas: Vec<Quota>,
     params: Box<[Params]>,
-    shards: Box<[RwLock<HashTable<Entry<K>>>]>,
+    shards: Box<[Shard<K>]>,
     shard_cap: usize,
     hasher: RandomState,
     timeline: Timeline,
@@ -68,6 +68,22 @@ struct Inner<K> {
     metrics: Metrics,
     tracked: Gauge,
     evictions: Counter,
+}
+
+/// One shard's table and its lock, alone on its cache lines (128 bytes: a line and the one the
+/// adjacent-line prefetcher pairs with it). Unpadded, a shard's lock shared a line with its
+/// neighbours', so two threads checking keys in different shards still bounced that line
+/// between their cores on every check.
+#[repr(align(128))]
+struct Shard<K>(RwLock<HashTable<Entry<K>>>);
+
+impl<K> std::ops::Deref for Shard<K> {
+    type Target = RwLock<HashTable<Entry<K>>>;
+
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 struct Entry<K> {
@@ -412,7 +428,9 @@ impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
             inner: Arc::new(Inner {
                 params: self.quotas.iter().map(Params::from_quota).collect(),
                 quotas: self.quotas,
-                shards: (0..shards).map(|_| RwLock::new(HashTable::new())).collect(),
+                shards: (0..shards)
+                    .map(|_| Shard(RwLock::new(HashTable::new())))
+                    .collect(),
                 shard_cap,
                 hasher: RandomState::new(),
                 timeline: self.clock.map_or_else(Timeline::fast, Timeline::new),

@@ -108,12 +108,43 @@ fn compare(
     );
 }
 
+/// The time for two threads to pass one cache line back and forth, printed before and after
+/// the pairs as a table row. This machine has phases where it is about three times longer
+/// (its two vCPUs further apart, presumably); every two-thread figure moves with it, and a
+/// ratio measured in one phase should be read as belonging to it.
+fn cross_core_round_trip() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TRIPS: u64 = 200_000;
+    let ball = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for side in 0..2 {
+            let ball = &ball;
+            s.spawn(move || {
+                for trip in 0..TRIPS {
+                    let mine = trip * 2 + side;
+                    while ball.load(Ordering::Acquire) != mine {
+                        std::hint::spin_loop();
+                    }
+                    ball.store(mine + 1, Ordering::Release);
+                }
+            });
+        }
+    });
+    let per_trip = start.elapsed().as_secs_f64() / TRIPS as f64 * 1e9;
+    println!(
+        "| cross-core round trip (two threads passing a cache line; the machine's phase) \
+         | {per_trip:.0} ns | | | | (for reference) |"
+    );
+}
+
 fn main() {
     let rt = sssonector_benches::runtime();
     let _guard = rt.enter();
     // Pairs to run, as arguments (`ab bufpool connpool`); none runs them all.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wants = |pair: &str| args.is_empty() || args.iter().any(|a| a == pair);
+    cross_core_round_trip();
     if wants("ratelimit-check") {
         let ours = contenders::ratelimit_ours();
         let theirs = contenders::ratelimit_governor();
@@ -175,6 +206,7 @@ fn main() {
     if wants("certs") {
         certs_pair();
     }
+    cross_core_round_trip();
 }
 
 /// Connection pools: batches of get-and-return cycles spread over tasks on a two-worker

@@ -138,6 +138,27 @@ fn cross_core_round_trip() {
     );
 }
 
+/// One reading of the time-stamp-counter clock both limiters use, alone, as a table row: a
+/// check reads it once, so no check can take less. On this machine kind the read costs about
+/// 9 ns, nearly all of either limiter's `check`.
+fn clock_read_alone() {
+    let timeline = sssonector_core::Timeline::fast();
+    let mut best = f64::MAX;
+    for _ in 0..21 {
+        let start = Instant::now();
+        let mut sum = 0u64;
+        for _ in 0..BATCH {
+            sum = sum.wrapping_add(timeline.now_nanos());
+        }
+        black_box(sum);
+        best = best.min(start.elapsed().as_secs_f64() / BATCH as f64 * 1e9);
+    }
+    println!(
+        "| clock read alone (time-stamp counter, as in both limiters' `check`; fastest batch) \
+         | {best:.2} ns | | | | (for reference) |"
+    );
+}
+
 fn main() {
     let rt = sssonector_benches::runtime();
     let _guard = rt.enter();
@@ -146,6 +167,7 @@ fn main() {
     let wants = |pair: &str| args.is_empty() || args.iter().any(|a| a == pair);
     cross_core_round_trip();
     if wants("ratelimit-check") {
+        clock_read_alone();
         let ours = contenders::ratelimit_ours();
         let theirs = contenders::ratelimit_governor();
         compare(

@@ -60,6 +60,7 @@ mod balance;
 mod config;
 mod conn;
 mod error;
+mod lock;
 mod manager;
 mod pool;
 mod service;

@@ -7,26 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// The lock on the pool's state: std's mutex, without poisoning (no code panics while
-/// holding it, and a panic elsewhere must not make the pool unusable).
-///
-/// std's rather than parking_lot's: with two workers contending for it at every checkout and
-/// return, parking_lot's waiting (spinning, then `sched_yield`) cost more than std's (spinning,
-/// then a futex wait): 712-722 against 733-744 ns per cycle at 8 connections / 32 tasks
-/// (`ab connpool`, runs alternated).
-struct Mutex<T>(std::sync::Mutex<T>);
-
-impl<T> Mutex<T> {
-    fn new(value: T) -> Self {
-        Self(std::sync::Mutex::new(value))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 use sssonector_breaker::{CircuitBreaker, Permit};
 use sssonector_core::Rng;
 use sssonector_ratelimit::RateLimiter;
@@ -37,6 +17,7 @@ use crate::balance::{Balancer, Candidate};
 use crate::config::{Config, PoolBuilder};
 use crate::conn::{Live, Pooled};
 use crate::error::PoolError;
+use crate::lock::{Guard, Mutex, Padded};
 use crate::manager::Manager;
 use crate::stats::{Counters, EndpointStats, Stats};
 
@@ -88,20 +69,6 @@ pub(crate) struct State<M: Manager> {
     expiring: bool,
     balancer: Balancer,
     closed: bool,
-}
-
-/// Keeps what it holds on cache lines of its own (128 bytes: a line and its adjacent-line
-/// prefetch), so that writes to it do not evict the read-mostly fields around it from the
-/// other cores' caches.
-#[repr(align(128))]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 /// State shared by the pool's handles and its connections.
@@ -736,11 +703,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Closes a returned connection that is not to be used again, freeing its capacity.
-    fn close_returned(
-        self: &Arc<Self>,
-        mut st: std::sync::MutexGuard<'_, State<M>>,
-        live: Live<M::Connection>,
-    ) {
+    fn close_returned(self: &Arc<Self>, mut st: Guard<'_, State<M>>, live: Live<M::Connection>) {
         self.release_slot(&mut st);
         let drained = st.closed && st.total == 0;
         drop(st);

@@ -636,6 +636,37 @@ mod tests {
         pool.shared.epoch.load(Ordering::Acquire) & 1 == 1
     }
 
+    /// The table-started search finds what a scan of the sizes finds, for any lengths.
+    #[test]
+    fn class_lookup_matches_a_scan() {
+        let configs: [&[usize]; 5] = [
+            &[2048, 16 * 1024, 64 * 1024],
+            &[1500, 9000, 16 * 1024, 65_535],
+            &[1, 2, 3, 4, 5, 1000, 1001, 1024, 1025],
+            &[4096],
+            &[1, 1 << 20, (1 << 20) + 1],
+        ];
+        for classes in configs {
+            let pool = BufPool::builder()
+                .classes(classes.iter().copied())
+                .budget(8 << 20)
+                .build()
+                .unwrap();
+            let sizes = pool.shared.sizes();
+            let lens = (0..70_000)
+                .chain((1 << 20) - 2..(1 << 20) + 3)
+                .chain([usize::MAX / 2, usize::MAX]);
+            for len in lens {
+                let scanned = sizes.iter().position(|&size| size >= len);
+                assert_eq!(
+                    pool.shared.class_for(len),
+                    scanned,
+                    "{classes:?}, len {len}"
+                );
+            }
+        }
+    }
+
     /// The thread caches' fast path trusts the epoch's parity to say whether anyone waits.
     #[test]
     fn the_epoch_is_odd_exactly_while_someone_waits() {

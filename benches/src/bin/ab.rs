@@ -108,8 +108,9 @@ fn compare(
     );
 }
 
-/// The time for two threads to pass one cache line back and forth, printed before and after
-/// the pairs as a table row. This machine has phases where it is about three times longer
+/// The time for two threads to pass one cache line back and forth, printed before the
+/// connection pools and at the end as a table row (not first: its threads' allocations would
+/// leave the heap in another state for the buffer pool's fresh-allocation baseline). This machine has phases where it is about three times longer
 /// (its two vCPUs further apart, presumably); every two-thread figure moves with it, and a
 /// ratio measured in one phase should be read as belonging to it.
 fn cross_core_round_trip() {
@@ -165,7 +166,6 @@ fn main() {
     // Pairs to run, as arguments (`ab bufpool connpool`); none runs them all.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wants = |pair: &str| args.is_empty() || args.iter().any(|a| a == pair);
-    cross_core_round_trip();
     if wants("ratelimit-check") {
         clock_read_alone();
         let ours = contenders::ratelimit_ours();
@@ -202,16 +202,19 @@ fn main() {
                 &|_| contenders::bufpool_ours_op(&ours) == 1,
                 &|_| contenders::bufpool_lockfree_op(&lockfree) == 1,
             );
+            // The heap as this process left it: idle when `ab bufpool` runs alone (a freed
+            // 16 KiB block merges back into the top of the heap, malloc's cheapest path), in
+            // use after other pairs have run.
             compare(
-                &format!("bufpool_16k_{threads}t (ours vs fresh BytesMut)"),
+                &format!("bufpool_16k_{threads}t (ours vs fresh BytesMut, heap as found)"),
                 1.0 / 3.0,
                 threads,
                 &|_| contenders::bufpool_ours_op(&ours) == 1,
                 &|_| contenders::bufpool_fresh_op() == 1,
             );
         }
-        // The same on one thread, with the heap as a running process has it (see
-        // `heap_in_use`): the comparison above is against malloc's best case.
+        // The same on one thread with the heap in use, whatever ran before (see
+        // `heap_in_use`).
         let heap = contenders::heap_in_use();
         compare(
             "bufpool_16k_1t (ours vs fresh BytesMut, heap in use)",
@@ -223,6 +226,7 @@ fn main() {
         drop(heap);
     }
     if wants("connpool") {
+        cross_core_round_trip();
         connpool_pairs();
     }
     if wants("certs") {

@@ -357,7 +357,7 @@ fn release_binary(name: &str) -> Result<PathBuf, String> {
 /// each one's hot loop happens to fall relative to the instruction fetch boundaries moved
 /// their ratio by up to 10 %: the same `check()` measured 0.906x governor in one build and
 /// 1.00x in another after an unrelated change elsewhere in the binary. Aligning everything
-/// takes placement out of the comparison.
+/// makes placement matter less; it did not stop that ratio from moving between builds.
 fn aligned_ab_binary() -> Result<PathBuf, String> {
     let dir = target_dir().join("aligned");
     step(

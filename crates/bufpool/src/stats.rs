@@ -44,12 +44,14 @@ impl Default for ThreadStats {
     }
 }
 
-/// Adds to a counter that only the calling thread writes.
+/// Adds to a counter that only the calling thread writes. The store releases, so a reader
+/// that acquires it also sees this thread's earlier counts (which [`ThreadStats::sums`]
+/// relies on); on x86 that is the same plain store.
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(by),
-        Ordering::Relaxed,
+        Ordering::Release,
     );
 }
 
@@ -80,19 +82,23 @@ impl ThreadStats {
     }
 
     /// The counters summed, with the bytes cached given the class sizes. Read by other
-    /// threads while this one works: `flushed` first and `stored` last, so a counter that
-    /// moves meanwhile can only make the cached figure too high, never too low (a waiter
-    /// that believes nothing is cached stops looking).
+    /// threads while this one works: `flushed` first and `stored` last, each load acquiring
+    /// what the owner released, so a counter that moves meanwhile can only make the cached
+    /// figure too high, never too low (a waiter that believes nothing is cached stops
+    /// looking).
     pub(crate) fn sums(&self, sizes: &[usize]) -> ThreadSums {
         let mut sums = ThreadSums::default();
         for (class, size) in sizes.iter().enumerate().take(MAX_CLASSES) {
             let flushed = self.flushed[class].load(Ordering::Acquire);
             let taken = self.taken[class].load(Ordering::Acquire);
             let stored = self.stored[class].load(Ordering::Acquire);
-            sums.taken += taken;
-            sums.stored += stored;
+            sums.taken = sums.taken.wrapping_add(taken);
+            sums.stored = sums.stored.wrapping_add(stored);
             let held = stored.saturating_sub(taken).saturating_sub(flushed);
-            sums.cached_bytes += usize::try_from(held).unwrap_or(usize::MAX) * size;
+            let bytes = usize::try_from(held)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(*size);
+            sums.cached_bytes = sums.cached_bytes.saturating_add(bytes);
         }
         sums
     }

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod client;
+mod count;
 pub mod forward;
 mod link;
 pub mod proto;

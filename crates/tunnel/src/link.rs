@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -30,6 +30,7 @@ use sssonector_ratelimit::{PacedStream, Pacing};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::count::Count;
 use crate::proto::{CloseReason, Event, Hello, Session, State, StreamError};
 use crate::stream::TunnelStream;
 
@@ -128,13 +129,26 @@ pub enum LinkError {
     Packet(String),
 }
 
-/// Counters for one link.
-#[derive(Debug, Default)]
+/// The link's counters, for [`Link::stats`] and the `sssonector_tunnel_*` metrics.
+#[derive(Debug)]
 struct Counters {
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    packets_dropped: AtomicU64,
-    writes: AtomicU64,
+    bytes_in: Count,
+    bytes_out: Count,
+    packets_dropped: Count,
+    writes: Count,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            bytes_in: Count::new(metrics::counter!("sssonector_tunnel_bytes_received_total")),
+            bytes_out: Count::new(metrics::counter!("sssonector_tunnel_bytes_sent_total")),
+            packets_dropped: Count::new(metrics::counter!(
+                "sssonector_tunnel_packets_dropped_total"
+            )),
+            writes: Count::new(metrics::counter!("sssonector_tunnel_writes_total")),
+        }
+    }
 }
 
 /// A snapshot of a link's counters.
@@ -345,10 +359,7 @@ impl Link {
     pub fn try_send_packet(&self, packet: &[u8]) -> Result<bool, LinkError> {
         let queued = self.queue_packet(packet)?;
         if !queued {
-            self.shared
-                .counters
-                .packets_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.counters.packets_dropped.add(1);
         }
         Ok(queued)
     }
@@ -433,10 +444,10 @@ impl Link {
     pub fn stats(&self) -> LinkStats {
         let c = &self.shared.counters;
         LinkStats {
-            bytes_in: c.bytes_in.load(Ordering::Relaxed),
-            bytes_out: c.bytes_out.load(Ordering::Relaxed),
-            packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
-            writes: c.writes.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.get(),
+            bytes_out: c.bytes_out.get(),
+            packets_dropped: c.packets_dropped.get(),
+            writes: c.writes.get(),
             open_streams: self.shared.streams.lock().len(),
         }
     }
@@ -476,11 +487,7 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
                 // A full queue drops the packet, as a router would; TCP inside recovers.
                 let dropped = incoming.try_send(Incoming::Packet(packet)).is_err();
                 if dropped {
-                    shared
-                        .counters
-                        .packets_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("sssonector_tunnel_packets_dropped_total").increment(1);
+                    shared.counters.packets_dropped.add(1);
                 }
             }
             Event::StreamOpened { id, target } => {
@@ -603,11 +610,7 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: By
             }
             Ok(n) => {
                 room = (n * 2).clamp(MIN_READ, shared.config.read_buffer.max(MIN_READ));
-                shared
-                    .counters
-                    .bytes_in
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                metrics::counter!("sssonector_tunnel_bytes_received_total").increment(n as u64);
+                shared.counters.bytes_in.add(n as u64);
                 let state = {
                     let mut session = shared.session.lock();
                     session.receive_from(&mut inbound, Instant::now());
@@ -660,15 +663,9 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
                     message: format!("write: {e}"),
                 };
             }
-            shared
-                .counters
-                .bytes_out
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-            let written = out.len() as u64;
-            shared.counters.writes.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("sssonector_tunnel_bytes_sent_total").increment(written);
+            shared.counters.bytes_out.add(out.len() as u64);
+            shared.counters.writes.add(1);
             shared.session.lock().recycle_output(out);
-            metrics::counter!("sssonector_tunnel_writes_total").increment(1);
             shared.drained.notify_waiters();
             continue;
         }

@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
+use crate::count::Count;
 use crate::link::{Incoming, Link};
 use crate::proto::TunnelAddress;
 use crate::server::Cidr;
@@ -217,30 +217,9 @@ fn with_bits(like: IpAddr, bits: u128) -> IpAddr {
     }
 }
 
-/// One counter of the TUN data path: kept here for [`Router::stats`] and published through
-/// the `metrics` facade as `sssonector_tun_packets_total{outcome}`.
-#[derive(Debug)]
-struct Count {
-    value: AtomicU64,
-    metric: metrics::Counter,
-}
-
-impl Count {
-    fn new(outcome: &'static str) -> Self {
-        Self {
-            value: AtomicU64::new(0),
-            metric: metrics::counter!("sssonector_tun_packets_total", "outcome" => outcome),
-        }
-    }
-
-    fn add(&self) {
-        self.value.fetch_add(1, Ordering::Relaxed);
-        self.metric.increment(1);
-    }
-
-    fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
-    }
+/// A TUN data-path counter, published as `sssonector_tun_packets_total{outcome}`.
+fn tun_count(outcome: &'static str) -> Count {
+    Count::new(metrics::counter!("sssonector_tun_packets_total", "outcome" => outcome))
 }
 
 /// Counters of the TUN data path.
@@ -255,10 +234,10 @@ struct RouterCounters {
 impl Default for RouterCounters {
     fn default() -> Self {
         Self {
-            no_route: Count::new("no_route"),
-            spoofed: Count::new("spoofed"),
-            forwarded: Count::new("forwarded"),
-            refused: Count::new("refused"),
+            no_route: tun_count("no_route"),
+            spoofed: tun_count("spoofed"),
+            forwarded: tun_count("forwarded"),
+            refused: tun_count("refused"),
         }
     }
 }
@@ -313,7 +292,7 @@ impl Router {
                     Ok(true) => &self.counters.forwarded,
                     Ok(false) | Err(_) => &self.counters.refused,
                 };
-                counter.add();
+                counter.add(1);
                 true
             }
             None => false,
@@ -507,7 +486,7 @@ mod device {
                     continue;
                 };
                 if !router.forward(dst, packet) {
-                    router.counters.no_route.add();
+                    router.counters.no_route.add(1);
                 }
             }
         }
@@ -530,7 +509,7 @@ mod device {
                     return false;
                 };
                 if !own.contains(&src) {
-                    router.counters.spoofed.add();
+                    router.counters.spoofed.add(1);
                     return false;
                 }
                 // To another client: sent on here; to the server: kept for the device.

@@ -1,11 +1,14 @@
 //! `sssonector certs init | issue | revoke` end to end: the files it writes verify, and a
 //! revoked client is refused by the CRL it rewrites.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
 use sssonector_certs::{CertError, Identity, TrustStore, Usage};
+
+mod common;
+use common::TempDir;
 
 fn sssonector(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
@@ -17,14 +20,6 @@ fn sssonector(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn serial_in(stdout: &str) -> String {
@@ -42,7 +37,7 @@ fn load(dir: &Path, name: &str) -> Identity {
 
 #[test]
 fn init_issue_and_revoke() {
-    let tmp = TempDir(std::env::temp_dir().join(format!("sssonector-cli-{}", std::process::id())));
+    let tmp = TempDir::new("cli");
     let dir = tmp.0.join("pki");
     let d = dir.to_str().unwrap();
 

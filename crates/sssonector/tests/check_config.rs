@@ -14,14 +14,7 @@ fn sssonector(dir: &Path, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("run sssonector");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), common::output_text(&out))
 }
 
 /// A directory with a CA, a server certificate (`pki/server.*`) and a client one
@@ -119,11 +112,7 @@ fn environment_variables_override_fields() {
         .env("SSSONECTOR_SERVER__MAX_CLIENTS", "7")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(!out.status.success());
     assert!(
         text.contains("override: server.listen ← SSSONECTOR_SERVER__LISTEN"),

@@ -269,11 +269,7 @@ fn the_systemd_unit_verifies() {
         .args(["verify", path.to_str().unwrap()])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
     drop(tmp);
 }

@@ -2,10 +2,11 @@
 //! links, counted by dhat's heap profiler (the global allocator of this test binary only).
 #![allow(clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sssonector_tunnel::proto::{Mode, Role, Session, SessionConfig};
-use sssonector_tunnel::{Incoming, Link, LinkConfig};
+use sssonector_tunnel::{Incoming, LinkConfig};
+
+mod common;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -26,24 +27,12 @@ fn packets_in_steady_state_do_not_allocate_each() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let client = Link::establish(
-            a,
-            Session::client(SessionConfig::new(Role::Client, Mode::Tun), Instant::now(), Vec::new()),
-            LinkConfig::default(),
-        );
-        let server = Link::establish(
-            b,
-            Session::server(
-                SessionConfig::new(Role::Server, Mode::Tun),
-                Instant::now(),
-                Box::new(|_| Ok(Vec::new())),
-            ),
-            LinkConfig::default(),
-        );
-        let (client, server) = tokio::join!(client, server);
-        let (client, _, _client_incoming) = client.unwrap();
-        let (_server, _, mut incoming) = server.unwrap();
+        let (client_session, server_session) = common::tun_sessions();
+        let ((client, _client_incoming), (_server, mut incoming)) = common::link_pair(
+            (client_session, LinkConfig::default()),
+            (server_session, LinkConfig::default()),
+        )
+        .await;
         let packet = vec![0x45u8; 1400];
 
         // Sends `count` packets and receives them all, a window of 200 in flight (as a TUN

@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use sssonector_tunnel::proto::{CloseReason, Mode, Role, Session, SessionConfig};
+use sssonector_tunnel::proto::{CloseReason, Session, SessionConfig};
 use sssonector_tunnel::{Incoming, Link, LinkConfig};
 
+mod common;
+
 fn configs(keepalive: Duration, dead: Duration) -> (SessionConfig, SessionConfig) {
-    let mut client = SessionConfig::new(Role::Client, Mode::Tun);
-    let mut server = SessionConfig::new(Role::Server, Mode::Tun);
+    let (mut client, mut server) = common::tun_sessions();
     for c in [&mut client, &mut server] {
         c.keepalive = keepalive;
         c.dead_peer_timeout = dead;
@@ -16,29 +17,13 @@ fn configs(keepalive: Duration, dead: Duration) -> (SessionConfig, SessionConfig
     (client, server)
 }
 
-async fn pair(
-    keepalive: Duration,
-    dead: Duration,
-) -> (
-    (Link, tokio::sync::mpsc::Receiver<Incoming>),
-    (Link, tokio::sync::mpsc::Receiver<Incoming>),
-) {
-    let (a, b) = tokio::io::duplex(1 << 20);
-    let (client_config, server_config) = configs(keepalive, dead);
-    let client = Link::establish(
-        a,
-        Session::client(client_config, Instant::now(), Vec::new()),
-        LinkConfig::default(),
-    );
-    let server = Link::establish(
-        b,
-        Session::server(server_config, Instant::now(), Box::new(|_| Ok(Vec::new()))),
-        LinkConfig::default(),
-    );
-    let (client, server) = tokio::join!(client, server);
-    let (c, _, ci) = client.unwrap();
-    let (s, _, si) = server.unwrap();
-    ((c, ci), (s, si))
+async fn pair(keepalive: Duration, dead: Duration) -> (common::LinkEnd, common::LinkEnd) {
+    let (client, server) = configs(keepalive, dead);
+    common::link_pair(
+        (client, LinkConfig::default()),
+        (server, LinkConfig::default()),
+    )
+    .await
 }
 
 fn packet(i: u16) -> Vec<u8> {

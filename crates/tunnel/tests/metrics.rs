@@ -2,11 +2,12 @@
 //! including packets dropped on the way out. (Its own test binary: it installs the process's
 //! recorder.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use sssonector_tunnel::proto::{Mode, Role, Session, SessionConfig};
-use sssonector_tunnel::{Link, LinkConfig};
+use sssonector_tunnel::LinkConfig;
+
+mod common;
 
 #[tokio::test(flavor = "current_thread")]
 async fn link_counters_feed_the_metrics() {
@@ -14,33 +15,17 @@ async fn link_counters_feed_the_metrics() {
     let snapshotter = recorder.snapshotter();
     metrics::set_global_recorder(recorder).expect("the only recorder in this binary");
 
-    let (a, b) = tokio::io::duplex(1 << 20);
     // A small outbound buffer, so that packets queued faster than the writer runs are dropped.
     let small = LinkConfig {
         max_pending: 4096,
         ..LinkConfig::default()
     };
-    let client = Link::establish(
-        a,
-        Session::client(
-            SessionConfig::new(Role::Client, Mode::Tun),
-            Instant::now(),
-            Vec::new(),
-        ),
-        small,
-    );
-    let server = Link::establish(
-        b,
-        Session::server(
-            SessionConfig::new(Role::Server, Mode::Tun),
-            Instant::now(),
-            Box::new(|_| Ok(Vec::new())),
-        ),
-        LinkConfig::default(),
-    );
-    let (client, server) = tokio::join!(client, server);
-    let (client, _, _client_in) = client.unwrap();
-    let (server, _, _server_in) = server.unwrap();
+    let (client_session, server_session) = common::tun_sessions();
+    let ((client, _client_in), (server, _server_in)) = common::link_pair(
+        (client_session, small),
+        (server_session, LinkConfig::default()),
+    )
+    .await;
 
     let mut packet = vec![0u8; 1000];
     packet[0] = 0x45;

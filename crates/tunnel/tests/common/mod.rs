@@ -51,3 +51,54 @@ pub fn payload(i: usize, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A link and its incoming queue.
+pub type LinkEnd = (
+    sssonector_tunnel::Link,
+    tokio::sync::mpsc::Receiver<sssonector_tunnel::Incoming>,
+);
+
+/// A client and a server link established over an in-memory transport, each with its session
+/// and link settings (for TUN mode: the server assigns no addresses).
+pub async fn link_pair(
+    (client_session, client_link): (
+        sssonector_tunnel::proto::SessionConfig,
+        sssonector_tunnel::LinkConfig,
+    ),
+    (server_session, server_link): (
+        sssonector_tunnel::proto::SessionConfig,
+        sssonector_tunnel::LinkConfig,
+    ),
+) -> (LinkEnd, LinkEnd) {
+    use sssonector_tunnel::Link;
+    use sssonector_tunnel::proto::Session;
+    use std::time::Instant;
+
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let client = Link::establish(
+        a,
+        Session::client(client_session, Instant::now(), Vec::new()),
+        client_link,
+    );
+    let server = Link::establish(
+        b,
+        Session::server(server_session, Instant::now(), Box::new(|_| Ok(Vec::new()))),
+        server_link,
+    );
+    let (client, server) = tokio::join!(client, server);
+    let (c, _, ci) = client.unwrap();
+    let (s, _, si) = server.unwrap();
+    ((c, ci), (s, si))
+}
+
+/// Session settings for a TUN-mode client and server.
+pub fn tun_sessions() -> (
+    sssonector_tunnel::proto::SessionConfig,
+    sssonector_tunnel::proto::SessionConfig,
+) {
+    use sssonector_tunnel::proto::{Mode, Role, SessionConfig};
+    (
+        SessionConfig::new(Role::Client, Mode::Tun),
+        SessionConfig::new(Role::Server, Mode::Tun),
+    )
+}

@@ -1,6 +1,7 @@
 //! The buffer handed out by the pool, and its frozen form.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
@@ -47,6 +48,20 @@ impl Slot {
     pub(crate) fn charge(self) -> usize {
         self.0 & CHARGE_MASK
     }
+
+    /// The capacity that a buffer of a size class keeps while it may be pooled; for an
+    /// oversized buffer a value above any capacity (its top bit is set), so one comparison
+    /// tells "a class buffer, intact".
+    #[inline]
+    pub(crate) fn poolable_capacity(self) -> usize {
+        self.0 & (CHARGE_MASK | OVERSIZED)
+    }
+
+    /// The class index bits, meaningful only for a class buffer.
+    #[inline]
+    pub(crate) fn raw_class(self) -> usize {
+        self.0 >> CLASS_SHIFT
+    }
 }
 
 /// A buffer from a [`BufPool`](crate::BufPool), used as a [`BytesMut`] through `Deref`.
@@ -76,8 +91,10 @@ impl Slot {
 /// # Ok::<(), sssonector_bufpool::GetError>(())
 /// ```
 pub struct PooledBuf {
-    // `None` only once the buffer has gone back (during drop).
-    node: Option<Box<Node>>,
+    // `None` only once the buffer has gone back (during drop). `ManuallyDrop` so that the
+    // drop glue does not look at the field again after `Drop::drop` has taken it (that reload
+    // and its registers were a tenth of the return path); `Drop::drop` always takes it.
+    node: ManuallyDrop<Option<Box<Node>>>,
 }
 
 /// A buffer with what it takes to return it. Boxed, so handing a buffer out and taking it
@@ -86,21 +103,23 @@ pub struct PooledBuf {
 #[derive(Debug)]
 pub(crate) struct Node {
     pub(crate) buf: BytesMut,
-    /// The pool, held while the buffer is out or in a thread cache; `None` while it sits in
-    /// the pool's own shared queue (which must not own the pool).
-    pub(crate) pool: Option<Arc<Shared>>,
+    /// The pool, held wherever the buffer is: out, in a thread cache or in the pool's shared
+    /// queue (see [`Shared::put_idle`] for how that cycle is broken).
+    pub(crate) pool: Arc<Shared>,
     pub(crate) slot: Slot,
 }
 
 impl PooledBuf {
     #[inline]
     pub(crate) fn new(node: Box<Node>) -> Self {
-        Self { node: Some(node) }
+        Self {
+            node: ManuallyDrop::new(Some(node)),
+        }
     }
 
     #[inline]
     fn node(&self) -> &Node {
-        match &self.node {
+        match &*self.node {
             Some(node) => node,
             None => unreachable!("a PooledBuf is emptied only when dropped"),
         }
@@ -108,7 +127,7 @@ impl PooledBuf {
 
     #[inline]
     fn node_mut(&mut self) -> &mut Node {
-        match &mut self.node {
+        match &mut *self.node {
             Some(node) => node,
             None => unreachable!("a PooledBuf is emptied only when dropped"),
         }
@@ -169,7 +188,7 @@ impl fmt::Debug for PooledBuf {
 impl Drop for PooledBuf {
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
+        if let Some(node) = Option::take(&mut self.node) {
             release(node);
         }
     }
@@ -183,13 +202,12 @@ impl Drop for PooledBuf {
 #[inline(always)]
 fn release(mut node: Box<Node>) {
     node.buf.clear();
-    if let Some(class) = node.slot.class_index() {
-        if node.buf.capacity() == node.slot.charge() {
-            if let Err(node) = local::push(node, class) {
-                Shared::put_slow(node);
-            }
-            return;
+    if node.buf.capacity() == node.slot.poolable_capacity() {
+        let class = node.slot.raw_class();
+        if let Err(node) = local::push(node, class) {
+            Shared::put_slow(node);
         }
+        return;
     }
     release_slow(node);
 }

@@ -16,14 +16,14 @@ use std::sync::atomic::Ordering;
 
 use crate::buf::{Node, PooledBuf};
 use crate::pool::Shared;
-use crate::stats::ThreadStats;
+use crate::stats::{MAX_CLASSES, ThreadStats};
 
 thread_local! {
     /// The caches. `ManuallyDrop`, so this thread-local has no destructor: reaching it then
     /// needs no check of whether its destructor was registered or has run, on every get
     /// and return. [`ExitGuard`] empties it instead.
-    static CACHES: RefCell<ManuallyDrop<Vec<LocalCache>>> =
-        const { RefCell::new(ManuallyDrop::new(Vec::new())) };
+    static CACHES: RefCell<ManuallyDrop<Caches>> =
+        const { RefCell::new(ManuallyDrop::new(Caches::EMPTY)) };
     /// Registered with the thread's first cache (see [`register`]); flushes them all when
     /// the thread exits.
     static EXIT_GUARD: ExitGuard = const { ExitGuard };
@@ -38,7 +38,7 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let _ = CACHES.try_with(|caches| {
             if let Ok(mut caches) = caches.try_borrow_mut() {
-                let all = std::mem::take(&mut **caches);
+                let all = std::mem::replace(&mut **caches, Caches::EMPTY);
                 // Never released: nothing is cached on this thread from now on.
                 std::mem::forget(caches);
                 drop(all);
@@ -47,56 +47,135 @@ impl Drop for ExitGuard {
     }
 }
 
+/// One thread's caches, one per pool it has returned buffers to.
+struct Caches {
+    /// The first pool's cache, held in the thread-local itself so the fast paths find its
+    /// epoch and stacks at fixed offsets, following no pointer. Idle (see
+    /// [`LocalCache::IDLE`]) until the thread's first return.
+    first: LocalCache,
+    /// Further pools' caches.
+    rest: Vec<LocalCache>,
+}
+
+impl Caches {
+    const EMPTY: Self = Self {
+        first: LocalCache::IDLE,
+        rest: Vec::new(),
+    };
+
+    /// This thread's cache for `shared`, if it has one.
+    fn find(&mut self, shared: &Arc<Shared>) -> Option<&mut LocalCache> {
+        std::iter::once(&mut self.first)
+            .chain(self.rest.iter_mut())
+            .find(|c| c.is_for(shared))
+    }
+
+    /// Drops the caches of pools that closed (freeing their buffers).
+    fn drop_closed(&mut self) {
+        self.rest.retain(|c| !c.is_closed());
+        if self.first.is_closed() {
+            let next = self.rest.pop().unwrap_or(LocalCache::IDLE);
+            drop(std::mem::replace(&mut self.first, next));
+        }
+    }
+
+    /// Drops this thread's cache for `shared`.
+    fn remove(&mut self, shared: &Arc<Shared>) {
+        self.rest.retain(|c| !c.is_for(shared));
+        if self.first.is_for(shared) {
+            let next = self.rest.pop().unwrap_or(LocalCache::IDLE);
+            drop(std::mem::replace(&mut self.first, next));
+        }
+    }
+
+    /// Adds a cache: the first if the thread has none yet, else one of the rest.
+    fn add(&mut self, cache: LocalCache) -> &mut LocalCache {
+        if self.first.shared.is_none() {
+            self.first = cache;
+            return &mut self.first;
+        }
+        self.rest.push(cache);
+        let last = self.rest.len() - 1;
+        &mut self.rest[last]
+    }
+}
+
 /// One thread's cache for one pool.
 struct LocalCache {
-    shared: Arc<Shared>,
-    /// The pool's epoch when this cache last flushed.
+    /// The pool's epoch when this cache last flushed; 0, which no pool's epoch is, while
+    /// the cache is idle.
     epoch: u64,
     /// Idle buffers per class, each `Vec` allocated once at its class's limit, so storing
     /// never reallocates. No room when the thread limit was reached. Cached nodes keep
-    /// their pool reference, so handing them out touches no reference count.
+    /// their pool reference, so handing them out touches no reference count. A fixed array
+    /// (the builder allows at most [`MAX_CLASSES`]), so indexing needs no bounds check.
     // Boxed on purpose: moving a pointer in and out is what makes the fast path fast.
     #[allow(clippy::vec_box)]
-    stacks: Box<[Vec<Box<Node>>]>,
-    /// This thread's counters; registered with the pool only if the thread got room.
-    stats: Arc<ThreadStats>,
+    stacks: [Vec<Box<Node>>; MAX_CLASSES],
+    /// This thread's counters: registered with the pool if the thread got room, else the
+    /// idle block, which nothing counts in (no room means nothing is stored or taken).
+    stats: &'static ThreadStats,
+    /// The pool; `None` only for [`LocalCache::IDLE`].
+    shared: Option<Arc<Shared>>,
     registered: bool,
 }
 
 impl LocalCache {
+    /// No cache: matches no pool's epoch and has no room.
+    const IDLE: Self = Self {
+        epoch: 0,
+        stacks: [const { Vec::new() }; MAX_CLASSES],
+        stats: ThreadStats::idle(),
+        shared: None,
+        registered: false,
+    };
+
     fn new(shared: &Arc<Shared>) -> Self {
-        let stats = Arc::new(ThreadStats::default());
-        let registered = {
+        let leased = {
             let mut threads = shared.threads.lock();
-            let room = threads.len() < shared.max_cached_threads;
-            if room {
-                threads.push(Arc::clone(&stats));
-            }
-            room
+            (threads.len() < shared.max_cached_threads).then(|| {
+                let stats = ThreadStats::lease();
+                threads.push(stats);
+                stats
+            })
         };
-        let stacks = shared
-            .classes
-            .iter()
-            .map(|c| Vec::with_capacity(if registered { c.local_max } else { 0 }))
-            .collect();
+        let registered = leased.is_some();
+        let stats = leased.unwrap_or_else(ThreadStats::idle);
+        let mut stacks = [const { Vec::new() }; MAX_CLASSES];
+        if registered {
+            for (stack, class) in stacks.iter_mut().zip(shared.classes.iter()) {
+                *stack = Vec::with_capacity(class.local_max);
+            }
+        }
         Self {
-            shared: Arc::clone(shared),
             epoch: shared.epoch.load(Ordering::Acquire) & !1,
             stacks,
             stats,
+            shared: Some(Arc::clone(shared)),
             registered,
         }
     }
 
+    fn is_for(&self, shared: &Arc<Shared>) -> bool {
+        self.shared.as_ref().is_some_and(|s| Arc::ptr_eq(s, shared))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.is_closed())
+    }
+
     /// Moves every cached buffer to the shared queues (which free them if the pool closed).
     fn flush(&mut self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
         for (class, stack) in self.stacks.iter_mut().enumerate() {
             if stack.is_empty() {
                 continue;
             }
             self.stats.flushed(class, stack.len());
             for node in stack.drain(..) {
-                self.shared.put_idle(node);
+                shared.put_idle(node);
             }
         }
     }
@@ -106,9 +185,11 @@ impl LocalCache {
     /// The epoch is odd while anyone waits for memory. The cache then records the even value
     /// below it, so it is never current: every get and return takes the slow path, which
     /// bypasses the cache.
-    #[inline]
     fn sync(&mut self) -> bool {
-        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let epoch = shared.epoch.load(Ordering::Acquire);
         if self.epoch == epoch {
             return true;
         }
@@ -116,61 +197,49 @@ impl LocalCache {
         self.epoch = epoch & !1;
         false
     }
+
+    /// Pops an idle buffer of `class`.
+    #[inline]
+    fn take(&mut self, class: usize) -> Option<Box<Node>> {
+        let node = self.stacks[class % MAX_CLASSES].pop()?;
+        self.stats.took(class);
+        Some(node)
+    }
 }
 
 impl Drop for LocalCache {
     fn drop(&mut self) {
         self.flush();
+        let Some(shared) = &self.shared else {
+            return;
+        };
         if self.registered {
-            let mut threads = self.shared.threads.lock();
-            self.stats
-                .fold_into(&self.shared.counters, self.shared.sizes());
-            threads.retain(|t| !Arc::ptr_eq(t, &self.stats));
+            let mut threads = shared.threads.lock();
+            self.stats.fold_into(&shared.counters, shared.sizes());
+            threads.retain(|t| !std::ptr::eq(*t, self.stats));
+            drop(threads);
+            ThreadStats::give_back(self.stats);
         }
-    }
-}
-
-/// This thread's cache for `shared`, when it is not the first (see [`pop`] and [`push`]).
-#[cold]
-fn find_further<'a>(
-    caches: &'a mut [LocalCache],
-    shared: &Arc<Shared>,
-) -> Option<&'a mut LocalCache> {
-    caches.iter_mut().find(|c| Arc::ptr_eq(&c.shared, shared))
-}
-
-impl LocalCache {
-    /// Whether this is `shared`'s cache and has flushed since the pool's epoch last moved (so
-    /// nobody is waiting for memory either): the one state in which the fast paths may use
-    /// it. Pools' epochs never meet (each starts at a multiple of 2^40 of its own), so one
-    /// comparison says both.
-    #[inline]
-    fn is_current_for(&self, shared: &Shared) -> bool {
-        self.epoch == shared.epoch.load(Ordering::Acquire)
-    }
-
-    /// Pops an idle buffer of `class`.
-    #[inline]
-    fn take(&mut self, class: usize) -> Option<Box<Node>> {
-        let node = self.stacks.get_mut(class)?.pop()?;
-        self.stats.took(class);
-        Some(node)
     }
 }
 
 /// Takes an idle buffer of `class` from this thread's cache.
 ///
 /// The fast path is the common case, spelled out so it compiles to a few loads and stores:
-/// the thread's first cache is this pool's and no flush is due. Everything else is out of
-/// line in [`pop_slow`]. [`CACHES`] has no destructor, so `with` always runs the closure.
+/// the thread's first cache is this pool's and no flush is due (one comparison says both:
+/// pools' epochs never meet, each starting at a multiple of 2^40 of its own). Everything
+/// else is out of line in [`pop_slow`]. [`CACHES`] has no destructor, so `with` always runs
+/// the closure.
 #[inline]
 pub(crate) fn pop(shared: &Arc<Shared>, class: usize) -> Option<PooledBuf> {
+    let current = shared.epoch.load(Ordering::Acquire);
     CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
-            let node = match caches.first_mut() {
-                Some(cache) if cache.is_current_for(shared) => cache.take(class)?,
-                _ => pop_slow(&mut caches, shared, class)?,
+            let node = if caches.first.epoch == current {
+                caches.first.take(class)?
+            } else {
+                pop_slow(&mut caches, shared, class)?
             };
             Some(PooledBuf::new(node))
         })
@@ -181,8 +250,8 @@ pub(crate) fn pop(shared: &Arc<Shared>, class: usize) -> Option<PooledBuf> {
 /// [`pop`] when the pool's cache is not this thread's first, or a flush is due.
 #[cold]
 #[inline(never)]
-fn pop_slow(caches: &mut [LocalCache], shared: &Arc<Shared>, class: usize) -> Option<Box<Node>> {
-    let cache = find_further(caches, shared)?;
+fn pop_slow(caches: &mut Caches, shared: &Arc<Shared>, class: usize) -> Option<Box<Node>> {
+    let cache = caches.find(shared)?;
     if !cache.sync() {
         return None;
     }
@@ -194,9 +263,7 @@ fn pop_slow(caches: &mut [LocalCache], shared: &Arc<Shared>, class: usize) -> Op
 /// waiting for memory.
 #[inline(always)]
 pub(crate) fn push(node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
-    let Some(pool) = &node.pool else {
-        return Err(node);
-    };
+    let pool = &node.pool;
     // The epoch that makes a cache current for this pool.
     let current = pool.epoch.load(Ordering::Acquire);
     // `CACHES` has no destructor (a test checks), so `try_with` always runs the closure and
@@ -206,9 +273,10 @@ pub(crate) fn push(node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
             let Ok(mut caches) = caches.try_borrow_mut() else {
                 return Err(node);
             };
-            match caches.first_mut() {
-                Some(cache) if cache.epoch == current => store(cache, node, class),
-                _ => push_slow(&mut caches, node, class),
+            if caches.first.epoch == current {
+                store(&mut caches.first, node, class)
+            } else {
+                push_slow(&mut caches, node, class)
             }
         })
         .unwrap_or(Ok(()))
@@ -219,19 +287,17 @@ pub(crate) fn push(node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
 /// waiter can have it).
 #[cold]
 #[inline(never)]
-fn push_slow(caches: &mut Vec<LocalCache>, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
-    let Some(pool) = &node.pool else {
-        return Err(node);
-    };
+fn push_slow(caches: &mut Caches, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
+    let pool = &node.pool;
     if pool.waiters.load(Ordering::Relaxed) != 0 {
         return Err(node);
     }
-    let Some(cache) = find_further(caches, pool) else {
+    let Some(cache) = caches.find(pool) else {
         return register(caches, node, class);
     };
-    if !cache.sync() && cache.shared.is_closed() {
-        let shared = Arc::clone(&cache.shared);
-        caches.retain(|c| !Arc::ptr_eq(&c.shared, &shared));
+    if !cache.sync() && pool.is_closed() {
+        let pool = Arc::clone(pool);
+        caches.remove(&pool);
         return Err(node);
     }
     store(cache, node, class)
@@ -239,9 +305,7 @@ fn push_slow(caches: &mut Vec<LocalCache>, node: Box<Node>, class: usize) -> Res
 
 #[inline(always)]
 fn store(cache: &mut LocalCache, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
-    let Some(stack) = cache.stacks.get_mut(class) else {
-        return Err(node);
-    };
+    let stack = &mut cache.stacks[class % MAX_CLASSES];
     if stack.len() == stack.capacity() {
         return Err(node);
     }
@@ -252,10 +316,8 @@ fn store(cache: &mut LocalCache, node: Box<Node>, class: usize) -> Result<(), Bo
 
 /// First return on this thread to this pool: make the thread's cache for it.
 #[cold]
-fn register(caches: &mut Vec<LocalCache>, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
-    let Some(pool) = &node.pool else {
-        return Err(node);
-    };
+fn register(caches: &mut Caches, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
+    let pool = &node.pool;
     if pool.is_closed() {
         return Err(node);
     }
@@ -266,17 +328,15 @@ fn register(caches: &mut Vec<LocalCache>, node: Box<Node>, class: usize) -> Resu
     }
     let cache = LocalCache::new(pool);
     // Caches of pools that closed since are dropped here (freeing their buffers).
-    caches.retain(|c| !c.shared.is_closed());
-    caches.push(cache);
-    let last = caches.len() - 1;
-    store(&mut caches[last], node, class)
+    caches.drop_closed();
+    store(caches.add(cache), node, class)
 }
 
 /// Flushes this thread's cache for `shared` into the shared queues.
 pub(crate) fn flush_current(shared: &Arc<Shared>) {
     CACHES.with(|caches| {
         if let Ok(mut caches) = caches.try_borrow_mut() {
-            if let Some(cache) = find_further(&mut caches, shared) {
+            if let Some(cache) = caches.find(shared) {
                 cache.flush();
             }
         }
@@ -291,8 +351,6 @@ mod tests {
     /// closure always running: true only while the thread-local has no destructor.
     #[test]
     fn the_caches_thread_local_has_no_destructor() {
-        assert!(!std::mem::needs_drop::<
-            RefCell<ManuallyDrop<Vec<LocalCache>>>,
-        >());
+        assert!(!std::mem::needs_drop::<RefCell<ManuallyDrop<Caches>>>());
     }
 }

@@ -37,7 +37,8 @@ pub(crate) struct Class {
     pub(crate) size: usize,
     /// How many buffers of this class one thread may cache.
     pub(crate) local_max: usize,
-    /// Idle buffers, without a pool reference (the pool must not own itself).
+    /// Idle buffers. Each keeps its pool reference; closing drains the queue (see
+    /// `Shared::put_idle`).
     pub(crate) queue: SegQueue<Box<Node>>,
     /// The fewest buffers the queue held since the last trim: that many sat idle all period.
     idle_min: AtomicUsize,
@@ -45,6 +46,12 @@ pub(crate) struct Class {
 
 /// Bit lengths of a `usize` minus one: 0 to 64.
 const BIT_LENGTHS: usize = usize::BITS as usize + 1;
+
+/// The bit length of `len − 1`: an index into the tables below.
+#[inline]
+fn bit_length(len: usize) -> usize {
+    (usize::BITS - len.saturating_sub(1).leading_zeros()) as usize % BIT_LENGTHS
+}
 
 /// For each bit length `k` of `len − 1` (so `2^(k−1) < len ≤ 2^k`), the first class larger
 /// than `2^(k−1)`: where the search for `len`'s class starts.
@@ -77,6 +84,8 @@ pub(crate) struct Shared {
     sizes: Box<[usize]>,
     /// See [`first_class_by_bits`].
     first_class_by_bits: [u8; BIT_LENGTHS],
+    /// The size of each of those classes; 0 where there is none.
+    first_size_by_bits: [usize; BIT_LENGTHS],
     pub(crate) classes: Box<[Class]>,
     pub(crate) budget: usize,
     /// Bytes charged for every buffer the pool owns: in the queues, in thread caches, or out.
@@ -95,7 +104,7 @@ pub(crate) struct Shared {
     low_watermark: usize,
     pub(crate) max_cached_threads: usize,
     /// Statistics of threads that have a cache, each written only by its thread.
-    pub(crate) threads: Mutex<Vec<Arc<ThreadStats>>>,
+    pub(crate) threads: Mutex<Vec<&'static ThreadStats>>,
     pub(crate) counters: Counters,
     pub(crate) name: Arc<str>,
 }
@@ -160,10 +169,13 @@ impl BufPool {
                 idle_min: AtomicUsize::new(0),
             })
             .collect();
+        let first_classes = first_class_by_bits(&config.classes);
         Self {
             shared: Arc::new(Shared {
                 sizes: config.classes.clone().into_boxed_slice(),
-                first_class_by_bits: first_class_by_bits(&config.classes),
+                first_class_by_bits: first_classes,
+                first_size_by_bits: first_classes
+                    .map(|c| config.classes.get(usize::from(c)).copied().unwrap_or(0)),
                 classes,
                 budget: config.budget,
                 used: AtomicUsize::new(0),
@@ -195,11 +207,18 @@ impl BufPool {
     /// the whole budget.
     #[inline]
     pub fn try_get(&self, len: usize) -> Result<PooledBuf, GetError> {
-        if let Some(class) = self.shared.class_for(len) {
+        if let Some(class) = self.shared.table_class(len) {
             if let Some(buf) = local::pop(&self.shared, class) {
                 return Ok(buf);
             }
         }
+        self.try_get_slow(len)
+    }
+
+    /// [`try_get`](Self::try_get) past this thread's cache: one call, so the caller's code
+    /// stays small.
+    #[inline(never)]
+    fn try_get_slow(&self, len: usize) -> Result<PooledBuf, GetError> {
         match self.shared.get_slow(len) {
             Err(GetError::BudgetExhausted { .. }) => {
                 // Last resort before refusing: this thread's own cache, which may hold
@@ -402,18 +421,30 @@ impl Shared {
     ///
     /// Starts from the first class above the power of two below `len` (a table lookup by
     /// `len`'s bit length), so with the usual power-of-two classes the first size compared
-    /// is the answer.
+    /// is the answer, and it is read from a second table beside the first: no bounds checks.
     #[inline]
     pub(crate) fn class_for(&self, len: usize) -> Option<usize> {
-        let bits = (usize::BITS - len.saturating_sub(1).leading_zeros()) as usize;
-        let mut class = usize::from(self.first_class_by_bits[bits % BIT_LENGTHS]);
-        while let Some(&size) = self.sizes.get(class) {
-            if size >= len {
-                return Some(class);
-            }
-            class += 1;
+        let bits = bit_length(len);
+        let class = usize::from(self.first_class_by_bits[bits]);
+        if self.first_size_by_bits[bits] >= len {
+            return Some(class);
         }
-        None
+        self.class_after(class, len)
+    }
+
+    /// [`class_for`](Self::class_for) when the tables alone answer it (always, with
+    /// power-of-two classes); else `None`.
+    #[inline]
+    pub(crate) fn table_class(&self, len: usize) -> Option<usize> {
+        let bits = bit_length(len);
+        (self.first_size_by_bits[bits] >= len).then(|| usize::from(self.first_class_by_bits[bits]))
+    }
+
+    /// The smallest class after `class` that holds `len` bytes.
+    #[cold]
+    #[inline(never)]
+    fn class_after(&self, class: usize, len: usize) -> Option<usize> {
+        (class + 1..self.sizes.len()).find(|&c| self.sizes[c] >= len)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -427,19 +458,18 @@ impl Shared {
         };
         let size = self.classes[class].size;
         let queue = &self.classes[class].queue;
-        let node = if let Some(mut node) = queue.pop() {
+        let node = if let Some(node) = queue.pop() {
             self.classes[class]
                 .idle_min
                 .fetch_min(queue.len(), Ordering::Relaxed);
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
-            node.pool = Some(Arc::clone(self));
             node
         } else {
             self.reserve(size)?;
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             Box::new(Node {
                 buf: BytesMut::with_capacity(size),
-                pool: Some(Arc::clone(self)),
+                pool: Arc::clone(self),
                 slot: Slot::class(class, size),
             })
         };
@@ -459,7 +489,7 @@ impl Shared {
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
         Ok(PooledBuf::new(Box::new(Node {
             buf: BytesMut::with_capacity(len),
-            pool: Some(Arc::clone(self)),
+            pool: Arc::clone(self),
             slot: Slot::oversized(len),
         })))
     }
@@ -521,15 +551,14 @@ impl Shared {
     #[cold]
     #[inline(never)]
     pub(crate) fn put_slow(node: Box<Node>) {
-        if let Some(pool) = &node.pool {
-            pool.counters.returns.fetch_add(1, Ordering::Relaxed);
-            Arc::clone(pool).put_idle(node);
-        }
+        let pool = Arc::clone(&node.pool);
+        pool.counters.returns.fetch_add(1, Ordering::Relaxed);
+        pool.put_idle(node);
     }
 
     /// Takes back a buffer that no longer has its class's capacity, and frees it.
-    pub(crate) fn discard(mut node: Box<Node>) {
-        let Some(pool) = node.pool.take() else { return };
+    pub(crate) fn discard(node: Box<Node>) {
+        let pool = Arc::clone(&node.pool);
         pool.counters.returns.fetch_add(1, Ordering::Relaxed);
         pool.counters
             .dropped_on_return
@@ -541,9 +570,11 @@ impl Shared {
 
     /// Stores an idle buffer in its class's shared queue (freeing it if the pool is closed
     /// or it is oversized) and wakes waiters.
-    pub(crate) fn put_idle(&self, mut node: Box<Node>) {
-        // The queue must not own the pool: drop the node's reference first.
-        node.pool = None;
+    ///
+    /// Queued buffers keep their pool reference (no count changes hands on the way through
+    /// the queue). That makes a cycle, pool to queue to buffer to pool, which closing breaks:
+    /// it drains the queues, and a buffer pushed while it does is drained by its pusher.
+    pub(crate) fn put_idle(&self, node: Box<Node>) {
         match node.slot.class_index() {
             Some(class) if !self.is_closed() => {
                 self.classes[class].queue.push(node);
@@ -634,6 +665,35 @@ mod tests {
 
     fn odd(pool: &BufPool) -> bool {
         pool.shared.epoch.load(Ordering::Acquire) & 1 == 1
+    }
+
+    /// Queued buffers hold their pool, so closing must break that cycle: once every handle
+    /// and buffer is gone, whichever way the last ones went (thread caches, the shared queue,
+    /// returned while the last handle drops), the pool's memory is freed.
+    #[test]
+    fn the_pool_is_freed_once_handles_and_buffers_are_gone() {
+        for round in 0..200 {
+            let pool = BufPool::builder()
+                .budget(4 << 20)
+                .thread_cache_bytes(64 * 1024)
+                .build()
+                .unwrap();
+            let shared = Arc::downgrade(&pool.shared);
+            // More than a thread cache holds, so some go to the shared queue.
+            let queued: Vec<_> = (0..48).map(|_| pool.try_get(2000).unwrap()).collect();
+            let racing: Vec<_> = (0..48).map(|_| pool.try_get(16_000).unwrap()).collect();
+            std::thread::spawn(move || drop(queued)).join().unwrap();
+            let returner = std::thread::spawn(move || drop(racing));
+            if round % 2 == 0 {
+                std::thread::yield_now();
+            }
+            drop(pool);
+            returner.join().unwrap();
+            assert!(
+                shared.upgrade().is_none(),
+                "round {round}: the pool outlived its users"
+            );
+        }
     }
 
     /// The table-started search finds what a scan of the sizes finds, for any lengths.

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
+
 /// Counters updated on the shared (slow) paths.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -34,15 +36,50 @@ pub(crate) struct ThreadStats {
     flushed: [AtomicU64; MAX_CLASSES],
 }
 
-impl Default for ThreadStats {
-    fn default() -> Self {
+impl ThreadStats {
+    const fn new() -> Self {
         Self {
-            taken: std::array::from_fn(|_| AtomicU64::new(0)),
-            stored: std::array::from_fn(|_| AtomicU64::new(0)),
-            flushed: std::array::from_fn(|_| AtomicU64::new(0)),
+            taken: [const { AtomicU64::new(0) }; MAX_CLASSES],
+            stored: [const { AtomicU64::new(0) }; MAX_CLASSES],
+            flushed: [const { AtomicU64::new(0) }; MAX_CLASSES],
         }
     }
+
+    /// Counters for a new thread cache, all zero: a block a finished cache gave back, or a
+    /// new one. Blocks live as long as the process and are reused by later caches of any
+    /// pool, so there are never more than caches alive at once. `'static` is what lets a
+    /// cache that has none (see [`ThreadStats::idle`]) still hold one, so the fast path
+    /// needs no check.
+    pub(crate) fn lease() -> &'static Self {
+        let spare = SPARE.lock().pop();
+        spare.unwrap_or_else(|| Box::leak(Box::new(Self::new())))
+    }
+
+    /// Gives back a block leased by [`lease`](Self::lease), once no pool lists it any more.
+    pub(crate) fn give_back(stats: &'static Self) {
+        for counter in stats
+            .taken
+            .iter()
+            .chain(&stats.stored)
+            .chain(&stats.flushed)
+        {
+            counter.store(0, Ordering::Relaxed);
+        }
+        SPARE.lock().push(stats);
+    }
+
+    /// The block of a cache that never counts: one that got no room, or none at all.
+    pub(crate) const fn idle() -> &'static Self {
+        &IDLE
+    }
 }
+
+/// Counter blocks given back by finished caches (see [`ThreadStats::lease`]).
+static SPARE: Mutex<Vec<&'static ThreadStats>> = Mutex::new(Vec::new());
+
+/// See [`ThreadStats::idle`]. Never written: a cache without room stores nothing and so
+/// never hands anything out.
+static IDLE: ThreadStats = ThreadStats::new();
 
 /// Adds to a counter that only the calling thread writes. The store releases, so a reader
 /// that acquires it also sees this thread's earlier counts (which [`ThreadStats::sums`]

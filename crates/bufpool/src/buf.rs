@@ -7,62 +7,13 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::class::ClassIndex;
 use crate::local;
 use crate::pool::Shared;
 
-/// Where a buffer goes back to, and what it is charged. One word, so the return path reads
-/// it without following the pool pointer: the top bit marks an oversized buffer (freed on
-/// return), the next 7 bits hold the class index, the low 56 bits the charge in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Slot(usize);
-
-const OVERSIZED: usize = 1 << (usize::BITS - 1);
-const CLASS_SHIFT: u32 = usize::BITS - 8;
-const CHARGE_MASK: usize = (1 << CLASS_SHIFT) - 1;
-
-/// The largest size class or oversized request a slot can describe.
-pub(crate) const MAX_CHARGE: usize = CHARGE_MASK;
-
-impl Slot {
-    /// A buffer of class `index`, `size` bytes. The builder caps classes at 32 and sizes
-    /// are allocations, below `isize::MAX`; 64-bit targets keep 56 bits for the size.
-    pub(crate) fn class(index: usize, size: usize) -> Self {
-        debug_assert!(index < 128 && size <= CHARGE_MASK);
-        Slot((index << CLASS_SHIFT) | size)
-    }
-
-    /// An oversized buffer charged `len` bytes.
-    pub(crate) fn oversized(len: usize) -> Self {
-        debug_assert!(len <= CHARGE_MASK);
-        Slot(len | OVERSIZED)
-    }
-
-    /// The class index, or `None` for an oversized buffer.
-    #[inline]
-    pub(crate) fn class_index(self) -> Option<usize> {
-        (self.0 & OVERSIZED == 0).then_some(self.0 >> CLASS_SHIFT)
-    }
-
-    /// Bytes this buffer is charged to the budget.
-    #[inline]
-    pub(crate) fn charge(self) -> usize {
-        self.0 & CHARGE_MASK
-    }
-
-    /// The capacity that a buffer of a size class keeps while it may be pooled; for an
-    /// oversized buffer a value above any capacity (its top bit is set), so one comparison
-    /// tells "a class buffer, intact".
-    #[inline]
-    pub(crate) fn poolable_capacity(self) -> usize {
-        self.0 & (CHARGE_MASK | OVERSIZED)
-    }
-
-    /// The class index bits, meaningful only for a class buffer.
-    #[inline]
-    pub(crate) fn raw_class(self) -> usize {
-        self.0 >> CLASS_SHIFT
-    }
-}
+/// The largest size class or oversized request a pool accepts: charges stay below
+/// `isize::MAX`, as allocations do.
+pub(crate) const MAX_CHARGE: usize = isize::MAX as usize;
 
 /// A buffer from a [`BufPool`](crate::BufPool), used as a [`BytesMut`] through `Deref`.
 ///
@@ -106,7 +57,51 @@ pub(crate) struct Node {
     /// The pool, held wherever the buffer is: out, in a thread cache or in the pool's shared
     /// queue (see [`Shared::put_idle`] for how that cycle is broken).
     pub(crate) pool: Arc<Shared>,
-    pub(crate) slot: Slot,
+    /// The capacity the buffer must have to be pooled on return: its class's size, or
+    /// `usize::MAX` (no capacity) for an oversized buffer, which is freed on return. So one
+    /// comparison says "a class buffer, intact".
+    keep: usize,
+    /// Bytes charged to the budget: the class's size, or the length an oversized buffer was
+    /// asked for.
+    charge: usize,
+    /// The size class; meaningless for an oversized buffer.
+    class: ClassIndex,
+}
+
+impl Node {
+    /// A new empty buffer of `class`, `size` bytes.
+    pub(crate) fn of_class(pool: Arc<Shared>, class: ClassIndex, size: usize) -> Box<Self> {
+        Box::new(Self {
+            buf: BytesMut::with_capacity(size),
+            pool,
+            keep: size,
+            charge: size,
+            class,
+        })
+    }
+
+    /// A new empty oversized buffer of `len` bytes.
+    pub(crate) fn oversized(pool: Arc<Shared>, len: usize) -> Box<Self> {
+        Box::new(Self {
+            buf: BytesMut::with_capacity(len),
+            pool,
+            keep: usize::MAX,
+            charge: len,
+            class: ClassIndex::C0,
+        })
+    }
+
+    /// The class, or `None` for an oversized buffer.
+    #[inline]
+    pub(crate) fn class_index(&self) -> Option<usize> {
+        (self.keep != usize::MAX).then_some(self.class.get())
+    }
+
+    /// Bytes this buffer is charged to the budget.
+    #[inline]
+    pub(crate) fn charge(&self) -> usize {
+        self.charge
+    }
 }
 
 impl PooledBuf {
@@ -142,7 +137,7 @@ impl PooledBuf {
     /// The capacity of the buffer's size class (or its length, if it was oversized): what it
     /// is charged to the pool's budget.
     pub fn charge(&self) -> usize {
-        self.node().slot.charge()
+        self.node().charge()
     }
 }
 
@@ -180,7 +175,7 @@ impl fmt::Debug for PooledBuf {
         f.debug_struct("PooledBuf")
             .field("len", &node.buf.len())
             .field("capacity", &node.buf.capacity())
-            .field("charge", &node.slot.charge())
+            .field("charge", &node.charge())
             .finish()
     }
 }
@@ -202,8 +197,8 @@ impl Drop for PooledBuf {
 #[inline(always)]
 fn release(mut node: Box<Node>) {
     node.buf.clear();
-    if node.buf.capacity() == node.slot.poolable_capacity() {
-        let class = node.slot.raw_class();
+    if node.buf.capacity() == node.keep {
+        let class = node.class.get();
         if let Err(node) = local::push(node, class) {
             Shared::put_slow(node);
         }
@@ -216,7 +211,7 @@ fn release(mut node: Box<Node>) {
 #[cold]
 #[inline(never)]
 fn release_slow(mut node: Box<Node>) {
-    match node.slot.class_index() {
+    match node.class_index() {
         Some(class) if reclaim(&mut node) => {
             if let Err(node) = local::push(node, class) {
                 Shared::put_slow(node);
@@ -231,7 +226,7 @@ fn release_slow(mut node: Box<Node>) {
 /// taken back without copying; anything else is not the buffer we charged for.
 #[cold]
 fn reclaim(node: &mut Node) -> bool {
-    let size = node.slot.charge();
+    let size = node.charge();
     node.buf.capacity() < size && node.buf.try_reclaim(size) && node.buf.capacity() == size
 }
 

@@ -43,6 +43,7 @@
 //! ```
 
 mod buf;
+mod class;
 mod config;
 mod error;
 mod local;

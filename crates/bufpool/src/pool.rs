@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::buf::{Node, PooledBuf, Slot};
+use crate::buf::{Node, PooledBuf};
+use crate::class::ClassIndex;
 use crate::config::BufPoolBuilder;
 use crate::error::GetError;
 use crate::local;
@@ -55,16 +55,13 @@ fn bit_length(len: usize) -> usize {
 
 /// For each bit length `k` of `len − 1` (so `2^(k−1) < len ≤ 2^k`), the first class larger
 /// than `2^(k−1)`: where the search for `len`'s class starts.
-fn first_class_by_bits(sizes: &[usize]) -> [u8; BIT_LENGTHS] {
-    let mut table = [0u8; BIT_LENGTHS];
+fn first_class_by_bits(sizes: &[usize]) -> [Option<ClassIndex>; BIT_LENGTHS] {
+    let mut table = [ClassIndex::new(0); BIT_LENGTHS];
     for (k, entry) in table.iter_mut().enumerate().skip(1) {
         let below = 1usize.checked_shl(u32::try_from(k - 1).unwrap_or(u32::MAX));
-        let first = match below {
-            Some(below) => sizes.iter().position(|&s| s > below).unwrap_or(sizes.len()),
-            None => sizes.len(),
-        };
-        // At most 32 classes (the builder's limit), so the index fits.
-        *entry = u8::try_from(first).unwrap_or(u8::MAX);
+        *entry = below
+            .and_then(|below| sizes.iter().position(|&s| s > below))
+            .and_then(ClassIndex::new);
     }
     table
 }
@@ -82,8 +79,8 @@ const EPOCH_SPAN: u64 = 1 << 40;
 pub(crate) struct Shared {
     /// Class sizes, ascending, apart from `classes` so finding a class reads one cache line.
     sizes: Box<[usize]>,
-    /// See [`first_class_by_bits`].
-    first_class_by_bits: [u8; BIT_LENGTHS],
+    /// See [`first_class_by_bits`]; class 0 where there is none.
+    first_class_by_bits: [ClassIndex; BIT_LENGTHS],
     /// The size of each of those classes; 0 where there is none.
     first_size_by_bits: [usize; BIT_LENGTHS],
     pub(crate) classes: Box<[Class]>,
@@ -173,9 +170,8 @@ impl BufPool {
         Self {
             shared: Arc::new(Shared {
                 sizes: config.classes.clone().into_boxed_slice(),
-                first_class_by_bits: first_classes,
-                first_size_by_bits: first_classes
-                    .map(|c| config.classes.get(usize::from(c)).copied().unwrap_or(0)),
+                first_class_by_bits: first_classes.map(|c| c.unwrap_or(ClassIndex::C0)),
+                first_size_by_bits: first_classes.map(|c| c.map_or(0, |c| config.classes[c.get()])),
                 classes,
                 budget: config.budget,
                 used: AtomicUsize::new(0),
@@ -249,7 +245,7 @@ impl BufPool {
     pub async fn get(&self, len: usize) -> Result<PooledBuf, GetError> {
         let shared = &self.shared;
         if let Some(class) = shared.class_for(len) {
-            if let Some(buf) = local::pop(shared, class) {
+            if let Some(buf) = local::pop(shared, class.get()) {
                 return Ok(buf);
             }
         }
@@ -423,9 +419,9 @@ impl Shared {
     /// `len`'s bit length), so with the usual power-of-two classes the first size compared
     /// is the answer, and it is read from a second table beside the first: no bounds checks.
     #[inline]
-    pub(crate) fn class_for(&self, len: usize) -> Option<usize> {
+    pub(crate) fn class_for(&self, len: usize) -> Option<ClassIndex> {
         let bits = bit_length(len);
-        let class = usize::from(self.first_class_by_bits[bits]);
+        let class = self.first_class_by_bits[bits];
         if self.first_size_by_bits[bits] >= len {
             return Some(class);
         }
@@ -437,14 +433,16 @@ impl Shared {
     #[inline]
     pub(crate) fn table_class(&self, len: usize) -> Option<usize> {
         let bits = bit_length(len);
-        (self.first_size_by_bits[bits] >= len).then(|| usize::from(self.first_class_by_bits[bits]))
+        (self.first_size_by_bits[bits] >= len).then(|| self.first_class_by_bits[bits].get())
     }
 
     /// The smallest class after `class` that holds `len` bytes.
     #[cold]
     #[inline(never)]
-    fn class_after(&self, class: usize, len: usize) -> Option<usize> {
-        (class + 1..self.sizes.len()).find(|&c| self.sizes[c] >= len)
+    fn class_after(&self, class: ClassIndex, len: usize) -> Option<ClassIndex> {
+        (class.get() + 1..self.sizes.len())
+            .find(|&c| self.sizes[c] >= len)
+            .and_then(ClassIndex::new)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -453,9 +451,10 @@ impl Shared {
 
     /// A get that missed this thread's cache: the shared queue, else a new allocation.
     fn get_slow(self: &Arc<Self>, len: usize) -> Result<PooledBuf, GetError> {
-        let Some(class) = self.class_for(len) else {
+        let Some(class_index) = self.class_for(len) else {
             return self.get_oversized(len);
         };
+        let class = class_index.get();
         let size = self.classes[class].size;
         let queue = &self.classes[class].queue;
         let node = if let Some(node) = queue.pop() {
@@ -467,11 +466,7 @@ impl Shared {
         } else {
             self.reserve(size)?;
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            Box::new(Node {
-                buf: BytesMut::with_capacity(size),
-                pool: Arc::clone(self),
-                slot: Slot::class(class, size),
-            })
+            Node::of_class(Arc::clone(self), class_index, size)
         };
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
         Ok(PooledBuf::new(node))
@@ -487,11 +482,7 @@ impl Shared {
         self.reserve(len)?;
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
-        Ok(PooledBuf::new(Box::new(Node {
-            buf: BytesMut::with_capacity(len),
-            pool: Arc::clone(self),
-            slot: Slot::oversized(len),
-        })))
+        Ok(PooledBuf::new(Node::oversized(Arc::clone(self), len)))
     }
 
     /// Charges `bytes` to the budget, freeing idle buffers from the shared queues (largest
@@ -563,7 +554,7 @@ impl Shared {
         pool.counters
             .dropped_on_return
             .fetch_add(1, Ordering::Relaxed);
-        let charge = node.slot.charge();
+        let charge = node.charge();
         drop(node);
         pool.release_budget(charge);
     }
@@ -575,7 +566,7 @@ impl Shared {
     /// the queue). That makes a cycle, pool to queue to buffer to pool, which closing breaks:
     /// it drains the queues, and a buffer pushed while it does is drained by its pusher.
     pub(crate) fn put_idle(&self, node: Box<Node>) {
-        match node.slot.class_index() {
+        match node.class_index() {
             Some(class) if !self.is_closed() => {
                 self.classes[class].queue.push(node);
                 // Closing drains the queues after marking the pool closed; re-check so a
@@ -586,7 +577,7 @@ impl Shared {
                 self.wake_waiters();
             }
             _ => {
-                let charge = node.slot.charge();
+                let charge = node.charge();
                 drop(node);
                 self.release_budget(charge);
             }
@@ -719,10 +710,19 @@ mod tests {
             for len in lens {
                 let scanned = sizes.iter().position(|&size| size >= len);
                 assert_eq!(
-                    pool.shared.class_for(len),
+                    pool.shared.class_for(len).map(ClassIndex::get),
                     scanned,
                     "{classes:?}, len {len}"
                 );
+                let from_table = pool.shared.table_class(len);
+                assert!(
+                    from_table.is_none() || from_table == scanned,
+                    "{classes:?}, len {len}: the table alone said {from_table:?}"
+                );
+                // Power-of-two classes: the table alone answers every length they hold.
+                if classes.iter().all(|c| c.is_power_of_two()) && scanned.is_some() {
+                    assert_eq!(from_table, scanned, "{classes:?}, len {len}");
+                }
             }
         }
     }

@@ -105,26 +105,89 @@ struct LocalCache {
     /// The pool's epoch when this cache last flushed; 0, which no pool's epoch is, while
     /// the cache is idle.
     epoch: u64,
-    /// Idle buffers per class, each `Vec` allocated once at its class's limit, so storing
-    /// never reallocates. No room when the thread limit was reached. Cached nodes keep
-    /// their pool reference, so handing them out touches no reference count. A fixed array
-    /// (the builder allows at most [`MAX_CLASSES`]), so indexing needs no bounds check.
-    // Boxed on purpose: moving a pointer in and out is what makes the fast path fast.
-    #[allow(clippy::vec_box)]
-    stacks: [Vec<Box<Node>>; MAX_CLASSES],
+    /// Idle buffers per class. Cached nodes keep their pool reference, so handing them out
+    /// touches no reference count. A fixed array (the builder allows at most
+    /// [`MAX_CLASSES`]), so indexing needs no bounds check.
+    stacks: [Stack; MAX_CLASSES],
     /// This thread's counters: registered with the pool if the thread got room, else the
     /// idle block, which nothing counts in (no room means nothing is stored or taken).
     stats: &'static ThreadStats,
     /// The pool; `None` only for [`LocalCache::IDLE`].
     shared: Option<Arc<Shared>>,
+    /// Whether the thread got room. A cache without is never current (its epoch stays 0), so
+    /// the fast paths, which store without asking, never see it.
     registered: bool,
+}
+
+/// One class's idle buffers in one thread's cache, newest first: the newest in a slot of its
+/// own, the rest on a stack.
+///
+/// The slot is what makes the common rhythm fast, a drop and then a get of the same class:
+/// both touch one fixed place, where a stack's get and put each read the length the other
+/// just wrote and address the buffer by it.
+struct Stack {
+    newest: Option<Box<Node>>,
+    /// Allocated once, one short of the class's limit, so storing never reallocates.
+    // Boxed on purpose: moving a pointer in and out is what makes the fast path fast.
+    #[allow(clippy::vec_box)]
+    rest: Vec<Box<Node>>,
+}
+
+impl Stack {
+    const EMPTY: Self = Self {
+        newest: None,
+        rest: Vec::new(),
+    };
+
+    /// Room for `max` buffers, at least 1 (the builder gives every class at least one
+    /// buffer when thread caches are on).
+    fn with_room(max: usize) -> Self {
+        Self {
+            newest: None,
+            rest: Vec::with_capacity(max.saturating_sub(1)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.newest.is_some()) + self.rest.len()
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<Box<Node>> {
+        match self.newest.take() {
+            Some(node) => Some(node),
+            None => self.rest.pop(),
+        }
+    }
+
+    /// Keeps `node` as the newest, or hands it back when the stack is full.
+    #[inline]
+    fn push(&mut self, node: Box<Node>) -> Result<(), Box<Node>> {
+        match &mut self.newest {
+            None => {
+                self.newest = Some(node);
+                Ok(())
+            }
+            Some(_) if self.rest.len() < self.rest.capacity() => {
+                if let Some(older) = self.newest.replace(node) {
+                    self.rest.push(older);
+                }
+                Ok(())
+            }
+            Some(_) => Err(node),
+        }
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Box<Node>> + '_ {
+        self.newest.take().into_iter().chain(self.rest.drain(..))
+    }
 }
 
 impl LocalCache {
     /// No cache: matches no pool's epoch and has no room.
     const IDLE: Self = Self {
         epoch: 0,
-        stacks: [const { Vec::new() }; MAX_CLASSES],
+        stacks: [const { Stack::EMPTY }; MAX_CLASSES],
         stats: ThreadStats::idle(),
         shared: None,
         registered: false,
@@ -141,14 +204,18 @@ impl LocalCache {
         };
         let registered = leased.is_some();
         let stats = leased.unwrap_or_else(ThreadStats::idle);
-        let mut stacks = [const { Vec::new() }; MAX_CLASSES];
+        let mut stacks = [const { Stack::EMPTY }; MAX_CLASSES];
         if registered {
             for (stack, class) in stacks.iter_mut().zip(shared.classes.iter()) {
-                *stack = Vec::with_capacity(class.local_max);
+                *stack = Stack::with_room(class.local_max);
             }
         }
         Self {
-            epoch: shared.epoch.load(Ordering::Acquire) & !1,
+            epoch: if registered {
+                shared.epoch.load(Ordering::Acquire) & !1
+            } else {
+                0
+            },
             stacks,
             stats,
             shared: Some(Arc::clone(shared)),
@@ -170,11 +237,12 @@ impl LocalCache {
             return;
         };
         for (class, stack) in self.stacks.iter_mut().enumerate() {
-            if stack.is_empty() {
+            let len = stack.len();
+            if len == 0 {
                 continue;
             }
-            self.stats.flushed(class, stack.len());
-            for node in stack.drain(..) {
+            self.stats.flushed(class, len);
+            for node in stack.drain() {
                 shared.put_idle(node);
             }
         }
@@ -189,6 +257,9 @@ impl LocalCache {
         let Some(shared) = &self.shared else {
             return false;
         };
+        if !self.registered {
+            return false;
+        }
         let epoch = shared.epoch.load(Ordering::Acquire);
         if self.epoch == epoch {
             return true;
@@ -300,18 +371,23 @@ fn push_slow(caches: &mut Caches, node: Box<Node>, class: usize) -> Result<(), B
         caches.remove(&pool);
         return Err(node);
     }
-    store(cache, node, class)
+    store_if_room(cache, node, class)
 }
 
+/// Stores into a current cache (which has room: see [`LocalCache::registered`]).
 #[inline(always)]
 fn store(cache: &mut LocalCache, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
-    let stack = &mut cache.stacks[class % MAX_CLASSES];
-    if stack.len() == stack.capacity() {
-        return Err(node);
-    }
-    stack.push(node);
+    cache.stacks[class % MAX_CLASSES].push(node)?;
     cache.stats.stored(class);
     Ok(())
+}
+
+/// [`store`] on the slow paths, where the cache may be one without room.
+fn store_if_room(cache: &mut LocalCache, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
+    if !cache.registered {
+        return Err(node);
+    }
+    store(cache, node, class)
 }
 
 /// First return on this thread to this pool: make the thread's cache for it.
@@ -329,7 +405,7 @@ fn register(caches: &mut Caches, node: Box<Node>, class: usize) -> Result<(), Bo
     let cache = LocalCache::new(pool);
     // Caches of pools that closed since are dropped here (freeing their buffers).
     caches.drop_closed();
-    store(caches.add(cache), node, class)
+    store_if_room(caches.add(cache), node, class)
 }
 
 /// Flushes this thread's cache for `shared` into the shared queues.

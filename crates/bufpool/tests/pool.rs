@@ -191,6 +191,60 @@ fn thread_caches_can_be_disabled() {
     assert_eq!(stats.shared_pooled_bytes, 1024);
 }
 
+/// A thread's cache holds its share (here 3 buffers) and hands back the newest first; one
+/// more return goes to the shared queue.
+#[test]
+fn a_thread_cache_holds_its_share_newest_first() {
+    let pool = BufPool::builder()
+        .classes([1024])
+        .budget(1 << 20)
+        .thread_cache_bytes(3 * 1024)
+        .build()
+        .unwrap();
+    let bufs: Vec<_> = (0..4).map(|_| pool.try_get(1).unwrap()).collect();
+    let addresses: Vec<_> = bufs.iter().map(|b| b.as_ptr()).collect();
+    drop(bufs); // returned in order: 0, 1, 2 cached, 3 to the shared queue
+    let stats = pool.stats();
+    assert_eq!(stats.thread_cached_bytes, 3 * 1024);
+    assert_eq!(stats.shared_pooled_bytes, 1024);
+    let again: Vec<_> = (0..4).map(|_| pool.try_get(1).unwrap()).collect();
+    let order: Vec<_> = again
+        .iter()
+        .map(|b| addresses.iter().position(|&a| a == b.as_ptr()).unwrap())
+        .collect();
+    assert_eq!(order, [2, 1, 0, 3]);
+    assert_eq!(pool.stats().hits, 4);
+    drop(again);
+    pool.assert_no_outstanding();
+}
+
+/// Only as many threads get a cache as leave one buffer of the largest class outside all
+/// caches; a thread past that caches nothing, and its returns go to the shared queue.
+#[test]
+fn threads_past_the_cache_limit_use_the_shared_queue() {
+    // Room for (4 KiB − 1 KiB) / 2 KiB = 1 thread with a cache of 2 KiB.
+    let pool = BufPool::builder()
+        .classes([1024])
+        .budget(4096)
+        .thread_cache_bytes(2048)
+        .build()
+        .unwrap();
+    drop(pool.try_get(1).unwrap());
+    assert_eq!(pool.stats().thread_cached_bytes, 1024);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..3 {
+                drop(pool.try_get(1).unwrap());
+                let stats = pool.stats();
+                assert_eq!(stats.thread_cached_bytes, 1024, "only the first thread's");
+                assert_eq!(stats.shared_pooled_bytes, 1024);
+            }
+        });
+    });
+    assert_eq!(pool.stats().in_use_bytes, 2048);
+    pool.assert_no_outstanding();
+}
+
 #[test]
 fn trimming_frees_what_stayed_idle_for_a_whole_period() {
     let pool = BufPool::builder()

@@ -4,12 +4,12 @@ use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use hashbrown::HashTable;
 use metrics::{Counter, Gauge};
-use parking_lot::RwLock;
 use sssonector_core::{RateLimited, SharedClock, Timeline};
 
 use crate::error::{ConfigError, Rejected};
@@ -22,7 +22,8 @@ use crate::quota::Quota;
 /// A flood of unique keys cannot grow memory past the cap: when a shard is full, keys whose
 /// limiter is back at full capacity are dropped first (that loses nothing: such a key starts
 /// fresh exactly as it would have continued), then the key closest to full capacity. Checks for
-/// known keys take a shared lock on one shard and update the key's state lock-free.
+/// known keys take a read lock on one shard, striped per thread so concurrent checks write no
+/// common line, and update the key's state lock-free.
 ///
 /// For IP addresses, group them first with [`IpGrouping`](crate::IpGrouping) so a client
 /// rotating through its IPv6 /64 counts once.
@@ -71,18 +72,25 @@ struct Inner<K> {
 }
 
 /// One shard's table and its lock, alone on its cache lines (128 bytes: a line and the one the
-/// adjacent-line prefetcher pairs with it). Unpadded, a shard's lock shared a line with its
-/// neighbours', so two threads checking keys in different shards still bounced that line
-/// between their cores on every check.
+/// adjacent-line prefetcher pairs with it).
+///
+/// The lock is crossbeam's `ShardedLock`: a reader locks only the stripe of its own thread
+/// (eight stripes, each on lines of its own), a writer all of them. With one reader-writer
+/// lock, every check by any thread wrote the lock's line twice (lock and unlock), so two
+/// threads checking keys of one shard passed that line between their cores on nearly every
+/// check. Now a check writes only its own stripe and the key's state; new keys, which take
+/// the write lock, pay for it.
 #[repr(align(128))]
-struct Shard<K>(RwLock<HashTable<Entry<K>>>);
+struct Shard<K>(ShardedLock<HashTable<Entry<K>>>);
 
-impl<K> std::ops::Deref for Shard<K> {
-    type Target = RwLock<HashTable<Entry<K>>>;
-
+impl<K> Shard<K> {
     #[inline]
-    fn deref(&self) -> &Self::Target {
-        &self.0
+    fn read(&self) -> ShardedLockReadGuard<'_, HashTable<Entry<K>>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> ShardedLockWriteGuard<'_, HashTable<Entry<K>>> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -125,7 +133,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &RwLock<HashTable<Entry<K>>> {
+    fn shard(&self, hash: u64) -> &Shard<K> {
         // The high bits (the table itself uses the low ones), masked: the shard count is a
         // power of two, so no division on the hot path.
         let index = (hash >> 32) as usize & (self.inner.shards.len() - 1);
@@ -438,7 +446,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiterBuilder<K> {
                 params: self.quotas.iter().map(Params::from_quota).collect(),
                 quotas: self.quotas,
                 shards: (0..shards)
-                    .map(|_| Shard(RwLock::new(HashTable::new())))
+                    .map(|_| Shard(ShardedLock::new(HashTable::new())))
                     .collect(),
                 shard_cap,
                 hasher: RandomState::new(),

@@ -21,7 +21,8 @@ use crate::quota::Quota;
 ///
 /// A flood of unique keys cannot grow memory past the cap: when a shard is full, keys whose
 /// limiter is back at full capacity are dropped first (that loses nothing: such a key starts
-/// fresh exactly as it would have continued), then the key closest to full capacity. Checks for
+/// fresh exactly as it would have continued), then the keys closest to full capacity, a
+/// sixteenth of the shard at a time so that a flood of new keys stays cheap. Checks for
 /// known keys take a read lock on one shard, striped per thread so concurrent checks write no
 /// common line, and update the key's state lock-free.
 ///
@@ -260,24 +261,27 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         }
     }
 
-    /// Makes room for one key in a full shard.
+    /// Makes room in a full shard: drops every key back at full capacity (nothing is lost),
+    /// and if that frees nothing, the sixteenth of the shard's keys closest to full capacity
+    /// (at least one). Dropping a batch, not one key, is what keeps a flood of new keys cheap:
+    /// it pays one scan of the shard per batch instead of two per key (1 µs per new key with
+    /// 100 000 keys over 64 shards, when it dropped one at a time).
     fn evict(&self, table: &mut HashTable<Entry<K>>, now: u64) {
         let inner = &*self.inner;
         let before = table.len();
         table.retain(|e| e.busy_until() > now);
         if table.len() >= inner.shard_cap {
-            // Every key is still limited: drop the one closest to full capacity.
-            let victim = table.iter().min_by_key(|e| e.busy_until()).map(|e| e.hash);
-            if let Some(hash) = victim {
-                let oldest = table
-                    .iter()
-                    .filter(|e| e.hash == hash)
-                    .map(|e| e.busy_until())
-                    .min();
-                if let Ok(entry) = table.find_entry(hash, |e| Some(e.busy_until()) == oldest) {
-                    entry.remove();
+            let batch = (inner.shard_cap / 16).max(1);
+            let mut busy: Vec<u64> = table.iter().map(Entry::busy_until).collect();
+            let (_, &mut cutoff, _) = busy.select_nth_unstable(batch - 1);
+            let mut left = batch;
+            table.retain(|e| {
+                if left > 0 && e.busy_until() <= cutoff {
+                    left -= 1;
+                    return false;
                 }
-            }
+                true
+            });
         }
         let removed = before - table.len();
         if removed > 0 {

@@ -167,6 +167,35 @@ fn keyed_limits_are_independent_and_the_cap_holds() {
     assert_eq!(l.len(), 0);
 }
 
+/// When every tracked key is still limited, a flood of new keys evicts those closest to full
+/// capacity: a key that used its whole burst keeps its state (and stays limited) through a
+/// flood of keys that each used one unit.
+#[test]
+fn a_flood_evicts_the_keys_closest_to_full_capacity() {
+    let clock = ManualClock::new();
+    let l = KeyedLimiter::<u32>::builder()
+        .quota(Quota::per_hour(10).unwrap().with_burst(10).unwrap())
+        .max_keys(64)
+        .shards(1)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        l.check_key(&0).unwrap();
+    }
+    assert!(l.check_key(&0).is_err());
+    for k in 1..10_000 {
+        clock.advance(Duration::from_millis(1));
+        l.check_key(&k).unwrap();
+        assert!(l.len() <= 64);
+    }
+    assert!(
+        l.check_key(&0).is_err(),
+        "the most limited key was evicted and started afresh"
+    );
+    assert_eq!(l.remaining(&0), 0);
+}
+
 #[test]
 fn metrics_count_admitted_and_limited() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};

@@ -108,11 +108,12 @@ where
     );
 }
 
-/// The time for two threads to pass one cache line back and forth, printed before the
-/// connection pools and at the end as a table row (not first: its threads' allocations would
-/// leave the heap in another state for the buffer pool's fresh-allocation baseline). This machine has phases where it is about three times longer
-/// (its two vCPUs further apart, presumably); every two-thread figure moves with it, and a
-/// ratio measured in one phase should be read as belonging to it.
+/// The time for two threads to pass one cache line back and forth, printed as a table row after
+/// the keyed rate limiters, before the connection pools and at the end (not first: its threads'
+/// allocations would leave the heap in another state for the buffer pool's fresh-allocation
+/// baseline). This machine has phases where it is about three times longer (its two vCPUs
+/// further apart, presumably); every two-thread figure moves with it, and a ratio measured in
+/// one phase should be read as belonging to it.
 fn cross_core_round_trip() {
     use std::sync::atomic::{AtomicU64, Ordering};
     const TRIPS: u64 = 200_000;
@@ -190,6 +191,8 @@ fn main() {
                 &|i| theirs.check_key(&(i % 1024)).is_ok(),
             );
         }
+        // The two-thread row moves with the machine's phase: say which it was.
+        cross_core_round_trip();
     }
     if wants("bufpool") {
         let ours = contenders::bufpool_ours();

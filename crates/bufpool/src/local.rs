@@ -142,7 +142,10 @@ impl Stack {
     /// Room for `max` buffers, at least 1 (the builder gives every class at least one
     /// buffer when thread caches are on).
     fn with_room(max: usize) -> Self {
-        debug_assert!(max >= 1, "a cache with room holds at least one buffer per class");
+        debug_assert!(
+            max >= 1,
+            "a cache with room holds at least one buffer per class"
+        );
         Self {
             newest: None,
             rest: Vec::with_capacity(max.saturating_sub(1)),

@@ -145,16 +145,31 @@ async fn a_cancelled_wait_gives_its_place_back() {
     ));
 }
 
+/// A keyed limiter of `u32` keys on `clock`.
+fn keyed_on(
+    clock: &ManualClock,
+    quota: Quota,
+    max_keys: usize,
+    shards: usize,
+) -> KeyedLimiter<u32> {
+    KeyedLimiter::builder()
+        .quota(quota)
+        .max_keys(max_keys)
+        .shards(shards)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn keyed_limits_are_independent_and_the_cap_holds() {
     let clock = ManualClock::new();
-    let l = KeyedLimiter::<u32>::builder()
-        .quota(Quota::per_second(1).unwrap().with_burst(1).unwrap())
-        .max_keys(100)
-        .shards(4)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let l = keyed_on(
+        &clock,
+        Quota::per_second(1).unwrap().with_burst(1).unwrap(),
+        100,
+        4,
+    );
     l.check_key(&1).unwrap();
     assert!(l.check_key(&1).is_err());
     l.check_key(&2).unwrap();
@@ -173,13 +188,12 @@ fn keyed_limits_are_independent_and_the_cap_holds() {
 #[test]
 fn a_flood_evicts_the_keys_closest_to_full_capacity() {
     let clock = ManualClock::new();
-    let l = KeyedLimiter::<u32>::builder()
-        .quota(Quota::per_hour(10).unwrap().with_burst(10).unwrap())
-        .max_keys(64)
-        .shards(1)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let l = keyed_on(
+        &clock,
+        Quota::per_hour(10).unwrap().with_burst(10).unwrap(),
+        64,
+        1,
+    );
     for _ in 0..10 {
         l.check_key(&0).unwrap();
     }
@@ -236,13 +250,12 @@ fn run_keyed(
     exact: bool,
 ) -> Result<(), proptest::test_runner::TestCaseError> {
     let clock = ManualClock::new();
-    let l = KeyedLimiter::<u32>::builder()
-        .quota(Quota::per_second(rate).unwrap().with_burst(burst).unwrap())
-        .max_keys(cap)
-        .shards(shards)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let l = keyed_on(
+        &clock,
+        Quota::per_second(rate).unwrap().with_burst(burst).unwrap(),
+        cap,
+        shards,
+    );
     let mut admitted = std::collections::HashMap::<u32, u64>::new();
     let mut elapsed_ms = 0u64;
     for &(advance, cost, key) in ops {

@@ -110,13 +110,11 @@ struct LocalCache {
     /// [`MAX_CLASSES`]), so indexing needs no bounds check.
     stacks: [Stack; MAX_CLASSES],
     /// This thread's counters: registered with the pool if the thread got room, else the
-    /// idle block, which nothing counts in (no room means nothing is stored or taken).
+    /// idle block, which nothing counts in (no room means nothing is stored or taken). Which
+    /// of the two it is says whether the thread got room (see [`LocalCache::registered`]).
     stats: &'static ThreadStats,
     /// The pool; `None` only for [`LocalCache::IDLE`].
     shared: Option<Arc<Shared>>,
-    /// Whether the thread got room. A cache without is never current (its epoch stays 0), so
-    /// the fast paths, which store without asking, never see it.
-    registered: bool,
 }
 
 /// One class's idle buffers in one thread's cache, newest first: the newest in a slot of its
@@ -194,7 +192,6 @@ impl LocalCache {
         stacks: [const { Stack::EMPTY }; MAX_CLASSES],
         stats: ThreadStats::idle(),
         shared: None,
-        registered: false,
     };
 
     fn new(shared: &Arc<Shared>) -> Self {
@@ -223,8 +220,14 @@ impl LocalCache {
             stacks,
             stats,
             shared: Some(Arc::clone(shared)),
-            registered,
         }
+    }
+
+    /// Whether the thread got room: its counters are a leased block, not the idle one. A
+    /// cache without room is never current (its epoch stays 0), so the fast paths, which
+    /// store without asking, never see it.
+    fn registered(&self) -> bool {
+        !std::ptr::eq(self.stats, ThreadStats::idle())
     }
 
     fn is_for(&self, shared: &Arc<Shared>) -> bool {
@@ -261,7 +264,7 @@ impl LocalCache {
         let Some(shared) = &self.shared else {
             return false;
         };
-        if !self.registered {
+        if !self.registered() {
             return false;
         }
         let epoch = shared.epoch.load(Ordering::Acquire);
@@ -288,7 +291,7 @@ impl Drop for LocalCache {
         let Some(shared) = &self.shared else {
             return;
         };
-        if self.registered {
+        if self.registered() {
             let mut threads = shared.threads.lock();
             self.stats.fold_into(&shared.counters, shared.sizes());
             threads.retain(|t| !std::ptr::eq(*t, self.stats));
@@ -388,7 +391,7 @@ fn store(cache: &mut LocalCache, node: Box<Node>, class: usize) -> Result<(), Bo
 
 /// [`store`] on the slow paths, where the cache may be one without room.
 fn store_if_room(cache: &mut LocalCache, node: Box<Node>, class: usize) -> Result<(), Box<Node>> {
-    if !cache.registered {
+    if !cache.registered() {
         return Err(node);
     }
     store(cache, node, class)

@@ -420,20 +420,30 @@ impl Shared {
     /// is the answer, and it is read from a second table beside the first: no bounds checks.
     #[inline]
     pub(crate) fn class_for(&self, len: usize) -> Option<ClassIndex> {
-        let bits = bit_length(len);
-        let class = self.first_class_by_bits[bits];
-        if self.first_size_by_bits[bits] >= len {
-            return Some(class);
+        match self.table_entry(len) {
+            (class, true) => Some(class),
+            (class, false) => self.class_after(class, len),
         }
-        self.class_after(class, len)
     }
 
     /// [`class_for`](Self::class_for) when the tables alone answer it (always, with
     /// power-of-two classes); else `None`.
     #[inline]
     pub(crate) fn table_class(&self, len: usize) -> Option<usize> {
+        match self.table_entry(len) {
+            (class, true) => Some(class.get()),
+            (_, false) => None,
+        }
+    }
+
+    /// The tables' class for `len`'s bit length, and whether it holds `len`.
+    #[inline]
+    fn table_entry(&self, len: usize) -> (ClassIndex, bool) {
         let bits = bit_length(len);
-        (self.first_size_by_bits[bits] >= len).then(|| self.first_class_by_bits[bits].get())
+        (
+            self.first_class_by_bits[bits],
+            self.first_size_by_bits[bits] >= len,
+        )
     }
 
     /// The smallest class after `class` that holds `len` bytes.

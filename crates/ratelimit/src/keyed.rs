@@ -269,7 +269,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     fn evict(&self, table: &mut HashTable<Entry<K>>, now: u64) {
         let inner = &*self.inner;
         let before = table.len();
-        table.retain(|e| e.busy_until() > now);
+        Self::drop_idle(table, now);
         if table.len() >= inner.shard_cap {
             let batch = (inner.shard_cap / 16).max(1);
             let mut busy: Vec<u64> = table.iter().map(Entry::busy_until).collect();
@@ -283,12 +283,24 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
                 true
             });
         }
-        let removed = before - table.len();
+        self.forgot(before - table.len());
+    }
+
+    /// Counts `removed` keys out of the tracked-key count, its gauge and the eviction counter.
+    fn forgot(&self, removed: usize) {
         if removed > 0 {
+            let inner = &*self.inner;
             inner.evictions.increment(removed as u64);
             let keys = inner.keys.fetch_sub(removed, Ordering::Relaxed) - removed;
             inner.tracked.set(keys as f64);
         }
+    }
+
+    /// Drops the keys of `table` back at full capacity at `now`; how many.
+    fn drop_idle(table: &mut HashTable<Entry<K>>, now: u64) -> usize {
+        let before = table.len();
+        table.retain(|e| e.busy_until() > now);
+        before - table.len()
     }
 
     /// Drops every key whose limits are back at full capacity (nothing is lost: such a key
@@ -297,16 +309,9 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let now = ticks(self.inner.timeline.now_nanos());
         let mut removed = 0;
         for shard in self.inner.shards.iter() {
-            let mut table = shard.write();
-            let before = table.len();
-            table.retain(|e| e.busy_until() > now);
-            removed += before - table.len();
+            removed += Self::drop_idle(&mut shard.write(), now);
         }
-        if removed > 0 {
-            self.inner.evictions.increment(removed as u64);
-            let keys = self.inner.keys.fetch_sub(removed, Ordering::Relaxed) - removed;
-            self.inner.tracked.set(keys as f64);
-        }
+        self.forgot(removed);
         removed
     }
 

@@ -88,7 +88,7 @@ async fn main() -> Result<(), BoxError> {
                     if let Ok((link, _, incoming)) =
                         Link::establish(handshaken.tls, session, config).await
                     {
-                        tracker.track(&link, &handshaken.serial);
+                        tracker.track(&link, &handshaken.identity.serial);
                         tokio::spawn(forward::serve_link(incoming, targets));
                         link.closed().await;
                     }

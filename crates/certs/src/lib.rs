@@ -40,6 +40,7 @@ mod error;
 mod generate;
 mod identity;
 mod load;
+mod peer;
 mod reload;
 mod reload_trust;
 mod tls;
@@ -48,6 +49,7 @@ mod trust;
 pub use error::{CertError, Source, Usage};
 pub use generate::{CertificateAuthority, Issued, Validity};
 pub use identity::Identity;
+pub use peer::{PeerIdentity, PeerIdentityError};
 pub use reload::{
     ExpiryPolicy, Issuer, LocalCaIssuer, ReloadStats, ReloadableIdentity, Reloaded, RenewalRequest,
 };

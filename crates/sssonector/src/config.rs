@@ -38,6 +38,18 @@ pub(crate) struct Config {
     pub(crate) keepalive: Keepalive,
     #[serde(default)]
     pub(crate) limits: Limits,
+    /// The admin endpoint (off unless set).
+    pub(crate) admin: Option<Admin>,
+}
+
+/// `[admin]`: the HTTP endpoint for metrics, health, status and reload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    /// Where to listen: loopback unless a token is set.
+    pub(crate) listen: SocketAddr,
+    /// A file holding the bearer token (else `SSSONECTOR_ADMIN_TOKEN`, else none).
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +60,9 @@ pub(crate) struct Tls {
     pub(crate) ca: PathBuf,
     #[serde(default)]
     pub(crate) crls: Vec<PathBuf>,
+    /// A certificate, CA or CRL this close to expiry makes `/readyz` answer not ready.
+    #[serde(default = "default_expiry_warning")]
+    pub(crate) expiry_warning: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,11 +153,31 @@ impl Default for Keepalive {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Limits {
     pub(crate) upload_mbps: Option<f64>,
     pub(crate) download_mbps: Option<f64>,
+    /// The most forwarded streams open at once on one tunnel connection.
+    #[serde(default = "default_max_streams")]
+    pub(crate) max_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            upload_mbps: None,
+            download_mbps: None,
+            max_streams: default_max_streams(),
+        }
+    }
+}
+
+fn default_max_streams() -> usize {
+    16_384
+}
+fn default_expiry_warning() -> String {
+    "7d".into()
 }
 
 fn default_max_clients() -> usize {
@@ -179,7 +214,7 @@ fn default_keepalive_timeout() -> String {
     "30s".into()
 }
 
-/// `500ms`, `10s`, `5m`, `1h`.
+/// `500ms`, `10s`, `5m`, `1h`, `7d`.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
@@ -190,6 +225,7 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
         "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        "d" => Some(Duration::from_secs(n.checked_mul(86_400)?)),
         _ => None,
     }
 }
@@ -261,6 +297,10 @@ pub(crate) fn load(
     let overrides: Vec<(Vec<String>, String, String)> = env
         .into_iter()
         .filter_map(|(name, value)| {
+            if name == crate::admin::TOKEN_ENV {
+                // A secret, not a configuration field.
+                return None;
+            }
             let rest = name.strip_prefix("SSSONECTOR_")?;
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             path.iter()
@@ -339,6 +379,9 @@ impl Config {
         rebase(&mut self.tls.key);
         rebase(&mut self.tls.ca);
         self.tls.crls.iter_mut().for_each(rebase);
+        if let Some(file) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
+            rebase(file);
+        }
         self
     }
 
@@ -451,6 +494,7 @@ impl Config {
             }
             d
         };
+        duration("tls.expiry_warning", &self.tls.expiry_warning);
         let interval = duration("keepalive.interval", &self.keepalive.interval);
         let timeout = duration("keepalive.timeout", &self.keepalive.timeout);
         if let Some(server) = &self.server {
@@ -562,6 +606,19 @@ impl Config {
                 errors.push(format!("{field}: must be a positive number of Mbit/s"));
             }
         }
+        if !(1..=1_000_000).contains(&self.limits.max_streams) {
+            errors.push(format!(
+                "limits.max_streams: {} must be 1 to 1000000",
+                self.limits.max_streams
+            ));
+        }
+        if let Some(admin) = &self.admin {
+            if let Some(file) = &admin.token_file {
+                if let Err(e) = crate::admin::Token::load(Some(file), None) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
         // The certificate files must load and belong together.
         let tls = &self.tls;
         if let Err(e) = sssonector_certs::Identity::load(&tls.cert, &tls.key) {
@@ -586,6 +643,7 @@ mod tests {
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("3d"), None);
+        assert_eq!(parse_duration("3d"), Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(parse_duration("3w"), None);
     }
 }

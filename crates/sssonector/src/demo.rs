@@ -40,13 +40,14 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 }
 
 fn make_pki(dir: &Path) -> Result<(), String> {
-    let ca = CertificateAuthority::generate("sssonector demo CA", Validity::days(1))
+    // Valid well past the 7-day readiness warning, so the demo server reports ready.
+    let ca = CertificateAuthority::generate("sssonector demo CA", Validity::days(30))
         .map_err(|e| e.to_string())?;
     let server = ca
-        .issue_server(&["localhost", "127.0.0.1"], Validity::days(1))
+        .issue_server(&["localhost", "127.0.0.1"], Validity::days(30))
         .map_err(|e| e.to_string())?;
     let client = ca
-        .issue_client("demo-client", Validity::days(1))
+        .issue_client("demo-client", Validity::days(30))
         .map_err(|e| e.to_string())?;
     write(&dir.join("ca.pem"), ca.cert_pem())?;
     write(&dir.join("server.pem"), &server.cert_pem)?;
@@ -175,6 +176,7 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
         &format!(
             "role = \"server\"\nmode = \"forward\"\n\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nca = \"ca.pem\"\n\n\
              [server]\nlisten = \"127.0.0.1:0\"\nconnections_per_second = 0\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
              [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n"
         ),
     )?;
@@ -182,6 +184,10 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
     let server = crate::run::start(&server_config).await?;
     let server_addr = server.listen.ok_or("the server has no address")?;
     println!("2. server: listening on {server_addr} (mutual TLS 1.3), rule \"echo\" → {target}");
+    let admin = server.admin.ok_or("the server has no admin endpoint")?;
+    println!(
+        "   admin endpoint: http://{admin}/ (/metrics, /healthz, /readyz, /status; try `sssonector status --admin {admin}` while it runs)"
+    );
 
     write(
         &dir.0.join("client.toml"),
@@ -236,9 +242,30 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
         );
     }
 
+    let status = crate::admin::fetch_status(&admin.to_string(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sessions: Vec<String> = status
+        .sessions
+        .iter()
+        .map(|s| {
+            format!(
+                "{} from {} ({} in, {} out)",
+                s.identity.name, s.remote, s.bytes_in, s.bytes_out
+            )
+        })
+        .collect();
+    println!(
+        "6. server /status: {}, {} session{}: {}",
+        if status.ready { "ready" } else { "NOT READY" },
+        sessions.len(),
+        if sessions.len() == 1 { "" } else { "s" },
+        sessions.join("; ")
+    );
+
     client.shutdown().await;
     server.shutdown().await;
-    println!("6. done: every byte came back; client and server said goodbye.");
+    println!("7. done: every byte came back; client and server said goodbye.");
     Ok(())
 }
 

@@ -11,10 +11,15 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
+mod admin;
 mod config;
 mod demo;
 mod notify;
+mod observe;
 mod run;
+mod sessions;
+mod status;
+mod telemetry;
 use sssonector_certs::{CertError, CertificateAuthority, Validity};
 
 #[derive(Debug, Parser)]
@@ -60,6 +65,19 @@ enum Command {
     /// Keep a private CA, its certificates and its CRL in a directory.
     #[command(subcommand)]
     Certs(Certs),
+    /// Show a running server's or client's sessions, certificates, bans and policy, read
+    /// from its admin endpoint's `/status`.
+    Status {
+        /// The admin endpoint (`admin.listen` in its configuration).
+        #[arg(long, default_value = "127.0.0.1:9797")]
+        admin: String,
+        /// A file holding the admin token (else SSSONECTOR_ADMIN_TOKEN, if set).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the JSON as the endpoint sent it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file: syntax, every field, and that its certificates load.
     CheckConfig {
         /// The configuration file (TOML).
@@ -139,6 +157,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run { config, log_level } => {
             logging(&log_level)?;
+            telemetry::install().map_err(|e| format!("metrics: {e}"))?;
             run_service(&config)
         }
         Command::Demo {
@@ -148,6 +167,7 @@ fn run(cli: Cli) -> Result<(), String> {
             log_level,
         } => {
             logging(&log_level)?;
+            telemetry::install().map_err(|e| format!("metrics: {e}"))?;
             runtime()?.block_on(demo::demo(demo::DemoOptions {
                 mib,
                 streams,
@@ -155,6 +175,11 @@ fn run(cli: Cli) -> Result<(), String> {
             }))
         }
         Command::CheckConfig { config } => check_config(&config),
+        Command::Status {
+            admin,
+            token_file,
+            json,
+        } => status(&admin, token_file.as_deref(), json),
         Command::Certs(Certs::Init { dir, name, days }) => init(&dir.dir, &name, days),
         Command::Certs(Certs::Issue {
             dir,
@@ -205,7 +230,7 @@ fn run_service(path: &Path) -> Result<(), String> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut running = run::start(&config).await?;
-        let status = match (running.listen, running.forwards.is_empty()) {
+        let mut status = match (running.listen, running.forwards.is_empty()) {
             (Some(addr), _) => format!("serving on {addr}"),
             (None, false) => format!(
                 "forwarding {}",
@@ -218,6 +243,10 @@ fn run_service(path: &Path) -> Result<(), String> {
             ),
             (None, true) => "connecting".to_owned(),
         };
+        if let Some(admin) = running.admin {
+            status.push_str(&format!("; admin on {admin}"));
+            tracing::info!(%admin, "admin endpoint: /metrics /healthz /readyz /status");
+        }
         tracing::info!("ready: {status}");
         notifier.send(&format!("READY=1\nSTATUS={status}"));
         loop {
@@ -225,8 +254,15 @@ fn run_service(path: &Path) -> Result<(), String> {
                 _ = hup.recv() => {
                     notifier.reloading();
                     let outcome = running.reload();
-                    tracing::info!("SIGHUP: {outcome}");
-                    notifier.send(&format!("READY=1\nSTATUS={status}; last reload: {outcome}"));
+                    tracing::info!(ok = outcome.ok, outcome = outcome.outcome, "reloaded on SIGHUP");
+                    notifier.send(&format!("READY=1\nSTATUS={status}; last reload: {}", outcome.outcome));
+                }
+                Some(answer) = running.reloads.recv() => {
+                    notifier.reloading();
+                    let outcome = running.reload();
+                    tracing::info!(ok = outcome.ok, outcome = outcome.outcome, "reloaded on POST /reload");
+                    notifier.send(&format!("READY=1\nSTATUS={status}; last reload: {}", outcome.outcome));
+                    let _ = answer.send(outcome);
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -249,6 +285,15 @@ fn check_config(path: &Path) -> Result<(), String> {
     for applied in &overrides {
         println!("override: {applied}");
     }
+    if let Some(section) = &config.admin {
+        let token = admin::Token::load(
+            section.token_file.as_deref(),
+            std::env::var(admin::TOKEN_ENV).ok(),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        admin::check_exposure(section.listen, token.as_ref())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     println!(
         "{}: ok ({:?} in {:?} mode, {} forwarding rule{})",
         path.display(),
@@ -257,6 +302,29 @@ fn check_config(path: &Path) -> Result<(), String> {
         config.forward.len(),
         if config.forward.len() == 1 { "" } else { "s" }
     );
+    Ok(())
+}
+
+/// `status`: fetch `/status` and print it as a table (or as JSON).
+fn status(addr: &str, token_file: Option<&Path>, json: bool) -> Result<(), String> {
+    let token = match token_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("--token-file {}: cannot read: {e}", file.display()))?,
+        ),
+        None => std::env::var(admin::TOKEN_ENV).ok(),
+    };
+    let report = runtime()?
+        .block_on(admin::fetch_status(addr, token.as_deref()))
+        .map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.render());
+    }
     Ok(())
 }
 

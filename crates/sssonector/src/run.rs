@@ -17,10 +17,14 @@ use sssonector_tunnel::proto::{
 use sssonector_tunnel::server::{AcceptOptions, Cidr, Handshaken, Server, accept_stack};
 use sssonector_tunnel::{LinkConfig, tun};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::rustls::pki_types::ServerName;
+use tracing::Instrument;
 
+use crate::admin::{Admin, AdminState, Token};
 use crate::config::{Config, Mode, Role, parse_duration};
+use crate::observe::{Observed, Sources};
+use crate::status::ReloadStatus;
 
 /// A started server or client.
 pub(crate) struct Running {
@@ -39,6 +43,12 @@ pub(crate) struct Running {
     shutdown_timeout: Duration,
     identity: Arc<ReloadableIdentity>,
     trust: Arc<ReloadableTrust>,
+    /// Sessions, certificates, readiness: what `/status` shows.
+    pub(crate) observed: Observed,
+    /// The admin endpoint's address, when one runs.
+    pub(crate) admin: Option<SocketAddr>,
+    /// Reloads asked for through `POST /reload`, each with where to send the outcome.
+    pub(crate) reloads: mpsc::Receiver<oneshot::Sender<ReloadStatus>>,
 }
 
 fn duration(text: &str) -> Duration {
@@ -134,6 +144,23 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         .build()
         .map_err(|e| e.to_string())?;
     tokio::spawn(pool.maintenance(Duration::from_secs(10)));
+    let observed = Observed::new(Sources {
+        role: match config.role {
+            Role::Server => "server",
+            Role::Client => "client",
+        },
+        mode: match config.mode {
+            Mode::Tun => "tun",
+            Mode::Forward => "forward",
+        },
+        identity: Arc::clone(&identity),
+        trust: Arc::clone(&trust),
+        cert_file: config.tls.cert.clone(),
+        ca_file: config.tls.ca.clone(),
+        crl_files: config.tls.crls.clone(),
+        expiry_warning: duration(&config.tls.expiry_warning),
+    });
+    let (reload_tx, reloads) = mpsc::channel(4);
     let mut running = Running {
         listen: None,
         forwards: Vec::new(),
@@ -145,7 +172,31 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         shutdown_timeout: Duration::from_secs(10),
         identity: Arc::clone(&identity),
         trust: Arc::clone(&trust),
+        observed: observed.clone(),
+        admin: None,
+        reloads,
     };
+    if let Some(section) = &config.admin {
+        let token = Token::load(
+            section.token_file.as_deref(),
+            std::env::var(crate::admin::TOKEN_ENV).ok(),
+        )
+        .map_err(|e| e.to_string())?;
+        let admin = Admin::bind(section.listen, token.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        running.admin = Some(admin.addr());
+        let metrics = crate::telemetry::install().map_err(|e| format!("metrics: {e}"))?;
+        let status_source = observed.clone();
+        let state = Arc::new(AdminState {
+            metrics,
+            status: Box::new(move || status_source.status()),
+            reload: reload_tx,
+            token,
+        });
+        tracing::info!(admin = %admin.addr(), "admin endpoint listening");
+        tokio::spawn(admin.serve(state, running.stop.subscribe()));
+    }
     match config.role {
         Role::Server => {
             let tls = sssonector_certs::server_config_rotating(identity, &trust, &options)
@@ -188,8 +239,21 @@ async fn start_server(
         .map_err(|e| format!("server.listen: cannot listen on {}: {e}", section.listen))?;
     running.listen = listener.local_addr().ok();
     running.shutdown_timeout = duration(&section.shutdown_timeout);
-    let server = Server::new(section.max_clients);
+    let server = Server::with_on_refused(
+        section.max_clients,
+        Arc::new(|peer, reason, error| {
+            metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => reason)
+                .increment(1);
+            let _ = (peer, error);
+        }),
+    );
     running.server = Some(server.clone());
+    if let Some(addr) = running.listen {
+        running.observed.set_listen(addr.to_string());
+    }
+    running.observed.set_server(server.clone());
+    let observed = running.observed.clone();
+    let max_streams = config.limits.max_streams;
     let session_config = session_config(config, SessionRole::Server);
     // Per client: each connection gets its own budgets. Client → server upload is what the
     // server reads. (Checked here once, so the per-connection builds cannot fail.)
@@ -237,13 +301,21 @@ async fn start_server(
         let tracker = serving.clone();
         serving
             .serve(listener, stack, move |handshaken| {
+                let id = crate::sessions::new_id();
+                let span = tracing::info_span!("session", id = %id);
                 serve_client(
                     handshaken,
-                    session_config.clone(),
-                    Arc::clone(&mode),
-                    limits,
-                    tracker.clone(),
+                    id,
+                    ServeOptions {
+                        session_config: session_config.clone(),
+                        mode: Arc::clone(&mode),
+                        limits,
+                        max_streams,
+                        server: tracker.clone(),
+                        observed: observed.clone(),
+                    },
                 )
+                .instrument(span)
             })
             .await;
     });
@@ -260,25 +332,40 @@ enum ServerMode {
     },
 }
 
-async fn serve_client(
-    handshaken: Handshaken,
+/// What each client's task shares.
+struct ServeOptions {
     session_config: SessionConfig,
     mode: Arc<ServerMode>,
-    (upload_mbps, download_mbps): (Option<f64>, Option<f64>),
+    /// Upload and download limits in Mbit/s.
+    limits: (Option<f64>, Option<f64>),
+    max_streams: usize,
     server: Server,
-) {
+    observed: Observed,
+}
+
+async fn serve_client(handshaken: Handshaken, id: String, options: ServeOptions) {
+    let ServeOptions {
+        session_config,
+        mode,
+        limits: (upload_mbps, download_mbps),
+        max_streams,
+        server,
+        observed,
+    } = options;
     // Its own budgets: what the server reads is the client's upload.
     let link_config = LinkConfig {
         read_pacing: pacing(upload_mbps).ok().flatten(),
         write_pacing: pacing(download_mbps).ok().flatten(),
+        max_streams,
         ..LinkConfig::default()
     };
     let Handshaken {
         tls,
         peer,
-        identity,
-        serial,
+        identity: peer_identity,
     } = handshaken;
+    let identity = peer_identity.name().to_owned();
+    let serial = peer_identity.serial.clone();
     let assigned: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();
     let assign: Assign = match &*mode {
         ServerMode::Forward(_) => Box::new(|_| Ok(Vec::new())),
@@ -298,26 +385,42 @@ async fn serve_client(
     let session = Session::server(session_config, Instant::now(), assign);
     let established = sssonector_tunnel::Link::establish(tls, session, link_config).await;
     match established {
-        Err(e) => tracing::info!(%peer, identity, error = %e, "session refused"),
+        Err(e) => {
+            metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => "session")
+                .increment(1);
+            tracing::info!(%peer, identity, error = %e, "session refused");
+        }
         Ok((link, _hello, incoming)) => {
+            metrics::counter!("sssonector_server_handshakes_total", "outcome" => "accepted", "reason" => "ok")
+                .increment(1);
             server.track(&link, &serial);
             let addresses: Vec<IpAddr> = assigned.lock().iter().map(|a| a.addr).collect();
+            let _registered = observed.sessions().register(
+                &id,
+                Some(peer_identity),
+                peer.to_string(),
+                addresses.clone(),
+                link.clone(),
+            );
             tracing::info!(%peer, identity, ?addresses, "client connected");
             metrics::gauge!("sssonector_server_clients").increment(1.0);
             match &*mode {
                 ServerMode::Forward(targets) => {
-                    tokio::spawn(forward::serve_link(incoming, targets.clone()));
+                    tokio::spawn(forward::serve_link(incoming, targets.clone()).in_current_span());
                 }
                 ServerMode::Tun { device, router, .. } => {
                     for addr in &addresses {
                         router.insert(*addr, link.clone());
                     }
-                    tokio::spawn(tun::server_link_loop(
-                        incoming,
-                        addresses.clone(),
-                        Arc::clone(device),
-                        Arc::clone(router),
-                    ));
+                    tokio::spawn(
+                        tun::server_link_loop(
+                            incoming,
+                            addresses.clone(),
+                            Arc::clone(device),
+                            Arc::clone(router),
+                        )
+                        .in_current_span(),
+                    );
                 }
             }
             let reason = link.closed().await;
@@ -384,8 +487,10 @@ async fn start_client(
     let link_config = LinkConfig {
         read_pacing: pacing(config.limits.download_mbps)?,
         write_pacing: pacing(config.limits.upload_mbps)?,
+        max_streams: config.limits.max_streams,
         ..LinkConfig::default()
     };
+    running.observed.set_listen(section.servers.join(", "));
     let reconnects: Vec<_> = (0..connections)
         .map(|_| Arc::new(Reconnect::new(endpoints.clone(), link_config.clone())))
         .collect();
@@ -416,12 +521,28 @@ async fn start_client(
             for reconnect in reconnects {
                 let session_config = session_config.clone();
                 let stop = stop.clone();
+                let observed = running.observed.clone();
                 tokio::spawn(async move {
+                    let server = Arc::clone(&reconnect);
                     reconnect
                         .run(
                             || Session::client(session_config.clone(), Instant::now(), Vec::new()),
-                            |link, _, _incoming| async move {
-                                link.closed().await;
+                            |link, _, _incoming| {
+                                let observed = observed.clone();
+                                let remote = server.server().unwrap_or_default();
+                                async move {
+                                    let id = crate::sessions::new_id();
+                                    let _registered = observed.sessions().register(
+                                        &id,
+                                        None,
+                                        remote,
+                                        Vec::new(),
+                                        link.clone(),
+                                    );
+                                    link.closed()
+                                        .instrument(tracing::info_span!("session", id = %id))
+                                        .await;
+                                }
                             },
                             stop,
                         )
@@ -438,6 +559,7 @@ async fn start_client(
             let mtu = tun_section.mtu;
             let offload = tun_section.offload;
             let device: Arc<Mutex<Option<Arc<tun::Device>>>> = Arc::default();
+            let observed = running.observed.clone();
             let requested: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();
             let runner = Arc::clone(&reconnect);
             tokio::spawn(async move {
@@ -457,7 +579,17 @@ async fn start_client(
                             let fatal = fatal.clone();
                             let current = reconnect.current();
                             let name = name.clone();
+                            let observed = observed.clone();
+                            let remote = reconnect.server().unwrap_or_default();
                             async move {
+                                let id = crate::sessions::new_id();
+                                let _registered = observed.sessions().register(
+                                    &id,
+                                    None,
+                                    remote,
+                                    hello.addresses.iter().map(|a| a.addr).collect(),
+                                    link.clone(),
+                                );
                                 let existing = device.lock().clone();
                                 let dev = match existing {
                                     Some(dev) => {
@@ -506,12 +638,16 @@ async fn start_client(
 }
 
 impl Running {
-    /// Reloads certificates, CA and CRLs (SIGHUP); ends the sessions of newly revoked
-    /// clients. Returns a line for the log.
-    pub(crate) fn reload(&self) -> String {
+    /// Reloads certificates, CA and CRLs (SIGHUP or `POST /reload`); ends the sessions of
+    /// newly revoked clients. Returns what it did, also kept for `/status`.
+    pub(crate) fn reload(&self) -> ReloadStatus {
+        let mut ok = true;
         let identity = match self.identity.reload() {
             Ok(r) => format!("certificate: {r:?}"),
-            Err(e) => format!("certificate refused, old one kept: {e}"),
+            Err(e) => {
+                ok = false;
+                format!("certificate refused, old one kept: {e}")
+            }
         };
         let trust = match self.trust.reload() {
             Ok(TrustReloaded::Replaced { newly_revoked }) => {
@@ -525,9 +661,12 @@ impl Running {
                 )
             }
             Ok(other) => format!("CA/CRLs: {other:?}"),
-            Err(e) => format!("CA/CRLs refused, old ones kept: {e}"),
+            Err(e) => {
+                ok = false;
+                format!("CA/CRLs refused, old ones kept: {e}")
+            }
         };
-        format!("{identity}; {trust}")
+        self.observed.reloaded(ok, format!("{identity}; {trust}"))
     }
 
     /// Stops accepting and reconnecting, says goodbye to every peer, and waits for them up

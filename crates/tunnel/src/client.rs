@@ -156,6 +156,8 @@ pub struct Reconnect {
     backoff: Backoff,
     link: LinkConfig,
     current: watch::Sender<Option<Link>>,
+    /// The address of the endpoint the current link goes to.
+    server: parking_lot::Mutex<Option<String>>,
 }
 
 impl Reconnect {
@@ -168,6 +170,7 @@ impl Reconnect {
                 .jitter(Jitter::Full),
             link,
             current: watch::channel(None).0,
+            server: parking_lot::Mutex::new(None),
         }
     }
 
@@ -182,6 +185,12 @@ impl Reconnect {
     /// on every connect and disconnect.
     pub fn current(&self) -> watch::Receiver<Option<Link>> {
         self.current.subscribe()
+    }
+
+    /// The address (`host:port`, as configured) of the server the current link goes to, or
+    /// `None` while reconnecting.
+    pub fn server(&self) -> Option<String> {
+        self.server.lock().clone()
     }
 
     /// Runs until `stop` turns true. `session` makes a fresh client session for each
@@ -227,6 +236,7 @@ impl Reconnect {
                         connected = true;
                         failed_rounds = 0;
                         previous = self.backoff.initial();
+                        *self.server.lock() = Some(endpoint.addr().to_owned());
                         self.current.send_replace(Some(link.clone()));
                         let closing = link.clone();
                         tokio::select! {
@@ -238,6 +248,7 @@ impl Reconnect {
                         }
                         let reason = closing.closed().await;
                         self.current.send_replace(None);
+                        *self.server.lock() = None;
                         if stopped(&stop) {
                             tracing::info!(server = endpoint.addr(), ?reason, "tunnel closed");
                             return;

@@ -268,20 +268,60 @@ pub async fn listen(
                 .ok()
                 .flatten();
             let Some(link) = link else {
-                tracing::info!(rule = &*rule, %peer, "no tunnel; connection closed");
+                refused_connection("no_tunnel", &rule, peer, &"no tunnel connection is up");
                 return;
             };
             let stream = match link.open_stream(&rule) {
                 Ok(stream) => stream,
+                // Counted and logged by the link.
+                Err(LinkError::TooManyStreams(_)) => return,
                 Err(e) => {
-                    tracing::info!(rule = &*rule, %peer, error = %e, "cannot open a stream");
+                    refused_connection("open_failed", &rule, peer, &e);
                     return;
                 }
             };
-            if let Err(e) = splice(socket, stream, &pool).await {
-                tracing::debug!(rule = &*rule, %peer, error = %e, "forwarded connection ended");
+            match splice(socket, stream, &pool).await {
+                Err(SpliceError::Link(LinkError::Reset { code, .. }))
+                    if code == stream_code::BUSY =>
+                {
+                    refused_connection(
+                        "peer_busy",
+                        &rule,
+                        peer,
+                        &"the server is at its stream limit",
+                    );
+                }
+                Err(SpliceError::Link(LinkError::Reset { code, .. }))
+                    if code == stream_code::UNKNOWN_TARGET =>
+                {
+                    refused_connection(
+                        "unknown_target",
+                        &rule,
+                        peer,
+                        &"the server has no such rule",
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(rule = &*rule, %peer, error = %e, "forwarded connection ended");
+                }
+                Ok(_) => {}
             }
         });
+    }
+}
+
+/// A local connection the client could not carry: counted by `reason` in
+/// `sssonector_tunnel_streams_refused_total`, and logged at warn at most once every 10 s.
+fn refused_connection(
+    reason: &'static str,
+    rule: &str,
+    peer: std::net::SocketAddr,
+    why: &dyn std::fmt::Display,
+) {
+    static WARN: crate::warn::Throttle = crate::warn::Throttle::new(Duration::from_secs(10));
+    metrics::counter!("sssonector_tunnel_streams_refused_total", "reason" => reason).increment(1);
+    if let Some(suppressed) = WARN.check() {
+        tracing::warn!(rule, %peer, reason, suppressed, error = %why, "forwarded connection refused");
     }
 }
 

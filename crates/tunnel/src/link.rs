@@ -14,7 +14,9 @@
 //!
 //! Metrics (the `metrics` facade): `sssonector_tunnel_bytes_received_total`,
 //! `sssonector_tunnel_bytes_sent_total`, `sssonector_tunnel_writes_total`,
-//! `sssonector_tunnel_packets_dropped_total`, and `sssonector_tunnel_sessions_closed_total` by
+//! `sssonector_tunnel_packets_dropped_total`, `sssonector_tunnel_streams_opened_total`,
+//! `sssonector_tunnel_streams_refused_total` by `reason` (`max_streams`, `queue_full`), and
+//! `sssonector_tunnel_sessions_closed_total` by
 //! `reason` (`goodbye`, `dead_peer`, `handshake_timeout`, `protocol_error` — a malformed or
 //! unexpected frame —, `peer_error`, `transport`).
 
@@ -33,6 +35,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::count::Count;
 use crate::proto::{CloseReason, Event, Hello, Session, State, StreamError};
 use crate::stream::TunnelStream;
+use crate::warn::Throttle;
 
 /// Stream close codes used by the I/O layer (the session's own are in
 /// [`proto::session_code`](crate::proto::session_code)).
@@ -59,7 +62,8 @@ pub struct LinkConfig {
     /// Incoming packets and stream opens queued for the application before new ones are
     /// dropped (packets) or refused (streams); 1024 by default.
     pub incoming_queue: usize,
-    /// The most streams open at once on this link (1024 by default).
+    /// The most streams open at once on this link (16,384 by default: an idle stream costs
+    /// a few hundred bytes, and one client connection serves 10,000 forwarded connections).
     pub max_streams: usize,
     /// Paces what the link reads from its transport (a byte-rate limit from the ratelimit
     /// crate, TCP/IP overhead counted); `None` for no limit. Clones share their budget.
@@ -74,7 +78,7 @@ impl Default for LinkConfig {
             read_buffer: 256 * 1024,
             max_pending: 1024 * 1024,
             incoming_queue: 1024,
-            max_streams: 1024,
+            max_streams: 16_384,
             read_pacing: None,
             write_pacing: None,
         }
@@ -136,6 +140,7 @@ struct Counters {
     bytes_out: Count,
     packets_dropped: Count,
     writes: Count,
+    streams_opened: Count,
 }
 
 impl Default for Counters {
@@ -147,6 +152,7 @@ impl Default for Counters {
                 "sssonector_tunnel_packets_dropped_total"
             )),
             writes: Count::new(metrics::counter!("sssonector_tunnel_writes_total")),
+            streams_opened: Count::new(metrics::counter!("sssonector_tunnel_streams_opened_total")),
         }
     }
 }
@@ -165,6 +171,8 @@ pub struct LinkStats {
     pub writes: u64,
     /// Streams open now.
     pub open_streams: usize,
+    /// Streams opened since the link was established, by either side.
+    pub streams_opened: u64,
 }
 
 pub(crate) enum StreamMsg {
@@ -397,6 +405,7 @@ impl Link {
         }
         let mut streams = self.shared.streams.lock();
         if streams.len() >= self.shared.config.max_streams {
+            refused_stream("max_streams", streams.len(), self.shared.config.max_streams);
             return Err(LinkError::TooManyStreams(streams.len()));
         }
         let id = {
@@ -449,6 +458,7 @@ impl Link {
             packets_dropped: c.packets_dropped.get(),
             writes: c.writes.get(),
             open_streams: self.shared.streams.lock().len(),
+            streams_opened: c.streams_opened.get(),
         }
     }
 }
@@ -460,6 +470,7 @@ fn new_stream(
 ) -> TunnelStream {
     let (tx, rx) = mpsc::unbounded_channel();
     let credit = Arc::new(Notify::new());
+    shared.counters.streams_opened.add(1);
     streams.insert(
         id,
         StreamSlot {
@@ -492,25 +503,27 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
             }
             Event::StreamOpened { id, target } => {
                 let mut streams = shared.streams.lock();
-                let refused = if streams.len() >= shared.config.max_streams {
-                    true
+                let open = streams.len();
+                let refused = if open >= shared.config.max_streams {
+                    Some("max_streams")
                 } else {
                     let stream = new_stream(shared, &mut streams, id);
                     match incoming.try_send(Incoming::Stream { target, stream }) {
-                        Ok(()) => false,
+                        Ok(()) => None,
                         Err(e) => {
                             // Dropping the stream resets it; forget it first so the reset
                             // below is the only one.
                             streams.remove(&id);
                             drop(e);
-                            true
+                            Some("queue_full")
                         }
                     }
                 };
                 drop(streams);
-                if refused {
+                if let Some(reason) = refused {
                     shared.session.lock().close_stream(id, stream_code::BUSY);
                     shared.output.notify_one();
+                    refused_stream(reason, open, shared.config.max_streams);
                 }
             }
             Event::StreamData { id, data } => {
@@ -550,6 +563,21 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
             // Established comes before the link exists.
             _ => {}
         }
+    }
+}
+
+/// Counts a stream this side refused, and says why at warn, at most once every 10 s.
+pub(crate) fn refused_stream(reason: &'static str, open: usize, max: usize) {
+    static WARN: Throttle = Throttle::new(std::time::Duration::from_secs(10));
+    metrics::counter!("sssonector_tunnel_streams_refused_total", "reason" => reason).increment(1);
+    if let Some(suppressed) = WARN.check() {
+        tracing::warn!(
+            reason,
+            open,
+            max_streams = max,
+            suppressed,
+            "stream refused (raise limits.max_streams if the link is full)"
+        );
     }
 }
 

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use sssonector_certs::PeerIdentity;
 use sssonector_ratelimit::{IpGrouping, KeyedLimiter, KeyedRateLimitLayer, Mode as LimitMode};
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -52,10 +53,9 @@ pub struct Handshaken {
     pub tls: ServerTransport,
     /// The peer's address.
     pub peer: SocketAddr,
-    /// The client certificate's common name.
-    pub identity: String,
-    /// The client certificate's serial number.
-    pub serial: Vec<u8>,
+    /// The client certificate's names (common name, SAN DNS and URI names, OUs, SHA-256
+    /// fingerprint) and serial number.
+    pub identity: PeerIdentity,
 }
 
 /// A network in CIDR form, `10.0.0.0/8` or `2001:db8::/32`.
@@ -249,18 +249,12 @@ impl Service<Accepted> for TlsAccept {
                 .ok_or_else(|| {
                     io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate")
                 })?;
-            let identity = sssonector_certs::common_name(leaf).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "the client certificate has no common name",
-                )
-            })?;
-            let serial = sssonector_certs::serial_number(leaf).unwrap_or_default();
+            let identity = PeerIdentity::from_der(leaf)
+                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
             Ok(Handshaken {
                 tls,
                 peer: req.peer,
                 identity,
-                serial,
             })
         })
     }
@@ -328,6 +322,39 @@ pub fn accept_stack(
     ))
 }
 
+/// Why the accept stack refused a connection, as the `reason` label of
+/// `sssonector_server_refused_total`: `not_allowed` (outside `allow`), `rate_limited`,
+/// `handshake_timeout`, `identity` (no ALPN, no certificate, or a certificate that names
+/// nothing), or `tls` (the handshake failed: an untrusted, expired or revoked certificate, or
+/// not TLS at all).
+pub fn refusal_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    if error.downcast_ref::<NotAllowed>().is_some() {
+        "not_allowed"
+    } else if error
+        .downcast_ref::<sssonector_core::RateLimited>()
+        .is_some()
+    {
+        "rate_limited"
+    } else if error
+        .downcast_ref::<tower::timeout::error::Elapsed>()
+        .is_some()
+    {
+        "handshake_timeout"
+    } else if error
+        .downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+    {
+        "identity"
+    } else {
+        "tls"
+    }
+}
+
+/// Told of each connection the accept stack refused: the peer, the
+/// [`refusal_reason`], and the error.
+pub type OnRefused =
+    Arc<dyn Fn(SocketAddr, &'static str, &(dyn std::error::Error + 'static)) + Send + Sync>;
+
 /// Counters of the accept loop.
 #[derive(Debug, Default)]
 struct ServerCounters {
@@ -367,6 +394,7 @@ struct ServerInner {
     links: Mutex<Vec<(Link, Vec<u8>)>>,
     counters: ServerCounters,
     stop: watch::Sender<bool>,
+    on_refused: Option<OnRefused>,
 }
 
 impl fmt::Debug for Server {
@@ -380,6 +408,16 @@ impl fmt::Debug for Server {
 impl Server {
     /// A server for at most `max_clients` clients at once.
     pub fn new(max_clients: usize) -> Self {
+        Self::build(max_clients, None)
+    }
+
+    /// A server for at most `max_clients` clients at once that tells `on_refused` of each
+    /// connection its accept stack refuses (for an audit log, or to ban a source).
+    pub fn with_on_refused(max_clients: usize, on_refused: OnRefused) -> Self {
+        Self::build(max_clients, Some(on_refused))
+    }
+
+    fn build(max_clients: usize, on_refused: Option<OnRefused>) -> Self {
         Self {
             inner: Arc::new(ServerInner {
                 clients: Arc::new(Semaphore::new(max_clients)),
@@ -387,6 +425,7 @@ impl Server {
                 links: Mutex::new(Vec::new()),
                 counters: ServerCounters::default(),
                 stop: watch::channel(false).0,
+                on_refused,
             }),
         }
     }
@@ -478,9 +517,13 @@ impl Server {
                             .counters
                             .refused_stack
                             .fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("sssonector_server_refused_total", "reason" => "accept")
+                        let reason = refusal_reason(&*e);
+                        metrics::counter!("sssonector_server_refused_total", "reason" => reason)
                             .increment(1);
-                        tracing::info!(%peer, error = %e, "connection refused");
+                        tracing::info!(%peer, reason, error = %e, "connection refused");
+                        if let Some(on_refused) = &server.inner.on_refused {
+                            on_refused(peer, reason, &*e);
+                        }
                     }
                 }
             });

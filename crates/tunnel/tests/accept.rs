@@ -28,7 +28,7 @@ async fn verdict(
     stack
         .oneshot(Accepted { socket, peer })
         .await
-        .map(|h| h.identity)
+        .map(|h| h.identity.name().to_owned())
 }
 
 fn tls_client(

@@ -69,7 +69,7 @@ async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize
                 let targets = targets.clone();
                 let tracker = tracker.clone();
                 async move {
-                    let handshaken_serial = handshaken.serial.clone();
+                    let handshaken_serial = handshaken.identity.serial.clone();
                     let session = Session::server(
                         SessionConfig::new(Role::Server, Mode::Forward),
                         std::time::Instant::now(),

@@ -2,6 +2,8 @@
 //! CA with its certificates made by the binary itself.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sssonector_bufpool::BufPool;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -66,18 +66,27 @@ pub async fn splice(
 }
 
 async fn upstream(
-    mut socket: OwnedReadHalf,
+    socket: OwnedReadHalf,
     mut writer: StreamWriter,
     pool: &BufPool,
 ) -> Result<u64, SpliceError> {
     let mut total = 0;
     loop {
+        // A buffer is taken only once the socket has data: an idle connection holds none, so
+        // 10,000 idle connections do not pin 10,000 buffers (nor exhaust the pool's budget and
+        // stall every other stream).
+        if let Err(e) = socket.readable().await {
+            writer.reset(stream_code::CANCELLED);
+            return Err(e.into());
+        }
         let mut buf = pool
             .get(CHUNK)
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
-        let n = match socket.read_buf(&mut *buf).await {
+        let n = match socket.try_read_buf(&mut *buf) {
             Ok(n) => n,
+            // Readiness was spurious; the buffer goes back to the pool.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 writer.reset(stream_code::CANCELLED);
                 return Err(e.into());

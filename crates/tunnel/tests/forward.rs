@@ -201,6 +201,46 @@ async fn hundred_concurrent_streams_arrive_intact() {
     let _ = &tunnel.pool;
 }
 
+/// An idle forwarded connection holds no pooled buffer: 1,200 of them open at once (each
+/// would pin two 64 KiB buffers, 150 MiB against a 64 MiB budget, if a read took its buffer
+/// before data came) leave the pool nearly empty, and a new connection still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_hold_no_buffers() {
+    const IDLE: usize = 1_200;
+    let target = echo_server().await;
+    let tunnel = tunnel(target).await;
+    let mut open = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        let attempt = async {
+            let mut socket = tokio::net::TcpStream::connect(tunnel.local).await.unwrap();
+            socket.write_all(b"x").await.unwrap();
+            let mut back = [0u8; 1];
+            socket.read_exact(&mut back).await.unwrap();
+            socket
+        };
+        let socket = tokio::time::timeout(Duration::from_secs(20), attempt)
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} stalled: {:?}", tunnel.pool.stats()));
+        open.push(socket);
+    }
+    let held = tunnel.pool.stats().outstanding;
+    assert!(
+        held < 64,
+        "{IDLE} idle connections hold {held} buffers: {:?}",
+        tunnel.pool.stats()
+    );
+    let back = tokio::time::timeout(
+        Duration::from_secs(20),
+        round_trip(tunnel.local, vec![9u8; 100_000]),
+    )
+    .await
+    .expect("a new connection got through");
+    assert_eq!(back, vec![9u8; 100_000]);
+    drop(open);
+    tunnel.stop.send_replace(true);
+    let _ = tunnel.server.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_lets_the_far_side_answer_after_eof() {
     // A target that reads to end-of-file first, then answers: only works if the client's

@@ -3,15 +3,28 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use sssonector_core::Rng;
 use time::OffsetDateTime;
 
 use crate::error::CertError;
+
+/// Names a client certificate carries besides its common name, for access rules to match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientNames {
+    /// The subject's organizational unit (`sssonector` when `None`).
+    pub organizational_unit: Option<String>,
+    /// DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// URI subject alternative names, such as `spiffe://example.org/ns/prod/sa/web`.
+    pub uris: Vec<String>,
+}
 
 /// When a certificate is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,11 +228,37 @@ impl CertificateAuthority {
     ///
     /// [`CertError::Generate`] if rcgen refuses the identity.
     pub fn issue_client(&self, identity: &str, validity: Validity) -> Result<Issued, CertError> {
+        self.issue_client_with(identity, &ClientNames::default(), validity)
+    }
+
+    /// Issues a client certificate with common name `identity` and the extra `names` that
+    /// access rules can match: an organizational unit (`sssonector` when none is given), DNS
+    /// and URI subject alternative names (a SPIFFE ID is a URI).
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] for a DNS name or URI that is not ASCII, or if rcgen refuses
+    /// the identity.
+    pub fn issue_client_with(
+        &self,
+        identity: &str,
+        names: &ClientNames,
+        validity: Validity,
+    ) -> Result<Issued, CertError> {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, identity);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, "sssonector");
+        params.distinguished_name.push(
+            DnType::OrganizationalUnitName,
+            names.organizational_unit.as_deref().unwrap_or("sssonector"),
+        );
+        for dns in &names.dns_names {
+            let name = Ia5String::try_from(dns.as_str()).map_err(generate_error("a DNS name"))?;
+            params.subject_alt_names.push(SanType::DnsName(name));
+        }
+        for uri in &names.uris {
+            let name = Ia5String::try_from(uri.as_str()).map_err(generate_error("a URI"))?;
+            params.subject_alt_names.push(SanType::URI(name));
+        }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(params, validity, "a client certificate")
     }

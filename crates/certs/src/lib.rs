@@ -47,7 +47,7 @@ mod tls;
 mod trust;
 
 pub use error::{CertError, Source, Usage};
-pub use generate::{CertificateAuthority, Issued, Validity};
+pub use generate::{CertificateAuthority, ClientNames, Issued, Validity};
 pub use identity::Identity;
 pub use peer::{PeerIdentity, PeerIdentityError};
 pub use reload::{

@@ -123,3 +123,50 @@ impl fmt::Display for PeerIdentity {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CertificateAuthority, ClientNames, Identity, Validity};
+
+    #[test]
+    fn reads_every_name_a_rule_can_match() {
+        let ca = CertificateAuthority::generate("test CA", Validity::days(1)).unwrap();
+        let names = ClientNames {
+            organizational_unit: Some("ops".into()),
+            dns_names: vec!["web.corp.example".into()],
+            uris: vec!["spiffe://example.org/ns/prod/sa/web".into()],
+        };
+        let issued = ca
+            .issue_client_with("web", &names, Validity::days(1))
+            .unwrap();
+        let chain = Identity::from_pem(&issued.cert_pem, &issued.key_pem)
+            .unwrap()
+            .chain()
+            .to_vec();
+        let peer = PeerIdentity::from_der(&chain[0]).unwrap();
+        assert_eq!(peer.common_name.as_deref(), Some("web"));
+        assert_eq!(peer.organizational_units, ["ops"]);
+        assert_eq!(peer.dns_names, ["web.corp.example"]);
+        assert_eq!(peer.uris, ["spiffe://example.org/ns/prod/sa/web"]);
+        assert_eq!(peer.serial, issued.serial);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &chain[0]);
+        assert_eq!(
+            peer.sha256,
+            digest
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        assert!(peer.not_after > SystemTime::now());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_certificate() {
+        assert!(matches!(
+            PeerIdentity::from_der(b"not DER"),
+            Err(PeerIdentityError::Malformed(_))
+        ));
+    }
+}

@@ -31,6 +31,7 @@ mod classify;
 mod clock;
 mod rejection;
 mod rng;
+mod throttle;
 mod window;
 
 pub use classify::{AnyError, Classify, DefaultClassifier, ErrorClass, classify_io_kind};
@@ -39,6 +40,7 @@ pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timeline, duration_to_nanos};
 pub use rejection::{CircuitOpen, RateLimited, Rejection, find_rejection};
 pub use rng::Rng;
+pub use throttle::Throttle;
 pub use window::TimeWindow;
 
 /// A type-erased error, as tower middleware returns when it can fail on its own.

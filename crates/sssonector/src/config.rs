@@ -40,6 +40,14 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     /// The admin endpoint (off unless set).
     pub(crate) admin: Option<Admin>,
+    /// Who may do what (server); without it every authenticated client has full access.
+    pub(crate) policy: Option<crate::policy::PolicySection>,
+    /// The configuration file's directory (relative paths in it are relative to this).
+    #[serde(skip)]
+    pub(crate) dir: PathBuf,
+    /// The configuration file, read again on reload.
+    #[serde(skip)]
+    pub(crate) path: PathBuf,
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health, status and reload.
@@ -312,7 +320,7 @@ pub(crate) fn load(
     if overrides.is_empty() {
         // Straight from the text, so errors keep their line numbers.
         return toml::from_str::<Config>(&text)
-            .map(|c| (c.rebased(base), Vec::new()))
+            .map(|c| (c.rebased(base, path), Vec::new()))
             .map_err(located);
     }
     let mut table: toml::Table = toml::from_str(&text).map_err(located)?;
@@ -339,7 +347,7 @@ pub(crate) fn load(
     let config: Config = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| vec![format!("{} with overrides: {e}", path.display())])?;
-    Ok((config.rebased(base), applied))
+    Ok((config.rebased(base, path), applied))
 }
 
 /// [`load`], then [`Config::check`]: the configuration only if it has no problem, else one
@@ -369,7 +377,9 @@ pub(crate) fn load_checked(
 impl Config {
     /// Relative certificate paths are relative to the configuration file's directory, so a
     /// service finds them whatever its working directory.
-    fn rebased(mut self, base: &Path) -> Self {
+    fn rebased(mut self, base: &Path, path: &Path) -> Self {
+        self.dir = base.to_owned();
+        self.path = path.to_owned();
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -383,6 +393,18 @@ impl Config {
             rebase(file);
         }
         self
+    }
+
+    /// The server's `[policy]`, checked against its forwarding rules and mode.
+    pub(crate) fn build_policy(
+        &self,
+        section: &crate::policy::PolicySection,
+    ) -> Result<crate::policy::Policy, Vec<String>> {
+        let forwards: Vec<String> = self.forward.iter().map(|r| r.name.clone()).collect();
+        section.build(crate::policy::Context {
+            forwards: (self.mode == Mode::Forward).then_some(&forwards[..]),
+            base: &self.dir,
+        })
     }
 
     fn check_tun(&self, tun: &Tun, errors: &mut Vec<String>) {
@@ -604,6 +626,13 @@ impl Config {
         ] {
             if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
                 errors.push(format!("{field}: must be a positive number of Mbit/s"));
+            }
+        }
+        if let Some(section) = &self.policy {
+            if self.role == Role::Client {
+                errors.push("policy: only a server enforces an access policy; remove it".into());
+            } else if let Err(problems) = self.build_policy(section) {
+                errors.extend(problems);
             }
         }
         if !(1..=1_000_000).contains(&self.limits.max_streams) {

@@ -16,7 +16,9 @@ mod config;
 mod demo;
 mod notify;
 mod observe;
+mod policy;
 mod run;
+mod serve;
 mod sessions;
 mod status;
 mod telemetry;
@@ -293,6 +295,21 @@ fn check_config(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
         admin::check_exposure(section.listen, token.as_ref())
             .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if config.role == config::Role::Server {
+        match &config.policy {
+            None => println!("warning: {}", run::NO_POLICY),
+            Some(section) => {
+                if let Ok(policy) = config.build_policy(section) {
+                    println!(
+                        "policy: {} rule{}, version {}",
+                        policy.len(),
+                        if policy.len() == 1 { "" } else { "s" },
+                        policy.version
+                    );
+                }
+            }
+        }
     }
     println!(
         "{}: ok ({:?} in {:?} mode, {} forwarding rule{})",

@@ -24,6 +24,8 @@ struct Inner {
     listen: Mutex<Option<String>>,
     /// The server's accept loop, whose client slots count connections from accept to close.
     server: Mutex<Option<sssonector_tunnel::server::Server>>,
+    /// The server's access policy.
+    guard: Mutex<Option<crate::policy::Guard>>,
     sessions: Sessions,
     identity: Arc<ReloadableIdentity>,
     trust: Arc<ReloadableTrust>,
@@ -78,6 +80,7 @@ impl Observed {
                 started: SystemTime::now(),
                 listen: Mutex::new(None),
                 server: Mutex::new(None),
+                guard: Mutex::new(None),
                 sessions: Sessions::default(),
                 identity: sources.identity,
                 trust: sources.trust,
@@ -98,6 +101,11 @@ impl Observed {
     /// What the server listens on, or the client's servers.
     pub(crate) fn set_listen(&self, listen: String) {
         *self.inner.listen.lock() = Some(listen);
+    }
+
+    /// The server's access policy, for `/status`.
+    pub(crate) fn set_guard(&self, guard: crate::policy::Guard) {
+        *self.inner.guard.lock() = Some(guard);
     }
 
     /// The server's accept loop, for the count of connections still in their handshake.
@@ -231,9 +239,16 @@ impl Observed {
             sessions,
             certificates,
             bans: Vec::new(),
-            policy: PolicyStatus {
-                configured: false,
-                version: None,
+            policy: {
+                let version = inner
+                    .guard
+                    .lock()
+                    .as_ref()
+                    .and_then(|g| g.access().version());
+                PolicyStatus {
+                    configured: version.is_some(),
+                    version,
+                }
             },
             last_reload: inner.last_reload.lock().clone(),
         }

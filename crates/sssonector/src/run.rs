@@ -11,10 +11,8 @@ use sssonector_certs::{ReloadableIdentity, ReloadableTrust, TlsOptions, TrustRel
 use sssonector_ratelimit::{Pacing, Quota, RateLimiter};
 use sssonector_tunnel::client::{Endpoint, Reconnect};
 use sssonector_tunnel::forward::{self, Targets};
-use sssonector_tunnel::proto::{
-    self, Assign, Role as SessionRole, Session, SessionConfig, TunnelAddress,
-};
-use sssonector_tunnel::server::{AcceptOptions, Cidr, Handshaken, Server, accept_stack};
+use sssonector_tunnel::proto::{self, Role as SessionRole, Session, SessionConfig, TunnelAddress};
+use sssonector_tunnel::server::{AcceptOptions, Cidr, Server, accept_stack};
 use sssonector_tunnel::{LinkConfig, tun};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -24,6 +22,8 @@ use tracing::Instrument;
 use crate::admin::{Admin, AdminState, Token};
 use crate::config::{Config, Mode, Role, parse_duration};
 use crate::observe::{Observed, Sources};
+use crate::policy::{Access, Guard};
+use crate::serve::{ServeOptions, ServerMode, serve_client};
 use crate::status::ReloadStatus;
 
 /// A started server or client.
@@ -49,6 +49,9 @@ pub(crate) struct Running {
     pub(crate) admin: Option<SocketAddr>,
     /// Reloads asked for through `POST /reload`, each with where to send the outcome.
     pub(crate) reloads: mpsc::Receiver<oneshot::Sender<ReloadStatus>>,
+    /// The server's access policy, and the configuration file it is read from again on
+    /// reload.
+    policy: Option<(Guard, std::path::PathBuf)>,
 }
 
 fn duration(text: &str) -> Duration {
@@ -56,7 +59,7 @@ fn duration(text: &str) -> Duration {
     parse_duration(text).unwrap_or(Duration::from_secs(10))
 }
 
-fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, String> {
+pub(crate) fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, String> {
     let Some(mbps) = mbps else { return Ok(None) };
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let bits = (mbps * 1e6) as u64;
@@ -121,6 +124,10 @@ fn pools(config: &Config) -> Result<tun::Pools, String> {
     Ok(tun::Pools::new(pools))
 }
 
+/// Said at start and by `check-config` when a server has no `[policy]`.
+pub(crate) const NO_POLICY: &str = "no [policy] section: every client with a valid certificate may \
+     open every forwarding rule and reach every network and client; add a [policy] to say who may do what";
+
 /// Loads the certificates and starts the server or client in the background.
 pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let usage = match config.role {
@@ -175,6 +182,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         observed: observed.clone(),
         admin: None,
         reloads,
+        policy: None,
     };
     if let Some(section) = &config.admin {
         let token = Token::load(
@@ -254,6 +262,26 @@ async fn start_server(
     running.observed.set_server(server.clone());
     let observed = running.observed.clone();
     let max_streams = config.limits.max_streams;
+    let access = match &config.policy {
+        Some(section) => {
+            let policy = config
+                .build_policy(section)
+                .map_err(|problems| format!("policy: {}", problems.join("; ")))?;
+            tracing::info!(
+                version = policy.version,
+                rules = policy.len(),
+                "access policy loaded"
+            );
+            Access::Policy(Arc::new(policy))
+        }
+        None => {
+            tracing::warn!("{NO_POLICY}");
+            Access::Open
+        }
+    };
+    let guard = Guard::new(access);
+    running.observed.set_guard(guard.clone());
+    running.policy = Some((guard.clone(), config.path.clone()));
     let session_config = session_config(config, SessionRole::Server);
     // Per client: each connection gets its own budgets. Client → server upload is what the
     // server reads. (Checked here once, so the per-connection builds cannot fail.)
@@ -313,6 +341,7 @@ async fn start_server(
                         max_streams,
                         server: tracker.clone(),
                         observed: observed.clone(),
+                        guard: guard.clone(),
                     },
                 )
                 .instrument(span)
@@ -321,129 +350,6 @@ async fn start_server(
     });
     tracing::info!(listen = ?running.listen, mode = ?config.mode, "server started");
     Ok(())
-}
-
-enum ServerMode {
-    Forward(Targets),
-    Tun {
-        device: Arc<tun::Device>,
-        router: Arc<tun::Router>,
-        pools: Arc<tun::Pools>,
-    },
-}
-
-/// What each client's task shares.
-struct ServeOptions {
-    session_config: SessionConfig,
-    mode: Arc<ServerMode>,
-    /// Upload and download limits in Mbit/s.
-    limits: (Option<f64>, Option<f64>),
-    max_streams: usize,
-    server: Server,
-    observed: Observed,
-}
-
-async fn serve_client(handshaken: Handshaken, id: String, options: ServeOptions) {
-    let ServeOptions {
-        session_config,
-        mode,
-        limits: (upload_mbps, download_mbps),
-        max_streams,
-        server,
-        observed,
-    } = options;
-    // Its own budgets: what the server reads is the client's upload.
-    let link_config = LinkConfig {
-        read_pacing: pacing(upload_mbps).ok().flatten(),
-        write_pacing: pacing(download_mbps).ok().flatten(),
-        max_streams,
-        ..LinkConfig::default()
-    };
-    let Handshaken {
-        tls,
-        peer,
-        identity: peer_identity,
-    } = handshaken;
-    let identity = peer_identity.name().to_owned();
-    let serial = peer_identity.serial.clone();
-    let assigned: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();
-    let assign: Assign = match &*mode {
-        ServerMode::Forward(_) => Box::new(|_| Ok(Vec::new())),
-        ServerMode::Tun { pools, .. } => {
-            let pools = Arc::clone(pools);
-            let identity = identity.clone();
-            let assigned = Arc::clone(&assigned);
-            Box::new(move |hello| {
-                let leased = pools
-                    .lease(&identity, &hello.addresses)
-                    .map_err(|e| e.to_string())?;
-                assigned.lock().clone_from(&leased);
-                Ok(leased)
-            })
-        }
-    };
-    let session = Session::server(session_config, Instant::now(), assign);
-    let established = sssonector_tunnel::Link::establish(tls, session, link_config).await;
-    match established {
-        Err(e) => {
-            metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => "session")
-                .increment(1);
-            tracing::info!(%peer, identity, error = %e, "session refused");
-        }
-        Ok((link, _hello, incoming)) => {
-            metrics::counter!("sssonector_server_handshakes_total", "outcome" => "accepted", "reason" => "ok")
-                .increment(1);
-            server.track(&link, &serial);
-            let addresses: Vec<IpAddr> = assigned.lock().iter().map(|a| a.addr).collect();
-            let _registered = observed.sessions().register(
-                &id,
-                Some(peer_identity),
-                peer.to_string(),
-                addresses.clone(),
-                link.clone(),
-            );
-            tracing::info!(%peer, identity, ?addresses, "client connected");
-            metrics::gauge!("sssonector_server_clients").increment(1.0);
-            match &*mode {
-                ServerMode::Forward(targets) => {
-                    tokio::spawn(forward::serve_link(incoming, targets.clone()).in_current_span());
-                }
-                ServerMode::Tun { device, router, .. } => {
-                    for addr in &addresses {
-                        router.insert(*addr, link.clone());
-                    }
-                    tokio::spawn(
-                        tun::server_link_loop(
-                            incoming,
-                            addresses.clone(),
-                            Arc::clone(device),
-                            Arc::clone(router),
-                        )
-                        .in_current_span(),
-                    );
-                }
-            }
-            let reason = link.closed().await;
-            if let ServerMode::Tun { router, .. } = &*mode {
-                for addr in &addresses {
-                    router.remove(*addr);
-                }
-            }
-            metrics::gauge!("sssonector_server_clients").decrement(1.0);
-            let stats = link.stats();
-            tracing::info!(
-                %peer,
-                identity,
-                ?reason,
-                bytes_in = stats.bytes_in,
-                bytes_out = stats.bytes_out,
-                "client disconnected"
-            );
-        }
-    }
-    if let ServerMode::Tun { pools, .. } = &*mode {
-        pools.release(&assigned.lock());
-    }
 }
 
 async fn start_client(
@@ -637,6 +543,19 @@ async fn start_client(
     Ok(())
 }
 
+/// The access policy in the configuration file as it is now: read and checked whole, so a
+/// bad file changes nothing.
+fn reload_policy(path: &std::path::Path) -> Result<Access, String> {
+    let (config, _) = crate::config::load(path, std::env::vars()).map_err(|e| e.join("; "))?;
+    match &config.policy {
+        None => Ok(Access::Open),
+        Some(section) => config
+            .build_policy(section)
+            .map(|p| Access::Policy(Arc::new(p)))
+            .map_err(|problems| problems.join("; ")),
+    }
+}
+
 impl Running {
     /// Reloads certificates, CA and CRLs (SIGHUP or `POST /reload`); ends the sessions of
     /// newly revoked clients. Returns what it did, also kept for `/status`.
@@ -666,7 +585,27 @@ impl Running {
                 format!("CA/CRLs refused, old ones kept: {e}")
             }
         };
-        self.observed.reloaded(ok, format!("{identity}; {trust}"))
+        let policy = match &self.policy {
+            None => String::new(),
+            Some((guard, path)) => match reload_policy(path) {
+                Ok(access) => {
+                    let said = match &access {
+                        Access::Open => "policy: none (every client has full access)".to_owned(),
+                        Access::Policy(p) => format!("policy: version {}", p.version),
+                    };
+                    if *guard.access() != access {
+                        guard.replace(access);
+                    }
+                    format!("; {said}")
+                }
+                Err(e) => {
+                    ok = false;
+                    format!("; policy refused, old one kept: {e}")
+                }
+            },
+        };
+        self.observed
+            .reloaded(ok, format!("{identity}; {trust}{policy}"))
     }
 
     /// Stops accepting and reconnecting, says goodbye to every peer, and waits for them up

@@ -301,6 +301,16 @@ pub async fn listen(
                     );
                 }
                 Err(SpliceError::Link(LinkError::Reset { code, .. }))
+                    if code == stream_code::NOT_PERMITTED =>
+                {
+                    refused_connection(
+                        "not_permitted",
+                        &rule,
+                        peer,
+                        &"the server's access policy does not permit this rule",
+                    );
+                }
+                Err(SpliceError::Link(LinkError::Reset { code, .. }))
                     if code == stream_code::UNKNOWN_TARGET =>
                 {
                     refused_connection(
@@ -327,7 +337,8 @@ fn refused_connection(
     peer: std::net::SocketAddr,
     why: &dyn std::fmt::Display,
 ) {
-    static WARN: crate::warn::Throttle = crate::warn::Throttle::new(Duration::from_secs(10));
+    static WARN: sssonector_core::Throttle =
+        sssonector_core::Throttle::new(Duration::from_secs(10));
     metrics::counter!("sssonector_tunnel_streams_refused_total", "reason" => reason).increment(1);
     if let Some(suppressed) = WARN.check() {
         tracing::warn!(rule, %peer, reason, suppressed, error = %why, "forwarded connection refused");

@@ -30,7 +30,6 @@ pub mod proto;
 pub mod server;
 mod stream;
 pub mod tun;
-mod warn;
 
 pub use link::{EstablishError, Incoming, Link, LinkConfig, LinkError, LinkStats, stream_code};
-pub use stream::{StreamReader, StreamWriter, TunnelStream};
+pub use stream::{ResetHandle, StreamReader, StreamWriter, TunnelStream};

@@ -35,7 +35,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::count::Count;
 use crate::proto::{CloseReason, Event, Hello, Session, State, StreamError};
 use crate::stream::TunnelStream;
-use crate::warn::Throttle;
+use sssonector_core::Throttle;
 
 /// Stream close codes used by the I/O layer (the session's own are in
 /// [`proto::session_code`](crate::proto::session_code)).
@@ -48,6 +48,9 @@ pub mod stream_code {
     pub const CONNECT_FAILED: u16 = 12;
     /// The far side is too busy to take another stream.
     pub const BUSY: u16 = 13;
+    /// The far side's access policy does not permit this stream (the same value as the
+    /// session's [`NOT_PERMITTED`](crate::proto::session_code::NOT_PERMITTED)).
+    pub const NOT_PERMITTED: u16 = crate::proto::session_code::NOT_PERMITTED;
 }
 
 /// Link settings.

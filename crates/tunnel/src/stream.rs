@@ -34,6 +34,35 @@ impl TunnelStream {
     pub fn reset(self, code: u16) {
         self.writer.reset(code);
     }
+
+    /// A handle that can reset this stream later, from elsewhere, with a code of the caller's
+    /// choosing (to end a stream a changed access policy no longer permits while it is being
+    /// spliced, say). Resetting a stream that has already ended does nothing.
+    pub fn reset_handle(&self) -> ResetHandle {
+        ResetHandle {
+            end: Arc::clone(&self.writer.end),
+        }
+    }
+}
+
+/// Resets a stream from outside its reader and writer: see [`TunnelStream::reset_handle`].
+pub struct ResetHandle {
+    end: Arc<End>,
+}
+
+impl std::fmt::Debug for ResetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResetHandle")
+            .field("id", &self.end.id)
+            .finish()
+    }
+}
+
+impl ResetHandle {
+    /// Resets the stream with `code`: the peer is told, and the local reader and writer end.
+    pub fn reset(&self, code: u16) {
+        self.end.reset(code);
+    }
 }
 
 /// Removes the stream's slot when both halves are gone, resetting it if it was not finished

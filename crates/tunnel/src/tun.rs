@@ -229,6 +229,7 @@ struct RouterCounters {
     spoofed: Count,
     forwarded: Count,
     refused: Count,
+    denied: Count,
 }
 
 impl Default for RouterCounters {
@@ -237,6 +238,7 @@ impl Default for RouterCounters {
             no_route: tun_count("no_route"),
             spoofed: tun_count("spoofed"),
             forwarded: tun_count("forwarded"),
+            denied: tun_count("denied"),
             refused: tun_count("refused"),
         }
     }
@@ -257,7 +259,24 @@ pub struct RouterStats {
     pub refused: u64,
     /// Routes (client addresses) now.
     pub routes: usize,
+    /// Packets a [`PacketFilter`] refused (an access policy).
+    pub denied: u64,
 }
+
+/// Where a client's packet is headed, as a [`PacketFilter`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// Another client of this server (client-to-client traffic).
+    Client,
+    /// The server's side of the tunnel: the server itself or the networks behind it.
+    Server,
+}
+
+/// Decides, per packet, whether a client may send to a destination address; `false` drops
+/// the packet and counts it as denied. It runs in the client's own link task, so it may keep
+/// state (a cached copy of a policy, say) without locking.
+pub type PacketFilter = Box<dyn FnMut(IpAddr, Destination) -> bool + Send>;
 
 /// Which link each client address lives on.
 #[derive(Debug, Default)]
@@ -280,6 +299,11 @@ impl Router {
     /// Removes the route for `addr`.
     pub fn remove(&self, addr: IpAddr) {
         self.routes.write().remove(&addr);
+    }
+
+    /// Whether a client holds `addr`.
+    pub fn has_route(&self, addr: IpAddr) -> bool {
+        self.routes.read().contains_key(&addr)
     }
 
     /// Sends `packet` to the client holding its destination; `false` when none does.
@@ -307,6 +331,7 @@ impl Router {
             forwarded: self.counters.forwarded.get(),
             refused: self.counters.refused.get(),
             routes: self.routes.read().len(),
+            denied: self.counters.denied.get(),
         }
     }
 }
@@ -496,10 +521,23 @@ mod device {
     /// Packets from addresses not in `own` are dropped (anti-spoofing). Returns when the
     /// link's incoming queue ends.
     pub async fn server_link_loop(
+        incoming: mpsc::Receiver<Incoming>,
+        own: Vec<IpAddr>,
+        device: Arc<Device>,
+        router: Arc<Router>,
+    ) {
+        server_link_loop_filtered(incoming, own, device, router, None).await;
+    }
+
+    /// [`server_link_loop`], with each packet's destination first put to `filter` (an access
+    /// policy: which networks and whether other clients this client may reach). Denied
+    /// packets are dropped and counted in [`RouterStats::denied`].
+    pub async fn server_link_loop_filtered(
         mut incoming: mpsc::Receiver<Incoming>,
         own: Vec<IpAddr>,
         device: Arc<Device>,
         router: Arc<Router>,
+        mut filter: Option<PacketFilter>,
     ) {
         let mut writer = Writer::new();
         let mut batch = Vec::with_capacity(IDEAL_BATCH_SIZE);
@@ -511,6 +549,17 @@ mod device {
                 if !own.contains(&src) {
                     router.counters.spoofed.add(1);
                     return false;
+                }
+                if let Some(filter) = filter.as_mut() {
+                    let to = if router.has_route(dst) {
+                        Destination::Client
+                    } else {
+                        Destination::Server
+                    };
+                    if !filter(dst, to) {
+                        router.counters.denied.add(1);
+                        return false;
+                    }
                 }
                 // To another client: sent on here; to the server: kept for the device.
                 !router.forward(dst, packet)

@@ -124,7 +124,7 @@ fn a_server_can_refuse_a_client_in_its_hello_answer() {
     let mut server = Session::server(
         SessionConfig::new(Role::Server, Mode::Tun),
         now,
-        Box::new(|hello| Err(format!("address {:?} is taken", hello.addresses[0].addr))),
+        Box::new(|hello| Err(format!("address {:?} is taken", hello.addresses[0].addr).into())),
     );
     pump(&mut client, &mut server, now);
     assert!(matches!(

@@ -11,6 +11,6 @@ pub use frame::{
     TunnelAddress, capability,
 };
 pub use session::{
-    Assign, CloseReason, Event, Role, Session, SessionConfig, State, StreamError,
+    Assign, CloseReason, Event, Refusal, Role, Session, SessionConfig, State, StreamError,
     code as session_code,
 };

@@ -38,6 +38,40 @@ pub mod code {
     pub const FLOW_CONTROL: u16 = 8;
     /// Stream close code: the stream is not known (a reset).
     pub const UNKNOWN_STREAM: u16 = 9;
+    /// The server's access policy does not permit this peer (or its session limit is
+    /// reached); as a stream close code, it does not permit this stream.
+    pub const NOT_PERMITTED: u16 = 14;
+}
+
+/// Why a server refuses a client's hello: the ERROR code and a reason for the client's log
+/// (naming nothing of the server's internals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The ERROR frame's code.
+    pub code: u16,
+    /// Its message.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// Refused by the server's access policy ([`code::NOT_PERMITTED`]).
+    pub fn not_permitted(reason: impl Into<String>) -> Self {
+        Self {
+            code: code::NOT_PERMITTED,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    /// A refusal of the hello itself ([`code::HELLO_MISMATCH`]): an address that cannot be
+    /// assigned, say.
+    fn from(reason: String) -> Self {
+        Self {
+            code: code::HELLO_MISMATCH,
+            reason,
+        }
+    }
 }
 
 /// Why a stream operation was refused.
@@ -198,8 +232,9 @@ pub enum CloseReason {
     HandshakeTimeout,
 }
 
-/// Chooses the tunnel addresses a server assigns to a client from the client's hello.
-pub type Assign = Box<dyn FnMut(&Hello) -> Result<Vec<TunnelAddress>, String> + Send>;
+/// Chooses the tunnel addresses a server assigns to a client from the client's hello, or
+/// refuses the client.
+pub type Assign = Box<dyn FnMut(&Hello) -> Result<Vec<TunnelAddress>, Refusal> + Send>;
 
 /// One end of a tunnel connection, sans IO.
 pub struct Session {
@@ -594,7 +629,7 @@ impl Session {
             Role::Server => {
                 let assigned = match self.assign.as_mut().map(|assign| assign(&hello)) {
                     Some(Ok(addresses)) => addresses,
-                    Some(Err(reason)) => return self.fail(code::HELLO_MISMATCH, reason),
+                    Some(Err(refusal)) => return self.fail(refusal.code, refusal.reason),
                     None => Vec::new(),
                 };
                 let reply = self.hello(assigned);

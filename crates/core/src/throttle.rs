@@ -1,12 +1,25 @@
-//! Warnings that can repeat thousands of times a second under load (refused streams, say)
-//! are logged at most once per interval, with how many were left out since the last line.
+//! Log lines that can repeat thousands of times a second under load (refused streams,
+//! denied packets) are written at most once per interval, with how many were left out since
+//! the last one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// One call site's limiter: `static REFUSED: Throttle = Throttle::new(Duration::from_secs(10));`
+/// One call site's limiter, usually a `static`.
+///
+/// ```
+/// use std::time::Duration;
+/// use sssonector_core::Throttle;
+///
+/// static REFUSED: Throttle = Throttle::new(Duration::from_secs(10));
+/// if let Some(suppressed) = REFUSED.check() {
+///     // log here, saying how many were left out since the last line
+///     assert_eq!(suppressed, 0);
+/// }
+/// assert_eq!(REFUSED.check(), None); // within the interval: left out, and counted
+/// ```
 #[derive(Debug)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     interval_ms: u64,
     /// Milliseconds since [`epoch`] of the last line logged, plus one (0: never).
     last: AtomicU64,
@@ -20,7 +33,8 @@ fn epoch() -> Instant {
 }
 
 impl Throttle {
-    pub(crate) const fn new(interval: Duration) -> Self {
+    /// A throttle letting one occurrence through per `interval`.
+    pub const fn new(interval: Duration) -> Self {
         #[allow(clippy::cast_possible_truncation)] // intervals are seconds, far below u64::MAX ms
         Self {
             interval_ms: interval.as_millis() as u64,
@@ -31,7 +45,7 @@ impl Throttle {
 
     /// `Some(suppressed)` when this occurrence should be logged (with the count of those left
     /// out since the last logged one), `None` when it is to be left out.
-    pub(crate) fn check(&self) -> Option<u64> {
+    pub fn check(&self) -> Option<u64> {
         let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
         let last = self.last.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < self.interval_ms

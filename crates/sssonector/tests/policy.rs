@@ -1,0 +1,177 @@
+//! The access policy end to end through the binary, on loopback: default deny at the
+//! handshake, a stream to a rule the identity is not granted refused with a reason the client
+//! logs, and a policy changed by reload ending a live stream it no longer permits.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::process::{address_after, echo_target, expect, start, through};
+use common::{TempDir, pki};
+
+fn server_toml(target: SocketAddr, alice_forwards: &str) -> String {
+    format!(
+        "role = \"server\"\nmode = \"forward\"\n\
+         [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n\
+         [[forward]]\nname = \"other\"\ntarget = \"{target}\"\n\
+         [[policy.rule]]\nname = \"alice\"\nmatch = {{ cn = \"alice\" }}\nforwards = {alice_forwards}\n"
+    )
+}
+
+fn client_toml(server: SocketAddr, who: &str) -> String {
+    format!(
+        "role = \"client\"\nmode = \"forward\"\n\
+         [tls]\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}.key\"\nca = \"pki/ca.pem\"\n\
+         [client]\nservers = [\"{server}\"]\nserver_name = \"localhost\"\nconnections = 1\n\
+         [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
+         [[forward]]\nname = \"other\"\nlisten = \"127.0.0.1:0\"\n"
+    )
+}
+
+/// Waits until `file` contains `wanted`; returns its text.
+fn log_contains(file: &Path, wanted: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.contains(wanted) {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{} never said {wanted:?}:\n{text}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(admin: SocketAddr, path: &str) -> String {
+    let mut socket = TcpStream::connect(admin).unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn default_deny_granted_rules_and_a_live_policy_change() {
+    let tmp = TempDir::new("policy");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["alice", "bob"]);
+    let target = echo_target();
+    std::fs::write(dir.join("server.toml"), server_toml(target, "[\"echo\"]")).unwrap();
+    let (server, server_notify) = start(&dir, "server.toml", "server");
+    let ready = expect(&server_notify, "READY=1");
+    let server_addr = address_after(&ready, "serving on ");
+    let admin = address_after(&ready, "admin on ");
+
+    // alice may use "echo", and nothing else.
+    std::fs::write(dir.join("alice.toml"), client_toml(server_addr, "alice")).unwrap();
+    let (_alice, alice_notify) = start(&dir, "alice.toml", "alice");
+    let ready = expect(&alice_notify, "READY=1");
+    let echo = address_after(&ready, "echo on ");
+    let other = address_after(&ready, "other on ");
+    assert_eq!(through(echo, b"granted").as_deref(), Some(&b"granted"[..]));
+    assert_eq!(through(other, b"not granted"), None);
+    log_contains(&dir.join("alice.log"), "reason=\"not_permitted\"");
+
+    // bob matches no rule: refused at the handshake, and told so.
+    std::fs::write(dir.join("bob.toml"), client_toml(server_addr, "bob")).unwrap();
+    let (_bob, _bob_notify) = start(&dir, "bob.toml", "bob");
+    log_contains(
+        &dir.join("bob.log"),
+        "not permitted by the server's access policy",
+    );
+    let metrics = get(admin, "/metrics");
+    assert!(
+        metrics.contains("sssonector_policy_denials_total{kind=\"handshake\",reason=\"no_rule\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sssonector_policy_denials_total{kind=\"stream\",reason=\"not_granted\"}"),
+        "{metrics}"
+    );
+    let status = get(admin, "/status");
+    let version = status
+        .split("\"version\": \"")
+        .nth(2)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(status.contains("\"configured\": true"), "{status}");
+
+    // A stream open through "echo" while the policy changes to grant only "other": the live
+    // stream is reset, "other" now works, and "echo" is refused.
+    let mut live = TcpStream::connect(echo).unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    live.write_all(b"before").unwrap();
+    let mut back = [0u8; 6];
+    live.read_exact(&mut back).unwrap();
+    std::fs::write(dir.join("server.toml"), server_toml(target, "[\"other\"]")).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &server.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reloaded = expect(&server_notify, "last reload");
+    assert!(reloaded.contains("policy: version"), "{reloaded}");
+    let mut rest = Vec::new();
+    let waited = Instant::now();
+    let ended = live.read_to_end(&mut rest);
+    let timed_out = matches!(&ended, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    assert!(
+        !timed_out && rest.is_empty(),
+        "the withdrawn stream stayed open: {ended:?} after {:?}",
+        waited.elapsed()
+    );
+    assert_eq!(
+        through(other, b"now granted").as_deref(),
+        Some(&b"now granted"[..])
+    );
+    assert_eq!(through(echo, b"withdrawn"), None);
+    let metrics = get(admin, "/metrics");
+    assert!(
+        metrics.contains("sssonector_policy_denials_total{kind=\"stream\",reason=\"withdrawn\"}"),
+        "{metrics}"
+    );
+    let status = get(admin, "/status");
+    assert!(
+        !version.is_empty() && !status.contains(&version),
+        "{version} still in {status}"
+    );
+
+    // A policy that does not parse is refused whole: the one in force stays.
+    std::fs::write(dir.join("server.toml"), server_toml(target, "[\"nope\"]")).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &server.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reloaded = expect(&server_notify, "last reload");
+    assert!(
+        reloaded.contains("policy refused, old one kept"),
+        "{reloaded}"
+    );
+    assert!(reloaded.contains("names no [[forward]] rule"), "{reloaded}");
+    assert_eq!(
+        through(other, b"still granted").as_deref(),
+        Some(&b"still granted"[..])
+    );
+    drop(tmp);
+}

@@ -40,6 +40,8 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     /// The admin endpoint (off unless set).
     pub(crate) admin: Option<Admin>,
+    /// The audit log (off unless set).
+    pub(crate) audit: Option<Audit>,
     /// Who may do what (server); without it every authenticated client has full access.
     pub(crate) policy: Option<crate::policy::PolicySection>,
     /// The configuration file's directory (relative paths in it are relative to this).
@@ -48,6 +50,38 @@ pub(crate) struct Config {
     /// The configuration file, read again on reload.
     #[serde(skip)]
     pub(crate) path: PathBuf,
+}
+
+/// `[audit]`: security events as JSON lines.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Audit {
+    /// The file (relative to the configuration file), or `-` for standard output.
+    pub(crate) path: PathBuf,
+    /// Rotate the file when it would grow past this many bytes (100 MiB by default).
+    #[serde(default = "default_audit_max_bytes")]
+    pub(crate) max_bytes: u64,
+    /// Rotated files kept (5 by default).
+    #[serde(default = "default_audit_keep")]
+    pub(crate) keep: usize,
+}
+
+fn default_audit_max_bytes() -> u64 {
+    100 << 20
+}
+fn default_audit_keep() -> usize {
+    5
+}
+
+impl Audit {
+    /// Where the writer writes: `None` for standard output.
+    pub(crate) fn target(&self) -> crate::audit::AuditConfig {
+        crate::audit::AuditConfig {
+            path: (self.path.as_os_str() != "-").then(|| self.path.clone()),
+            max_bytes: self.max_bytes,
+            keep: self.keep,
+        }
+    }
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health, status and reload.
@@ -392,6 +426,11 @@ impl Config {
         if let Some(file) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
             rebase(file);
         }
+        if let Some(audit) = self.audit.as_mut() {
+            if audit.path.as_os_str() != "-" {
+                rebase(&mut audit.path);
+            }
+        }
         self
     }
 
@@ -633,6 +672,17 @@ impl Config {
                 errors.push("policy: only a server enforces an access policy; remove it".into());
             } else if let Err(problems) = self.build_policy(section) {
                 errors.extend(problems);
+            }
+        }
+        if let Some(audit) = &self.audit {
+            if audit.max_bytes < 4096 {
+                errors.push(format!(
+                    "audit.max_bytes: {} is too small to hold a record (at least 4096)",
+                    audit.max_bytes
+                ));
+            }
+            if audit.path.as_os_str().is_empty() {
+                errors.push("audit.path: give a file, or \"-\" for standard output".into());
             }
         }
         if !(1..=1_000_000).contains(&self.limits.max_streams) {

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand};
 
 mod admin;
+mod audit;
 mod config;
 mod demo;
 mod notify;

@@ -20,6 +20,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tracing::Instrument;
 
 use crate::admin::{Admin, AdminState, Token};
+use crate::audit::Audit;
 use crate::config::{Config, Mode, Role, parse_duration};
 use crate::observe::{Observed, Sources};
 use crate::policy::{Access, Guard};
@@ -52,6 +53,8 @@ pub(crate) struct Running {
     /// The server's access policy, and the configuration file it is read from again on
     /// reload.
     policy: Option<(Guard, std::path::PathBuf)>,
+    /// Security events.
+    pub(crate) audit: Audit,
 }
 
 fn duration(text: &str) -> Duration {
@@ -167,6 +170,21 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         crl_files: config.tls.crls.clone(),
         expiry_warning: duration(&config.tls.expiry_warning),
     });
+    let audit = match &config.audit {
+        None => Audit::off(),
+        Some(section) => {
+            let target = section.target();
+            Audit::start(target.clone()).map_err(|e| {
+                format!(
+                    "audit.path: cannot open {}: {e}",
+                    target
+                        .path
+                        .as_deref()
+                        .map_or_else(|| "standard output".into(), |p| p.display().to_string())
+                )
+            })?
+        }
+    };
     let (reload_tx, reloads) = mpsc::channel(4);
     let mut running = Running {
         listen: None,
@@ -183,7 +201,14 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         admin: None,
         reloads,
         policy: None,
+        audit: audit.clone(),
     };
+    tokio::spawn(upkeep(
+        observed.clone(),
+        Arc::clone(&identity),
+        audit.clone(),
+        running.stop.subscribe(),
+    ));
     if let Some(section) = &config.admin {
         let token = Token::load(
             section.token_file.as_deref(),
@@ -201,6 +226,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
             status: Box::new(move || status_source.status()),
             reload: reload_tx,
             token,
+            audit: audit.clone(),
         });
         tracing::info!(admin = %admin.addr(), "admin endpoint listening");
         tokio::spawn(admin.serve(state, running.stop.subscribe()));
@@ -249,10 +275,19 @@ async fn start_server(
     running.shutdown_timeout = duration(&section.shutdown_timeout);
     let server = Server::with_on_refused(
         section.max_clients,
-        Arc::new(|peer, reason, error| {
-            metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => reason)
-                .increment(1);
-            let _ = (peer, error);
+        Arc::new({
+            let audit = running.audit.clone();
+            move |peer, reason, error| {
+                metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => reason)
+                    .increment(1);
+                audit
+                    .event("handshake.refused")
+                    .remote(peer)
+                    .field("reason", reason)
+                    .field("by", "accept")
+                    .field("error", error.to_string())
+                    .emit();
+            }
         }),
     );
     running.server = Some(server.clone());
@@ -280,6 +315,7 @@ async fn start_server(
         }
     };
     let guard = Guard::new(access);
+    let audit = running.audit.clone();
     running.observed.set_guard(guard.clone());
     running.policy = Some((guard.clone(), config.path.clone()));
     let session_config = session_config(config, SessionRole::Server);
@@ -342,6 +378,7 @@ async fn start_server(
                         server: tracker.clone(),
                         observed: observed.clone(),
                         guard: guard.clone(),
+                        audit: audit.clone(),
                     },
                 )
                 .instrument(span)
@@ -543,6 +580,37 @@ async fn start_client(
     Ok(())
 }
 
+/// Every minute: refreshes the gauges read from live state (certificate expiry among them,
+/// so they are current even when nothing scrapes `/status`), and warns, logs and audits the
+/// first time the certificate's remaining life crosses each warning threshold.
+async fn upkeep(
+    observed: Observed,
+    identity: Arc<ReloadableIdentity>,
+    audit: Audit,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let _ = observed.status();
+        if let Some(threshold) = identity.check_expiry(std::time::SystemTime::now()) {
+            audit
+                .event("certificate.expiry_warning")
+                .field("threshold_seconds", threshold.as_secs())
+                .field(
+                    "seconds_left",
+                    identity
+                        .expires_in(std::time::SystemTime::now())
+                        .map_or(0, |d| d.as_secs()),
+                )
+                .emit();
+        }
+    }
+}
+
 /// The access policy in the configuration file as it is now: read and checked whole, so a
 /// bad file changes nothing.
 fn reload_policy(path: &std::path::Path) -> Result<Access, String> {
@@ -604,8 +672,15 @@ impl Running {
                 }
             },
         };
-        self.observed
-            .reloaded(ok, format!("{identity}; {trust}{policy}"))
+        let status = self
+            .observed
+            .reloaded(ok, format!("{identity}; {trust}{policy}"));
+        self.audit
+            .event("config.reload")
+            .field("ok", status.ok)
+            .field("outcome", status.outcome.as_str())
+            .emit();
+        status
     }
 
     /// Stops accepting and reconnecting, says goodbye to every peer, and waits for them up

@@ -15,6 +15,7 @@ use sssonector_tunnel::{Incoming, LinkConfig, stream_code, tun};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::audit::Audit;
 use crate::observe::Observed;
 use crate::policy::{Denied, Guard, Verdict};
 use crate::run::pacing;
@@ -39,6 +40,26 @@ pub(crate) struct ServeOptions {
     pub(crate) server: Server,
     pub(crate) observed: Observed,
     pub(crate) guard: Guard,
+    pub(crate) audit: Audit,
+}
+
+/// Who a session is, for its audit records.
+#[derive(Clone)]
+struct Who {
+    audit: Audit,
+    session: String,
+    identity: String,
+    remote: SocketAddr,
+}
+
+impl Who {
+    fn event(&self, event: &str) -> crate::audit::Event<'_> {
+        self.audit
+            .event(event)
+            .session(&self.session)
+            .identity(&self.identity)
+            .remote(self.remote)
+    }
 }
 
 /// Counts a policy denial and logs it at info, at most once a second per kind: a client
@@ -68,6 +89,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         server,
         observed,
         guard,
+        audit,
     } = options;
     let Handshaken {
         tls,
@@ -76,6 +98,12 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
     } = handshaken;
     let identity = peer_identity.name().to_owned();
     let serial = peer_identity.serial.clone();
+    let who = Who {
+        audit,
+        session: id.clone(),
+        identity: identity.clone(),
+        remote: peer,
+    };
     let admitted = guard.admit(&peer_identity);
     // Its own budgets (what the server reads is the client's upload), unless its tier's,
     // shared with the identity's other connections, replace them.
@@ -128,6 +156,10 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => "policy")
             .increment(1);
         tracing::info!(%peer, identity, reason, "session refused by the access policy");
+        who.event("handshake.refused")
+            .field("reason", reason)
+            .field("by", "policy")
+            .emit();
     }
     let session = Session::server(session_config, Instant::now(), assign);
     let established = sssonector_tunnel::Link::establish(tls, session, link_config).await;
@@ -143,6 +175,10 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
                 metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => "session")
                     .increment(1);
                 tracing::info!(%peer, identity, error = %e, "session refused");
+                who.event("handshake.refused")
+                    .field("reason", "session")
+                    .field("error", e.to_string())
+                    .emit();
             }
             release(&mode, &assigned);
             return;
@@ -160,17 +196,38 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         link.clone(),
     );
     tracing::info!(%peer, identity, ?addresses, rule = admitted.verdict.rule(), "client connected");
+    who.event("session.start")
+        .field("rule", admitted.verdict.rule())
+        .field("serial", peer_identity.serial_hex())
+        .field("sha256", peer_identity.sha256.clone())
+        .field(
+            "addresses",
+            addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+        .emit();
+    let started = Instant::now();
     metrics::gauge!("sssonector_server_clients").increment(1.0);
 
     // The session's verdict, re-evaluated whenever the policy changes; its traffic watches it.
     let (verdict_tx, verdict) = watch::channel(admitted.verdict.clone());
     let watcher = tokio::spawn(
-        watch_policy(guard.clone(), peer_identity, verdict_tx, link.clone(), peer)
-            .in_current_span(),
+        watch_policy(
+            guard.clone(),
+            peer_identity,
+            verdict_tx,
+            link.clone(),
+            who.clone(),
+        )
+        .in_current_span(),
     );
     match &*mode {
         ServerMode::Forward(targets) => {
-            tokio::spawn(serve_streams(incoming, targets.clone(), verdict, peer).in_current_span());
+            tokio::spawn(
+                serve_streams(incoming, targets.clone(), verdict, who.clone()).in_current_span(),
+            );
         }
         ServerMode::Tun { device, router, .. } => {
             for addr in &addresses {
@@ -182,7 +239,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
                     addresses.clone(),
                     Arc::clone(device),
                     Arc::clone(router),
-                    Some(packet_filter(verdict)),
+                    Some(packet_filter(verdict, who.clone())),
                 )
                 .in_current_span(),
             );
@@ -205,6 +262,13 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         bytes_out = stats.bytes_out,
         "client disconnected"
     );
+    who.event("session.end")
+        .field("reason", format!("{reason:?}"))
+        .field("bytes_in", stats.bytes_in)
+        .field("bytes_out", stats.bytes_out)
+        .field("streams", stats.streams_opened)
+        .field("seconds", started.elapsed().as_secs())
+        .emit();
     drop(admitted.slot);
     release(&mode, &assigned);
 }
@@ -222,7 +286,7 @@ async fn watch_policy(
     peer_identity: sssonector_certs::PeerIdentity,
     verdict: watch::Sender<Verdict>,
     link: sssonector_tunnel::Link,
-    peer: SocketAddr,
+    who: Who,
 ) {
     let mut access = guard.subscribe();
     access.mark_unchanged();
@@ -232,9 +296,10 @@ async fn watch_policy(
             denied(
                 "session",
                 "no_rule",
-                &format_args!("{} from {peer}", peer_identity.name()),
+                &format_args!("{} from {}", who.identity, who.remote),
             );
-            tracing::info!(%peer, identity = peer_identity.name(), "the new access policy refuses this client: ending its session");
+            tracing::info!(peer = %who.remote, identity = who.identity, "the new access policy refuses this client: ending its session");
+            who.event("session.ended_by_policy").emit();
             link.close();
         }
         verdict.send_replace(now);
@@ -248,7 +313,7 @@ async fn serve_streams(
     mut incoming: mpsc::Receiver<Incoming>,
     targets: Targets,
     verdict: watch::Receiver<Verdict>,
-    peer: SocketAddr,
+    who: Who,
 ) {
     while let Some(item) = incoming.recv().await {
         let Incoming::Stream { target, stream } = item else {
@@ -258,13 +323,23 @@ async fn serve_streams(
             denied(
                 "stream",
                 "not_granted",
-                &format_args!("{target:?} for {peer}"),
+                &format_args!("{target:?} for {}", who.remote),
             );
+            who.event("stream.refused")
+                .field("rule", target.as_str())
+                .field("stream", stream.id())
+                .field("reason", "not_granted")
+                .emit();
             stream.reset(stream_code::NOT_PERMITTED);
             continue;
         }
+        who.event("stream.open")
+            .field("rule", target.as_str())
+            .field("stream", stream.id())
+            .emit();
         let targets = targets.clone();
         let mut verdict = verdict.clone();
+        let who = who.clone();
         tokio::spawn(
             async move {
                 let id = stream.id();
@@ -285,7 +360,12 @@ async fn serve_streams(
                         Err(e) => tracing::info!(id, target, error = %e, "stream failed"),
                     },
                     () = withdrawn => {
-                        denied("stream", "withdrawn", &format_args!("{target:?} for {peer}"));
+                        denied("stream", "withdrawn", &format_args!("{target:?} for {}", who.remote));
+                        who.event("stream.refused")
+                            .field("rule", target.as_str())
+                            .field("stream", id)
+                            .field("reason", "withdrawn")
+                            .emit();
                         reset.reset(stream_code::NOT_PERMITTED);
                     }
                 }
@@ -296,9 +376,12 @@ async fn serve_streams(
 }
 
 /// The TUN filter for one session: its verdict, refreshed when the policy changes (one
-/// atomic load per packet otherwise).
-fn packet_filter(mut verdict: watch::Receiver<Verdict>) -> tun::PacketFilter {
+/// atomic load per packet otherwise). Denied packets are audited at most once every 10 s
+/// per session, with how many were denied since.
+fn packet_filter(mut verdict: watch::Receiver<Verdict>, who: Who) -> tun::PacketFilter {
     let mut current = verdict.borrow_and_update().clone();
+    let mut last_audit: Option<Instant> = None;
+    let mut unaudited = 0u64;
     Box::new(move |dst, to| {
         if verdict.has_changed().unwrap_or(false) {
             current = verdict.borrow_and_update().clone();
@@ -306,6 +389,23 @@ fn packet_filter(mut verdict: watch::Receiver<Verdict>) -> tun::PacketFilter {
         let allowed = current.allows_packet(dst, to);
         if !allowed {
             denied("packet", "not_granted", &dst);
+            unaudited += 1;
+            if last_audit.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                who.event("packet.denied")
+                    .field("destination", dst.to_string())
+                    .field(
+                        "to",
+                        if to == tun::Destination::Client {
+                            "client"
+                        } else {
+                            "server"
+                        },
+                    )
+                    .field("count", unaudited)
+                    .emit();
+                last_audit = Some(Instant::now());
+                unaudited = 0;
+            }
         }
         allowed
     })

@@ -78,11 +78,28 @@ fn server_config(dir: &Path, target: SocketAddr, extra: &str) {
              [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n{extra}\n\
              [server]\nlisten = \"127.0.0.1:0\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\
+             [audit]\npath = \"audit.jsonl\"\n\
              [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n"
         ),
     )
     .unwrap();
     std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+}
+
+/// Waits for an audit line containing every one of `parts`.
+fn audited(dir: &Path, parts: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return line.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no audit line with {parts:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -230,6 +247,31 @@ fn metrics_status_and_reload_over_http() {
     let (_, _, body) = http(admin, "GET", "/status", Some(TOKEN));
     assert!(body.contains("\"last_reload\": {"), "{body}");
 
+    // Admin access is audited, the token never.
+    audited(
+        &dir,
+        &[
+            "\"event\":\"admin.access\"",
+            "\"path\":\"/metrics\"",
+            "\"status\":401",
+        ],
+    );
+    audited(
+        &dir,
+        &[
+            "\"event\":\"admin.access\"",
+            "\"path\":\"/reload\"",
+            "\"status\":200",
+            "\"authorized\":true",
+        ],
+    );
+    audited(&dir, &["\"event\":\"config.reload\"", "\"ok\":true"]);
+    let log = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    assert!(
+        !log.contains(TOKEN) && !log.contains("wrong-token"),
+        "a token reached the audit log"
+    );
+
     assert_eq!(http(admin, "GET", "/nothing", None).0, 404);
     assert_eq!(http(admin, "DELETE", "/status", Some(TOKEN)).0, 405);
     drop(tmp);
@@ -271,6 +313,14 @@ fn readiness_turns_false_on_a_certificate_about_to_expire() {
     );
     // Still alive.
     assert_eq!(http(admin, "GET", "/healthz", None).0, 200);
+    // The certificate's remaining day crossed the 30-, 7- and 1-day warnings: audited.
+    audited(
+        &dir,
+        &[
+            "\"event\":\"certificate.expiry_warning\"",
+            "\"threshold_seconds\":",
+        ],
+    );
     drop(tmp);
 }
 

@@ -19,6 +19,7 @@ fn server_toml(target: SocketAddr, alice_forwards: &str) -> String {
          [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
          [server]\nlisten = \"127.0.0.1:0\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [audit]\npath = \"audit.jsonl\"\n\
          [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n\
          [[forward]]\nname = \"other\"\ntarget = \"{target}\"\n\
          [[policy.rule]]\nname = \"alice\"\nmatch = {{ cn = \"alice\" }}\nforwards = {alice_forwards}\n"
@@ -47,6 +48,26 @@ fn log_contains(file: &Path, wanted: &str) -> String {
             started.elapsed() < Duration::from_secs(15),
             "{} never said {wanted:?}:\n{text}",
             file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for an audit record with every `field: value` pair given; returns it.
+fn audited(dir: &Path, pairs: &[(&str, &str)]) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| {
+            pairs
+                .iter()
+                .all(|(k, v)| line.contains(&format!("\"{k}\":\"{v}\"")))
+        }) {
+            return line.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no audit record with {pairs:?} in:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -86,6 +107,46 @@ fn default_deny_granted_rules_and_a_live_policy_change() {
     assert_eq!(through(other, b"not granted"), None);
     log_contains(&dir.join("alice.log"), "reason=\"not_permitted\"");
 
+    let started = audited(
+        &dir,
+        &[
+            ("event", "session.start"),
+            ("identity", "alice"),
+            ("rule", "alice"),
+        ],
+    );
+    assert!(
+        started.contains("\"session\":\"") && started.contains("\"remote\":\"127.0.0.1:"),
+        "{started}"
+    );
+    // The correlation id: the same in the audit record and the session's diagnostic lines.
+    let session = started
+        .split("\"session\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    log_contains(
+        &dir.join("server.log"),
+        &format!("session{{id={session}}}: client connected"),
+    );
+    audited(
+        &dir,
+        &[
+            ("event", "stream.open"),
+            ("rule", "echo"),
+            ("session", &session),
+        ],
+    );
+    audited(
+        &dir,
+        &[
+            ("event", "stream.refused"),
+            ("rule", "other"),
+            ("reason", "not_granted"),
+        ],
+    );
+
     // bob matches no rule: refused at the handshake, and told so.
     std::fs::write(dir.join("bob.toml"), client_toml(server_addr, "bob")).unwrap();
     let (_bob, _bob_notify) = start(&dir, "bob.toml", "bob");
@@ -101,6 +162,14 @@ fn default_deny_granted_rules_and_a_live_policy_change() {
     assert!(
         metrics.contains("sssonector_policy_denials_total{kind=\"stream\",reason=\"not_granted\"}"),
         "{metrics}"
+    );
+    audited(
+        &dir,
+        &[
+            ("event", "handshake.refused"),
+            ("identity", "bob"),
+            ("reason", "no_rule"),
+        ],
     );
     let status = get(admin, "/status");
     let version = status
@@ -143,6 +212,16 @@ fn default_deny_granted_rules_and_a_live_policy_change() {
         Some(&b"now granted"[..])
     );
     assert_eq!(through(echo, b"withdrawn"), None);
+    audited(
+        &dir,
+        &[
+            ("event", "stream.refused"),
+            ("rule", "echo"),
+            ("reason", "withdrawn"),
+        ],
+    );
+    let reload = audited(&dir, &[("event", "config.reload")]);
+    assert!(reload.contains("\"ok\":true"), "{reload}");
     let metrics = get(admin, "/metrics");
     assert!(
         metrics.contains("sssonector_policy_denials_total{kind=\"stream\",reason=\"withdrawn\"}"),

@@ -95,6 +95,8 @@ pub(crate) struct AdminState {
     /// Asks the main loop to reload; it answers with the outcome.
     pub(crate) reload: tokio::sync::mpsc::Sender<oneshot::Sender<ReloadStatus>>,
     pub(crate) token: Option<Token>,
+    /// Admin access is audited: refused requests, reloads and status reads.
+    pub(crate) audit: crate::audit::Audit,
 }
 
 impl std::fmt::Debug for AdminState {

@@ -86,9 +86,22 @@ pub(super) async fn handle(
         "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload" => path.clone(),
         _ => "other".to_owned(),
     };
-    metrics::counter!("sssonector_admin_requests_total", "path" => label, "status" => status.to_string())
+    metrics::counter!("sssonector_admin_requests_total", "path" => label.clone(), "status" => status.to_string())
         .increment(1);
     tracing::debug!(%peer, %method, path, status, "admin request");
+    // Scrapes and probes would drown the log: refusals, reloads and status reads are what
+    // an auditor asks about.
+    if status >= 400 || method == Method::POST || label == "/status" {
+        state
+            .audit
+            .event("admin.access")
+            .remote(peer)
+            .field("method", method.as_str())
+            .field("path", label.as_str())
+            .field("status", status)
+            .field("authorized", authorized)
+            .emit();
+    }
     harden(response)
 }
 

@@ -42,6 +42,9 @@ pub(crate) struct Config {
     pub(crate) admin: Option<Admin>,
     /// The audit log (off unless set).
     pub(crate) audit: Option<Audit>,
+    /// Temporary bans of sources that keep failing (server).
+    #[serde(default)]
+    pub(crate) bans: Bans,
     /// Who may do what (server); without it every authenticated client has full access.
     pub(crate) policy: Option<crate::policy::PolicySection>,
     /// The configuration file's directory (relative paths in it are relative to this).
@@ -50,6 +53,48 @@ pub(crate) struct Config {
     /// The configuration file, read again on reload.
     #[serde(skip)]
     pub(crate) path: PathBuf,
+}
+
+/// `[bans]`: a source with `failures` refused handshakes or policy denials within `window`
+/// is refused at once for `ban`, doubled on each repeat within a day, up to `max_ban`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Bans {
+    #[serde(default = "default_true")]
+    pub(crate) enabled: bool,
+    #[serde(default = "default_ban_failures")]
+    pub(crate) failures: u32,
+    #[serde(default = "default_ban_window")]
+    pub(crate) window: String,
+    #[serde(default = "default_ban")]
+    pub(crate) ban: String,
+    #[serde(default = "default_max_ban")]
+    pub(crate) max_ban: String,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failures: default_ban_failures(),
+            window: default_ban_window(),
+            ban: default_ban(),
+            max_ban: default_max_ban(),
+        }
+    }
+}
+
+fn default_ban_failures() -> u32 {
+    10
+}
+fn default_ban_window() -> String {
+    "1m".into()
+}
+fn default_ban() -> String {
+    "1m".into()
+}
+fn default_max_ban() -> String {
+    "1h".into()
 }
 
 /// `[audit]`: security events as JSON lines.
@@ -124,6 +169,18 @@ pub(crate) struct Server {
     /// How long a graceful shutdown waits for clients to say goodbye.
     #[serde(default = "default_shutdown_timeout")]
     pub(crate) shutdown_timeout: String,
+    /// Unfinished handshakes one source (an address, an IPv6 /64) may hold at once; by
+    /// default a tenth of `max_clients`, at least 2.
+    pub(crate) max_handshakes_per_source: Option<usize>,
+}
+
+impl Server {
+    /// `max_handshakes_per_source`, or its default.
+    pub(crate) fn handshakes_per_source(&self) -> usize {
+        self.max_handshakes_per_source
+            .unwrap_or((self.max_clients / 10).max(2))
+            .min(self.max_clients)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -556,6 +613,9 @@ impl Config {
             d
         };
         duration("tls.expiry_warning", &self.tls.expiry_warning);
+        duration("bans.window", &self.bans.window);
+        let ban = duration("bans.ban", &self.bans.ban);
+        let max_ban = duration("bans.max_ban", &self.bans.max_ban);
         let interval = duration("keepalive.interval", &self.keepalive.interval);
         let timeout = duration("keepalive.timeout", &self.keepalive.timeout);
         if let Some(server) = &self.server {
@@ -564,6 +624,17 @@ impl Config {
         }
         if let Some(client) = &self.client {
             duration("client.connect_timeout", &client.connect_timeout);
+        }
+        if let (Some(ban), Some(max_ban)) = (ban, max_ban) {
+            if max_ban < ban {
+                errors.push(format!(
+                    "bans.max_ban ({}) must not be shorter than bans.ban ({})",
+                    self.bans.max_ban, self.bans.ban
+                ));
+            }
+        }
+        if self.bans.failures == 0 {
+            errors.push("bans.failures: must be at least 1 (or set bans.enabled = false)".into());
         }
         if let (Some(i), Some(t)) = (interval, timeout) {
             if t <= i {
@@ -591,6 +662,9 @@ impl Config {
             }
             if server.max_clients == 0 {
                 errors.push("server.max_clients: must be at least 1".into());
+            }
+            if server.max_handshakes_per_source == Some(0) {
+                errors.push("server.max_handshakes_per_source: must be at least 1".into());
             }
             for (i, net) in server.allow.iter().enumerate() {
                 if !is_cidr(net) {

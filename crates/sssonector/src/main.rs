@@ -11,8 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
+mod abuse;
 mod admin;
 mod audit;
+mod bans;
 mod config;
 mod demo;
 mod notify;

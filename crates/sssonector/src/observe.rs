@@ -26,6 +26,8 @@ struct Inner {
     server: Mutex<Option<sssonector_tunnel::server::Server>>,
     /// The server's access policy.
     guard: Mutex<Option<crate::policy::Guard>>,
+    /// The server's bans.
+    shield: Mutex<Option<crate::abuse::Shield>>,
     sessions: Sessions,
     identity: Arc<ReloadableIdentity>,
     trust: Arc<ReloadableTrust>,
@@ -81,6 +83,7 @@ impl Observed {
                 listen: Mutex::new(None),
                 server: Mutex::new(None),
                 guard: Mutex::new(None),
+                shield: Mutex::new(None),
                 sessions: Sessions::default(),
                 identity: sources.identity,
                 trust: sources.trust,
@@ -101,6 +104,11 @@ impl Observed {
     /// What the server listens on, or the client's servers.
     pub(crate) fn set_listen(&self, listen: String) {
         *self.inner.listen.lock() = Some(listen);
+    }
+
+    /// The server's bans, for `/status`.
+    pub(crate) fn set_shield(&self, shield: crate::abuse::Shield) {
+        *self.inner.shield.lock() = Some(shield);
     }
 
     /// The server's access policy, for `/status`.
@@ -238,7 +246,12 @@ impl Observed {
             problems,
             sessions,
             certificates,
-            bans: Vec::new(),
+            bans: inner
+                .shield
+                .lock()
+                .as_ref()
+                .map(crate::abuse::Shield::status)
+                .unwrap_or_default(),
             policy: {
                 let version = inner
                     .guard

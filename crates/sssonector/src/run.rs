@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tracing::Instrument;
 
+use crate::abuse::Shield;
 use crate::admin::{Admin, AdminState, Token};
 use crate::audit::Audit;
 use crate::config::{Config, Mode, Role, parse_duration};
@@ -273,10 +274,23 @@ async fn start_server(
         .map_err(|e| format!("server.listen: cannot listen on {}: {e}", section.listen))?;
     running.listen = listener.local_addr().ok();
     running.shutdown_timeout = duration(&section.shutdown_timeout);
-    let server = Server::with_on_refused(
-        section.max_clients,
-        Arc::new({
+    let bans = config.bans.enabled.then(|| {
+        crate::bans::Bans::new(
+            crate::bans::BanPolicy {
+                failures: config.bans.failures,
+                window: duration(&config.bans.window),
+                ban: duration(&config.bans.ban),
+                max_ban: duration(&config.bans.max_ban),
+            },
+            Arc::new(sssonector_core::SystemClock),
+        )
+    });
+    let shield = Shield::new(bans, section.handshakes_per_source(), running.audit.clone());
+    tokio::spawn(shield.clone().sweep(running.stop.subscribe()));
+    running.observed.set_shield(shield.clone());
+    let server = Server::builder(section.max_clients).on_refused(Arc::new({
             let audit = running.audit.clone();
+            let shield = shield.clone();
             move |peer, reason, error| {
                 metrics::counter!("sssonector_server_handshakes_total", "outcome" => "refused", "reason" => reason)
                     .increment(1);
@@ -287,9 +301,15 @@ async fn start_server(
                     .field("by", "accept")
                     .field("error", error.to_string())
                     .emit();
+                // Garbage, bad certificates and stalled handshakes count toward a ban; a
+                // source outside `allow` or over its rate is refused anyway.
+                if matches!(reason, "tls" | "identity" | "handshake_timeout") {
+                    shield.failure(peer, reason);
+                }
             }
-        }),
-    );
+        }))
+        .gate(shield.gate())
+        .build();
     running.server = Some(server.clone());
     if let Some(addr) = running.listen {
         running.observed.set_listen(addr.to_string());
@@ -379,6 +399,7 @@ async fn start_server(
                         observed: observed.clone(),
                         guard: guard.clone(),
                         audit: audit.clone(),
+                        shield: shield.clone(),
                     },
                 )
                 .instrument(span)

@@ -15,6 +15,7 @@ use sssonector_tunnel::{Incoming, LinkConfig, stream_code, tun};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::abuse::Shield;
 use crate::audit::Audit;
 use crate::observe::Observed;
 use crate::policy::{Denied, Guard, Verdict};
@@ -41,12 +42,14 @@ pub(crate) struct ServeOptions {
     pub(crate) observed: Observed,
     pub(crate) guard: Guard,
     pub(crate) audit: Audit,
+    pub(crate) shield: Shield,
 }
 
-/// Who a session is, for its audit records.
+/// Who a session is, for its audit records and ban counts.
 #[derive(Clone)]
 struct Who {
     audit: Audit,
+    shield: Shield,
     session: String,
     identity: String,
     remote: SocketAddr,
@@ -90,6 +93,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         observed,
         guard,
         audit,
+        shield,
     } = options;
     let Handshaken {
         tls,
@@ -100,6 +104,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
     let serial = peer_identity.serial.clone();
     let who = Who {
         audit,
+        shield,
         session: id.clone(),
         identity: identity.clone(),
         remote: peer,
@@ -160,6 +165,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
             .field("reason", reason)
             .field("by", "policy")
             .emit();
+        who.shield.failure(peer, "policy");
     }
     let session = Session::server(session_config, Instant::now(), assign);
     let established = sssonector_tunnel::Link::establish(tls, session, link_config).await;
@@ -330,6 +336,7 @@ async fn serve_streams(
                 .field("stream", stream.id())
                 .field("reason", "not_granted")
                 .emit();
+            who.shield.failure(who.remote, "policy");
             stream.reset(stream_code::NOT_PERMITTED);
             continue;
         }

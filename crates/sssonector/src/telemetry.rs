@@ -108,13 +108,38 @@ pub(crate) const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "sssonector_server_refused_total",
         Kind::Counter,
         None,
-        "Connections refused by reason (max_clients, not_allowed, rate_limited, handshake_timeout, identity, tls).",
+        "Connections refused by reason (max_clients, banned, handshakes_per_source, not_allowed, rate_limited, handshake_timeout, identity, tls).",
     ),
     (
         "sssonector_server_handshakes_total",
         Kind::Counter,
         None,
         "Tunnel handshakes by outcome (accepted, refused) and reason.",
+    ),
+    // Access policy, bans and the audit log.
+    (
+        "sssonector_policy_denials_total",
+        Kind::Counter,
+        None,
+        "Policy denials by kind (handshake, session, stream, packet) and reason.",
+    ),
+    (
+        "sssonector_bans_total",
+        Kind::Counter,
+        None,
+        "Sources banned, by the failure that tipped the ban.",
+    ),
+    (
+        "sssonector_bans_active",
+        Kind::Gauge,
+        None,
+        "Sources banned now.",
+    ),
+    (
+        "sssonector_audit_dropped_total",
+        Kind::Counter,
+        None,
+        "Audit records dropped (queue full or write failed).",
     ),
     // The client's reconnects.
     (

@@ -355,6 +355,13 @@ pub fn refusal_reason(error: &(dyn std::error::Error + 'static)) -> &'static str
 pub type OnRefused =
     Arc<dyn Fn(SocketAddr, &'static str, &(dyn std::error::Error + 'static)) + Send + Sync>;
 
+/// Decides, right after accept, whether a connection goes on to the accept stack: `Ok` with a
+/// ticket held until its handshake is over (so the gate can count unfinished handshakes), or
+/// `Err` with the reason it is closed at once (the `reason` label of
+/// `sssonector_server_refused_total`).
+pub type Gate =
+    Arc<dyn Fn(SocketAddr) -> Result<Box<dyn std::any::Any + Send>, &'static str> + Send + Sync>;
+
 /// Counters of the accept loop.
 #[derive(Debug, Default)]
 struct ServerCounters {
@@ -395,6 +402,55 @@ struct ServerInner {
     counters: ServerCounters,
     stop: watch::Sender<bool>,
     on_refused: Option<OnRefused>,
+    gate: Option<Gate>,
+}
+
+/// Builds a [`Server`] with hooks.
+pub struct ServerBuilder {
+    max_clients: usize,
+    on_refused: Option<OnRefused>,
+    gate: Option<Gate>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("max_clients", &self.max_clients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Tells `on_refused` of each connection the accept stack refuses (for an audit log, or
+    /// to count failures against a source).
+    #[must_use]
+    pub fn on_refused(mut self, on_refused: OnRefused) -> Self {
+        self.on_refused = Some(on_refused);
+        self
+    }
+
+    /// Puts each accepted connection to `gate` before anything else (a ban list, a cap on
+    /// unfinished handshakes per source).
+    #[must_use]
+    pub fn gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> Server {
+        Server {
+            inner: Arc::new(ServerInner {
+                clients: Arc::new(Semaphore::new(self.max_clients)),
+                max_clients: self.max_clients,
+                links: Mutex::new(Vec::new()),
+                counters: ServerCounters::default(),
+                stop: watch::channel(false).0,
+                on_refused: self.on_refused,
+                gate: self.gate,
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for Server {
@@ -408,25 +464,15 @@ impl fmt::Debug for Server {
 impl Server {
     /// A server for at most `max_clients` clients at once.
     pub fn new(max_clients: usize) -> Self {
-        Self::build(max_clients, None)
+        Self::builder(max_clients).build()
     }
 
-    /// A server for at most `max_clients` clients at once that tells `on_refused` of each
-    /// connection its accept stack refuses (for an audit log, or to ban a source).
-    pub fn with_on_refused(max_clients: usize, on_refused: OnRefused) -> Self {
-        Self::build(max_clients, Some(on_refused))
-    }
-
-    fn build(max_clients: usize, on_refused: Option<OnRefused>) -> Self {
-        Self {
-            inner: Arc::new(ServerInner {
-                clients: Arc::new(Semaphore::new(max_clients)),
-                max_clients,
-                links: Mutex::new(Vec::new()),
-                counters: ServerCounters::default(),
-                stop: watch::channel(false).0,
-                on_refused,
-            }),
+    /// A server for at most `max_clients` clients at once, with hooks.
+    pub fn builder(max_clients: usize) -> ServerBuilder {
+        ServerBuilder {
+            max_clients,
+            on_refused: None,
+            gate: None,
         }
     }
 
@@ -504,12 +550,34 @@ impl Server {
                     .increment(1);
                 continue;
             };
+            let ticket = match &self.inner.gate {
+                None => None,
+                Some(gate) => match gate(peer) {
+                    Ok(ticket) => Some(ticket),
+                    Err(reason) => {
+                        self.inner
+                            .counters
+                            .refused_stack
+                            .fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("sssonector_server_refused_total", "reason" => reason)
+                            .increment(1);
+                        static REFUSED: sssonector_core::Throttle =
+                            sssonector_core::Throttle::new(Duration::from_secs(10));
+                        if let Some(suppressed) = REFUSED.check() {
+                            tracing::info!(%peer, reason, suppressed, "connection refused at once");
+                        }
+                        continue;
+                    }
+                },
+            };
             let stack = stack.clone();
             let handle = handle.clone();
             let server = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match stack.oneshot(Accepted { socket, peer }).await {
+                let result = stack.oneshot(Accepted { socket, peer }).await;
+                drop(ticket);
+                match result {
                     Ok(handshaken) => handle(handshaken).await,
                     Err(e) => {
                         server

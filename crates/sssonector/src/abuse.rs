@@ -1,0 +1,202 @@
+//! The server's abuse protection, between accept and TLS: banned sources are closed at once,
+//! and no source holds more than its share of unfinished handshakes. Failures reported by the
+//! accept path and the policy feed the [`Bans`] table; bans and unbans are logged, counted
+//! and audited.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use sssonector_tunnel::server::Gate;
+use tokio::sync::watch;
+
+use crate::audit::Audit;
+use crate::bans::{Ban, Bans};
+use crate::sessions::rfc3339;
+use crate::status::BanStatus;
+
+/// Bans, handshake shares, and where to report. Clones share them.
+#[derive(Clone, Debug)]
+pub(crate) struct Shield {
+    bans: Option<Bans>,
+    /// Unfinished handshakes per source.
+    inflight: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_inflight: usize,
+    audit: Audit,
+}
+
+/// One unfinished handshake, counted against its source until dropped.
+struct Inflight {
+    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        let mut table = self.table.lock();
+        if let Some(n) = table.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Shield {
+    /// `bans` off (`None`) still caps unfinished handshakes per source at `max_inflight`.
+    pub(crate) fn new(bans: Option<Bans>, max_inflight: usize, audit: Audit) -> Self {
+        Self {
+            bans,
+            inflight: Arc::default(),
+            max_inflight: max_inflight.max(1),
+            audit,
+        }
+    }
+
+    fn source(&self, addr: IpAddr) -> IpAddr {
+        match &self.bans {
+            Some(bans) => bans.source(addr),
+            None => sssonector_ratelimit::IpGrouping::default().key(addr),
+        }
+    }
+
+    /// The accept loop's gate.
+    pub(crate) fn gate(&self) -> Gate {
+        let shield = self.clone();
+        Arc::new(move |peer: SocketAddr| {
+            if let Some(bans) = &shield.bans {
+                if bans.banned(peer.ip()).is_some() {
+                    return Err("banned");
+                }
+            }
+            let source = shield.source(peer.ip());
+            let mut table = shield.inflight.lock();
+            let n = table.entry(source).or_insert(0);
+            if *n >= shield.max_inflight {
+                return Err("handshakes_per_source");
+            }
+            *n += 1;
+            drop(table);
+            Ok(Box::new(Inflight {
+                table: Arc::clone(&shield.inflight),
+                source,
+            }))
+        })
+    }
+
+    /// A failure from `peer` (a refused handshake, a policy denial): counted toward a ban.
+    pub(crate) fn failure(&self, peer: SocketAddr, reason: &str) {
+        let Some(bans) = &self.bans else { return };
+        if let Some(ban) = bans.failure(peer.ip(), reason) {
+            tracing::warn!(
+                source = %ban.source,
+                seconds = ban.length.as_secs(),
+                level = ban.level,
+                reason = ban.reason,
+                "source banned"
+            );
+            metrics::counter!("sssonector_bans_total", "reason" => reason.to_owned()).increment(1);
+            metrics::gauge!("sssonector_bans_active").set(count(bans.list().len()));
+            self.audit
+                .event("ban")
+                .remote(ban.source)
+                .field("seconds", ban.length.as_secs())
+                .field("level", ban.level)
+                .field("reason", ban.reason.as_str())
+                .emit();
+        }
+    }
+
+    /// Bans in force, for `/status`.
+    pub(crate) fn status(&self) -> Vec<BanStatus> {
+        let Some(bans) = &self.bans else {
+            return Vec::new();
+        };
+        let now = SystemTime::now();
+        bans.list()
+            .into_iter()
+            .map(|ban| BanStatus {
+                source: ban.source.to_string(),
+                until: rfc3339(now + bans.remaining(&ban)),
+                reason: ban.reason,
+            })
+            .collect()
+    }
+
+    /// Ends bans whose time is up, every 10 s, until `stop`.
+    pub(crate) async fn sweep(self, mut stop: watch::Receiver<bool>) {
+        let Some(bans) = self.bans.clone() else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            for ban in bans.sweep() {
+                self.unbanned(&ban);
+            }
+            metrics::gauge!("sssonector_bans_active").set(count(bans.list().len()));
+        }
+    }
+
+    fn unbanned(&self, ban: &Ban) {
+        tracing::info!(source = %ban.source, "ban ended");
+        self.audit
+            .event("unban")
+            .remote(ban.source)
+            .field("reason", ban.reason.as_str())
+            .emit();
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // ban counts are far below 2^52
+fn count(n: usize) -> f64 {
+    n as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bans::BanPolicy;
+
+    #[test]
+    fn a_source_holds_at_most_its_share_of_handshakes() {
+        let shield = Shield::new(None, 2, Audit::off());
+        let gate = shield.gate();
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
+        let first = gate(a).unwrap();
+        let _second = gate(a).unwrap();
+        assert_eq!(gate(a).err(), Some("handshakes_per_source"));
+        assert!(gate(b).is_ok(), "another source has its own share");
+        drop(first);
+        assert!(gate(a).is_ok(), "a finished handshake frees its place");
+    }
+
+    #[test]
+    fn a_banned_source_is_closed_at_once() {
+        let bans = Bans::new(
+            BanPolicy {
+                failures: 2,
+                window: Duration::from_secs(60),
+                ban: Duration::from_secs(60),
+                max_ban: Duration::from_secs(60),
+            },
+            Arc::new(sssonector_core::ManualClock::new()),
+        );
+        let shield = Shield::new(Some(bans), 10, Audit::off());
+        let gate = shield.gate();
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        shield.failure(a, "tls");
+        assert!(gate(a).is_ok());
+        shield.failure(a, "tls");
+        assert_eq!(gate(a).err(), Some("banned"));
+        assert_eq!(shield.status().len(), 1);
+        assert_eq!(shield.status()[0].source, "192.0.2.1");
+    }
+}

@@ -1,0 +1,172 @@
+//! Abuse protection through the binary, on loopback: a source that keeps failing its
+//! handshake is banned (refused at once, even with a valid certificate), listed in /status,
+//! counted, and audited; one source cannot hold every handshake slot.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::process::{address_after, echo_target, expect, start, through};
+use common::{TempDir, pki};
+
+fn get(admin: SocketAddr, path: &str) -> String {
+    let mut socket = TcpStream::connect(admin).unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Sends bytes that are not TLS and waits for the server to hang up.
+fn garbage(server: SocketAddr) {
+    let mut socket = TcpStream::connect(server).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = socket.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let _ = socket.read_to_end(&mut Vec::new());
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> Option<String>) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never saw {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn repeated_failures_ban_the_source() {
+    let tmp = TempDir::new("abuse");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["alice"]);
+    let target = echo_target();
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\nconnections_per_second = 0\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
+             [audit]\npath = \"audit.jsonl\"\n\
+             [bans]\nfailures = 3\nwindow = \"1m\"\nban = \"10m\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n"
+        ),
+    )
+    .unwrap();
+    let (_server, notify) = start(&dir, "server.toml", "server");
+    let ready = expect(&notify, "READY=1");
+    let server_addr = address_after(&ready, "serving on ");
+    let admin = address_after(&ready, "admin on ");
+
+    for _ in 0..3 {
+        garbage(server_addr);
+    }
+    let status = wait_for("the ban in /status", || {
+        let status = get(admin, "/status");
+        status
+            .contains("\"source\": \"127.0.0.1\"")
+            .then_some(status)
+    });
+    assert!(status.contains("\"reason\": \"tls\""), "{status}");
+    let audit = wait_for("the ban in the audit log", || {
+        let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("\"event\":\"ban\""))
+            .map(str::to_owned)
+    });
+    assert!(
+        audit.contains("\"remote\":\"127.0.0.1\"") && audit.contains("\"seconds\":600"),
+        "{audit}"
+    );
+
+    // Banned: even a client with a valid certificate is refused, before TLS.
+    std::fs::write(
+        dir.join("client.toml"),
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/alice.pem\"\nkey = \"pki/alice.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\nconnections = 1\n\
+             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let (_client, client_notify) = start(&dir, "client.toml", "client");
+    let local = address_after(&expect(&client_notify, "READY=1"), "echo on ");
+    assert_eq!(through(local, b"banned?"), None);
+    let metrics = wait_for("refusals counted as banned", || {
+        let metrics = get(admin, "/metrics");
+        metrics
+            .contains("sssonector_server_refused_total{reason=\"banned\"}")
+            .then_some(metrics)
+    });
+    assert!(
+        metrics.contains("sssonector_bans_total{reason=\"tls\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sssonector_bans_active 1"), "{metrics}");
+    drop(tmp);
+}
+
+#[test]
+fn one_source_cannot_hold_every_handshake() {
+    let tmp = TempDir::new("abuse-inflight");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &[]);
+    std::fs::write(
+        dir.join("server.toml"),
+        "role = \"server\"\nmode = \"forward\"\n\
+         [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\nconnections_per_second = 0\nmax_handshakes_per_source = 2\nhandshake_timeout = \"20s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[forward]]\nname = \"echo\"\ntarget = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let (_server, notify) = start(&dir, "server.toml", "server");
+    let ready = expect(&notify, "READY=1");
+    let server_addr = address_after(&ready, "serving on ");
+    let admin = address_after(&ready, "admin on ");
+    // Two connections that never send a byte hold the source's two handshake places...
+    let _held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server_addr).unwrap())
+        .collect();
+    wait_for("two handshakes in flight", || {
+        get(admin, "/metrics")
+            .contains("sssonector_sessions{state=\"handshaking\"} 2")
+            .then_some(String::new())
+    });
+    // ...so a third is closed at once instead of waiting out the 20 s handshake timeout.
+    let mut third = TcpStream::connect(server_addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let read = third.read(&mut [0u8; 16]);
+    assert!(
+        matches!(read, Ok(0) | Err(_)) && started.elapsed() < Duration::from_secs(5),
+        "{read:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the third connection was held"
+    );
+    let metrics = get(admin, "/metrics");
+    assert!(
+        metrics.contains("sssonector_server_refused_total{reason=\"handshakes_per_source\"} 1"),
+        "{metrics}"
+    );
+    drop(tmp);
+}

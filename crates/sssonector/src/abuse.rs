@@ -110,6 +110,23 @@ impl Shield {
         }
     }
 
+    /// Puts back a ban saved before a restart.
+    pub(crate) fn restore_ban(&self, source: IpAddr, left: Duration, level: u32, reason: &str) {
+        if let Some(bans) = &self.bans {
+            bans.restore(source, left, level, reason);
+        }
+    }
+
+    /// Bans in force as (source, time left, level, reason), for the state file.
+    pub(crate) fn saved_bans(&self) -> Vec<(IpAddr, Duration, u32, String)> {
+        self.bans.as_ref().map_or_else(Vec::new, |bans| {
+            bans.snapshot()
+                .into_iter()
+                .map(|(ban, left)| (ban.source, left, ban.level, ban.reason))
+                .collect()
+        })
+    }
+
     /// Bans in force, for `/status`.
     pub(crate) fn status(&self) -> Vec<BanStatus> {
         let Some(bans) = &self.bans else {

@@ -174,6 +174,39 @@ impl Bans {
         ended
     }
 
+    /// Bans in force with the time each has left, for saving across a restart.
+    pub(crate) fn snapshot(&self) -> Vec<(Ban, Duration)> {
+        self.list()
+            .into_iter()
+            .map(|ban| {
+                let left = self.remaining(&ban);
+                (ban, left)
+            })
+            .collect()
+    }
+
+    /// Puts back a saved ban with `left` to run (and its level, so a repeat keeps
+    /// escalating).
+    pub(crate) fn restore(&self, source: IpAddr, left: Duration, level: u32, reason: &str) {
+        let now = self.clock.now();
+        let key = self.source(source);
+        let mut sources = self.sources.lock();
+        if !sources.contains_key(&key) && sources.len() >= MAX_SOURCES {
+            return;
+        }
+        let entry = sources.entry(key).or_default();
+        entry.level = level.max(1);
+        entry.last_ban = Some(now);
+        entry.last_seen = Some(now);
+        entry.ban = Some(Ban {
+            source: key,
+            until: now + left,
+            length: left,
+            reason: reason.to_owned(),
+            level: entry.level,
+        });
+    }
+
     /// How long until `ban` ends, from now.
     pub(crate) fn remaining(&self, ban: &Ban) -> Duration {
         ban.until.saturating_duration_since(self.clock.now())
@@ -277,6 +310,21 @@ mod tests {
         assert_eq!(ban.source, ip("2001:db8:1:2::"));
         assert!(bans.banned(ip("2001:db8:1:2::99")).is_some());
         assert!(bans.banned(ip("2001:db8:1:3::1")).is_none());
+    }
+
+    #[test]
+    fn a_restored_ban_holds_and_keeps_escalating() {
+        let (bans, clock) = bans();
+        let a = ip("192.0.2.7");
+        bans.restore(a, Duration::from_secs(30), 2, "tls");
+        assert!(bans.banned(a).is_some());
+        let saved = bans.snapshot();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].1, Duration::from_secs(30));
+        clock.advance(Duration::from_secs(31));
+        assert!(bans.banned(a).is_none());
+        let next = (0..3).find_map(|_| bans.failure(a, "tls")).unwrap();
+        assert_eq!((next.level, next.length.as_secs()), (3, 240));
     }
 
     #[test]

@@ -169,12 +169,32 @@ pub(crate) struct Server {
     /// How long a graceful shutdown waits for clients to say goodbye.
     #[serde(default = "default_shutdown_timeout")]
     pub(crate) shutdown_timeout: String,
+    /// Where leases and bans are kept across restarts (relative to this file); by default
+    /// `$STATE_DIRECTORY/<config name>.state.json` under systemd's `StateDirectory=`, else
+    /// nowhere.
+    pub(crate) state_file: Option<PathBuf>,
     /// Unfinished handshakes one source (an address, an IPv6 /64) may hold at once; by
     /// default a tenth of `max_clients`, at least 2.
     pub(crate) max_handshakes_per_source: Option<usize>,
 }
 
 impl Server {
+    /// `state_file`, or its default under systemd's `StateDirectory=` (`state_directory`,
+    /// from `$STATE_DIRECTORY`), named after the configuration file.
+    pub(crate) fn state_file(
+        &self,
+        config_path: &Path,
+        state_directory: Option<PathBuf>,
+    ) -> Option<PathBuf> {
+        self.state_file.clone().or_else(|| {
+            let stem = config_path.file_stem()?.to_string_lossy().into_owned();
+            // systemd may list several directories, separated by colons: the first is ours.
+            let dir = state_directory?;
+            let first = dir.to_string_lossy().split(':').next()?.to_owned();
+            Some(PathBuf::from(first).join(format!("{stem}.state.json")))
+        })
+    }
+
     /// `max_handshakes_per_source`, or its default.
     pub(crate) fn handshakes_per_source(&self) -> usize {
         self.max_handshakes_per_source
@@ -487,6 +507,9 @@ impl Config {
             if audit.path.as_os_str() != "-" {
                 rebase(&mut audit.path);
             }
+        }
+        if let Some(file) = self.server.as_mut().and_then(|s| s.state_file.as_mut()) {
+            rebase(file);
         }
         self
     }

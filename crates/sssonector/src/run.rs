@@ -24,6 +24,7 @@ use crate::admin::{Admin, AdminState, Token};
 use crate::audit::Audit;
 use crate::config::{Config, Mode, Role, parse_duration};
 use crate::observe::{Observed, Sources};
+use crate::persist::Persist;
 use crate::policy::{Access, Guard};
 use crate::serve::{ServeOptions, ServerMode, serve_client};
 use crate::status::ReloadStatus;
@@ -56,6 +57,8 @@ pub(crate) struct Running {
     policy: Option<(Guard, std::path::PathBuf)>,
     /// Security events.
     pub(crate) audit: Audit,
+    /// The server's leases and bans across restarts.
+    persist: Option<Persist>,
 }
 
 fn duration(text: &str) -> Duration {
@@ -203,6 +206,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         reloads,
         policy: None,
         audit: audit.clone(),
+        persist: None,
     };
     tokio::spawn(upkeep(
         observed.clone(),
@@ -380,6 +384,18 @@ async fn start_server(
             }
         }
     });
+    let pools_for_state = match &*mode {
+        ServerMode::Tun { pools, .. } => Some(Arc::clone(pools)),
+        ServerMode::Forward(_) => None,
+    };
+    if let Some(path) = section.state_file(
+        &config.path,
+        std::env::var_os("STATE_DIRECTORY").map(std::path::PathBuf::from),
+    ) {
+        let persist = Persist::restore(path, pools_for_state, shield.clone());
+        running.persist = Some(persist.clone());
+        tokio::spawn(persist.run(running.stop.subscribe()));
+    }
     let serving = server.clone();
     tokio::spawn(async move {
         let tracker = serving.clone();
@@ -708,6 +724,9 @@ impl Running {
     /// to the shutdown timeout.
     pub(crate) async fn shutdown(self) {
         self.stop.send_replace(true);
+        if let Some(persist) = &self.persist {
+            persist.save().await;
+        }
         if let Some(server) = &self.server {
             let left = server.shutdown(self.shutdown_timeout).await;
             if left > 0 {

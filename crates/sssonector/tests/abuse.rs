@@ -170,3 +170,74 @@ fn one_source_cannot_hold_every_handshake() {
     );
     drop(tmp);
 }
+
+fn stop(server: &mut common::process::Process) {
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &server.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bans_survive_a_restart_and_a_corrupt_state_file_is_moved_aside() {
+    let tmp = TempDir::new("abuse-state");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &[]);
+    std::fs::write(
+        dir.join("server.toml"),
+        "role = \"server\"\nmode = \"forward\"\n\
+         [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\nconnections_per_second = 0\nstate_file = \"state.json\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [bans]\nfailures = 2\nban = \"10m\"\n\
+         [[forward]]\nname = \"echo\"\ntarget = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let (mut server, notify) = start(&dir, "server.toml", "server");
+    let server_addr = address_after(&expect(&notify, "READY=1"), "serving on ");
+    garbage(server_addr);
+    garbage(server_addr);
+    stop(&mut server);
+    let saved = std::fs::read_to_string(dir.join("state.json")).unwrap();
+    assert!(saved.contains("\"source\": \"127.0.0.1\""), "{saved}");
+
+    // Restarted: the ban is still in force.
+    drop(notify);
+    let _ = std::fs::remove_file(dir.join("server.notify"));
+    let (mut server, notify) = start(&dir, "server.toml", "server");
+    let admin = address_after(&expect(&notify, "READY=1"), "admin on ");
+    let status = get(admin, "/status");
+    assert!(status.contains("\"source\": \"127.0.0.1\""), "{status}");
+    stop(&mut server);
+
+    // A state file that does not parse is moved aside, and the server starts clean.
+    std::fs::write(dir.join("state.json"), "{ torn write").unwrap();
+    drop(notify);
+    let _ = std::fs::remove_file(dir.join("server.notify"));
+    let (_server, notify) = start(&dir, "server.toml", "server");
+    let admin = address_after(&expect(&notify, "READY=1"), "admin on ");
+    assert!(get(admin, "/status").contains("\"bans\": []"));
+    let aside = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        });
+    assert!(aside, "the corrupt file was not kept aside");
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    assert!(log.contains("the state file is unusable"), "{log}");
+    drop(tmp);
+}

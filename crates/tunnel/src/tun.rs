@@ -201,6 +201,37 @@ impl AddressPool {
     pub fn in_use(&self) -> usize {
         self.in_use.len()
     }
+
+    /// Each identity's lease (the address it has, or had and keeps while nobody else needs
+    /// it), for saving across a restart; fixed addresses are configuration, not leases.
+    pub fn leases(&self) -> impl Iterator<Item = (&str, IpAddr)> + '_ {
+        self.leases.iter().map(|(who, addr)| (who.as_str(), *addr))
+    }
+
+    /// Remembers that `identity` held `addr` (a lease saved before a restart), so it gets it
+    /// back. A lease that no longer fits (outside the pool, reserved, another identity's fixed
+    /// address, or already leased) is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Outside`] for an address outside the pool, [`PoolError::InUse`] for one
+    /// that is not free to lease.
+    pub fn restore(&mut self, identity: &str, addr: IpAddr) -> Result<(), PoolError> {
+        if !self.net.contains(addr) {
+            return Err(PoolError::Outside {
+                addr,
+                pool: self.net,
+            });
+        }
+        if !self.available(addr) || self.leases.values().any(|a| *a == addr) {
+            return Err(PoolError::InUse {
+                identity: identity.to_owned(),
+                addr,
+            });
+        }
+        self.leases.insert(identity.to_owned(), addr);
+        Ok(())
+    }
 }
 
 fn address_bits(addr: IpAddr) -> u128 {
@@ -657,6 +688,34 @@ impl Pools {
         Ok(leased)
     }
 
+    /// Every pool's leases, for saving across a restart.
+    pub fn leases(&self) -> Vec<(String, IpAddr)> {
+        let pools = self.pools.lock();
+        let mut all: Vec<(String, IpAddr)> = pools
+            .iter()
+            .flat_map(|p| p.leases().map(|(who, addr)| (who.to_owned(), addr)))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Restores a saved lease into the pool whose network holds it.
+    ///
+    /// # Errors
+    ///
+    /// No pool holds the address, or it is not free to lease.
+    pub fn restore(&self, identity: &str, addr: IpAddr) -> Result<(), PoolError> {
+        let mut pools = self.pools.lock();
+        let pool = pools
+            .iter_mut()
+            .find(|p| p.network().contains(addr))
+            .ok_or(PoolError::Outside {
+                addr,
+                pool: Cidr::new(addr, 0),
+            })?;
+        pool.restore(identity, addr)
+    }
+
     /// Returns a session's addresses.
     pub fn release(&self, addresses: &[TunnelAddress]) {
         let mut pools = self.pools.lock();
@@ -674,6 +733,26 @@ mod tests {
 
     fn net(s: &str) -> Cidr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn saved_leases_come_back_after_a_restart() {
+        let mut before = AddressPool::new(net("10.8.0.0/24"), ["10.8.0.1".parse().unwrap()]);
+        let alice = before.lease("alice", None).unwrap();
+        let bob = before.lease("bob", None).unwrap();
+        let saved: Vec<(String, IpAddr)> =
+            before.leases().map(|(w, a)| (w.to_owned(), a)).collect();
+        let mut after = AddressPool::new(net("10.8.0.0/24"), ["10.8.0.1".parse().unwrap()]);
+        for (who, addr) in &saved {
+            after.restore(who, *addr).unwrap();
+        }
+        // Bob comes back first, asking for nothing: he still gets his own, not alice's.
+        assert_eq!(after.lease("bob", None).unwrap(), bob);
+        assert_eq!(after.lease("alice", None).unwrap(), alice);
+        // A lease that no longer fits is refused.
+        assert!(after.restore("carol", "10.9.0.5".parse().unwrap()).is_err());
+        assert!(after.restore("carol", alice).is_err());
+        assert!(after.restore("carol", "10.8.0.1".parse().unwrap()).is_err());
     }
 
     #[test]

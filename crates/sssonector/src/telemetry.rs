@@ -381,3 +381,82 @@ pub(crate) fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus:
     metrics::gauge!("sssonector_start_time_seconds").set(started);
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// Every `sssonector_…` metric name in `text` (alert and dashboard expressions).
+    fn names(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("sssonector_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            found.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    fn sources(dir: &Path, into: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if path.ends_with("telemetry.rs") {
+                    // The table names every metric; only what follows it emits.
+                    let from = text.find("static HANDLE").unwrap();
+                    let to = text.find("#[cfg(test)]").unwrap();
+                    into.push_str(&text[from..to]);
+                } else {
+                    into.push_str(&text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_alerts_and_dashboard_name_only_exported_metrics() {
+        let known: Vec<&str> = METRICS.iter().map(|m| m.0).collect();
+        for file in ["dist/prometheus/alerts.yml", "dist/grafana/sssonector.json"] {
+            let text = std::fs::read_to_string(root().join(file)).unwrap();
+            let named = names(&text);
+            assert!(named.len() >= 5, "{file} names only {named:?}");
+            for name in named {
+                assert!(
+                    known.contains(&name.as_str()),
+                    "{file} names {name}, which the program does not export"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_described_metric_is_emitted_somewhere() {
+        let mut code = String::new();
+        for krate in std::fs::read_dir(root().join("crates")).unwrap().flatten() {
+            let src = krate.path().join("src");
+            if src.is_dir() {
+                sources(&src, &mut code);
+            }
+        }
+        for (name, ..) in METRICS {
+            assert!(
+                code.contains(&format!("\"{name}\"")),
+                "{name} is described but nothing emits it"
+            );
+        }
+    }
+}

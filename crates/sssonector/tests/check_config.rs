@@ -131,3 +131,56 @@ fn environment_variables_override_fields() {
         "max_clients = 7 is read as a number: {text}"
     );
 }
+
+#[test]
+fn the_policy_is_checked_with_its_paths_and_its_absence_warned() {
+    let tmp = setup("policy");
+    let base = "role = \"server\"\nmode = \"forward\"\n\
+                [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+                [server]\nlisten = \"127.0.0.1:8443\"\n\
+                [[forward]]\nname = \"web\"\ntarget = \"127.0.0.1:80\"\n";
+    let config = tmp.0.join("server.toml");
+    std::fs::write(&config, base).unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "server.toml"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("warning: no [policy] section"), "{out}");
+
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[[policy.rule]]\nname = \"ops\"\nmatch = {{ ou = \"ops\" }}\nforwards = [\"web\", \"db\"]\nnetworks = [\"10.0.0.0/8\"]\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "server.toml"]);
+    assert!(!ok, "{out}");
+    for expected in [
+        "server.toml: 2 problems",
+        "policy.rule[0].forwards[1]: \"db\" names no [[forward]] rule (known: web)",
+        "policy.rule[0].networks[0]: the server is in forward mode; grant forwards instead",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+
+    // The rules may live in a file of their own, with paths named after it.
+    std::fs::write(
+        tmp.0.join("policy.toml"),
+        "[[rule]]\nname = \"ops\"\nmatch = { ou = \"ops\" }\nforwards = [\"web\"]\ntier = \"gold\"\n",
+    )
+    .unwrap();
+    std::fs::write(&config, format!("{base}[policy]\nfile = \"policy.toml\"\n")).unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "server.toml"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rule[0].tier: no tier named \"gold\" in [tiers]"),
+        "{out}"
+    );
+    std::fs::write(
+        tmp.0.join("policy.toml"),
+        "[[rule]]\nname = \"ops\"\nmatch = { ou = \"ops\" }\nforwards = [\"web\"]\ntier = \"gold\"\n[tiers.gold]\nupload_mbps = 100\n",
+    )
+    .unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "server.toml"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("policy: 1 rule, version "), "{out}");
+}

@@ -1,7 +1,8 @@
 //! TUN mode end to end: a server and a client, each in its own network namespace, joined by a
 //! veth pair. Ping both ways (IPv4 and IPv6), 100 MiB through the tunnel with matching
 //! sha256, and `kill -9` of the server: after a restart the client reconnects and traffic
-//! resumes within 10 s.
+//! resumes within 10 s. Two clients route through the server, and an access policy limits
+//! client-to-client traffic until a reload grants it.
 //!
 //! Needs root, `/dev/net/tun`, `ip` (iproute2), `ping` and `python3` (for the transfer's two
 //! ends); without them it prints why and passes. CI runs as root.
@@ -462,4 +463,80 @@ fn the_server_routes_between_two_clients() {
         net.log("server.log")
     );
     println!("alice (10.77.0.2) and bob (10.77.0.50, fixed) reach each other through the server");
+}
+
+/// A TUN server's policy: client-to-client traffic only where granted, and a reloaded policy
+/// that grants it applies to the live sessions at once.
+#[test]
+fn the_policy_limits_tun_traffic_and_applies_live() {
+    if let Some(reason) = missing_prerequisite() {
+        println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
+        return;
+    }
+    let mut net = Net::new("p");
+    let second = net.add_client(79);
+    let dir = net.dir.clone();
+    pki(&dir, "192.168.77.1,192.168.79.1", &["alice", "bob"]);
+    let server_toml = |alice_to_clients: bool| {
+        format!(
+            "role = \"server\"\nmode = \"tun\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"0.0.0.0:8443\"\n\
+             [tun]\nname = \"sss-srv\"\naddress = \"10.79.0.1/24\"\npool = \"10.79.0.0/24\"\n\
+             [[tun.clients]]\nidentity = \"alice\"\naddress = \"10.79.0.10\"\n\
+             [[tun.clients]]\nidentity = \"bob\"\naddress = \"10.79.0.20\"\n\
+             [[policy.rule]]\nname = \"alice\"\nmatch = {{ cn = \"alice\" }}\nnetworks = [\"10.79.0.1/32\"]\nclient_to_client = {alice_to_clients}\n\
+             [[policy.rule]]\nname = \"bob\"\nmatch = {{ cn = \"bob\" }}\nnetworks = [\"10.79.0.1/32\"]\nclient_to_client = true\n"
+        )
+    };
+    std::fs::write(dir.join("server.toml"), server_toml(false)).unwrap();
+    for (name, server) in [("alice", "192.168.77.1"), ("bob", "192.168.79.1")] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "role = \"client\"\nmode = \"tun\"\n\
+                 [tls]\ncert = \"pki/{name}.pem\"\nkey = \"pki/{name}.key\"\nca = \"pki/ca.pem\"\n\
+                 [client]\nservers = [\"{server}:8443\"]\n\
+                 [tun]\nname = \"sss-{name}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    let (server_ns, alice_ns) = (net.server_ns.clone(), net.client_ns.clone());
+    let server = net.start(&server_ns, &dir.join("server.toml"), "server.log");
+    net.start(&alice_ns, &dir.join("alice.toml"), "alice.log");
+    net.start(&second, &dir.join("bob.toml"), "bob.log");
+    for ns in [&alice_ns, &second] {
+        assert!(
+            net.ping_within(ns, "10.79.0.1", Duration::from_secs(15)).is_some(),
+            "{ns} → server (granted)\n{}",
+            net.log("server.log")
+        );
+    }
+    // alice may not reach other clients; bob may, but alice's answers are hers to send.
+    assert!(!net.ping(&alice_ns, "10.79.0.20"), "alice reached bob without the grant");
+    assert!(!net.ping(&second, "10.79.0.10"), "alice answered bob without the grant");
+    assert!(
+        net.log("server.log").contains("denied by the access policy"),
+        "{}",
+        net.log("server.log")
+    );
+
+    // Grant it and reload: the live sessions carry it at once.
+    std::fs::write(dir.join("server.toml"), server_toml(true)).unwrap();
+    let pid = net.children[server].id().to_string();
+    assert!(sh(&["kill", "-HUP", &pid]));
+    assert!(
+        net.ping_within(&alice_ns, "10.79.0.20", Duration::from_secs(10)).is_some(),
+        "alice → bob after the grant\n{}",
+        net.log("server.log")
+    );
+    assert!(net.ping(&second, "10.79.0.10"), "bob → alice after the grant");
+    assert_eq!(
+        net.log("alice.log").matches("tunnel established").count(),
+        1,
+        "the reload made alice reconnect:\n{}",
+        net.log("alice.log")
+    );
+    println!("client-to-client denied, then granted by a reload without reconnecting");
 }

@@ -26,7 +26,7 @@ use crate::config::{Config, Mode, Role, parse_duration};
 use crate::observe::{Observed, Sources};
 use crate::persist::Persist;
 use crate::policy::{Access, Guard};
-use crate::serve::{ServeOptions, ServerMode, serve_client};
+use crate::serve::{ServeOptions, ServerMode, SessionLimits, serve_client};
 use crate::status::ReloadStatus;
 
 /// A started server or client.
@@ -52,9 +52,8 @@ pub(crate) struct Running {
     pub(crate) admin: Option<SocketAddr>,
     /// Reloads asked for through `POST /reload`, each with where to send the outcome.
     pub(crate) reloads: mpsc::Receiver<oneshot::Sender<ReloadStatus>>,
-    /// The server's access policy, and the configuration file it is read from again on
-    /// reload.
-    policy: Option<(Guard, std::path::PathBuf)>,
+    /// What a reload of the configuration file changes in a running server.
+    reloadable: Option<Reloadable>,
     /// Security events.
     pub(crate) audit: Audit,
     /// The server's leases and bans across restarts.
@@ -204,7 +203,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         observed: observed.clone(),
         admin: None,
         reloads,
-        policy: None,
+        reloadable: None,
         audit: audit.clone(),
         persist: None,
     };
@@ -320,7 +319,7 @@ async fn start_server(
     }
     running.observed.set_server(server.clone());
     let observed = running.observed.clone();
-    let max_streams = config.limits.max_streams;
+
     let access = match &config.policy {
         Some(section) => {
             let policy = config
@@ -341,13 +340,11 @@ async fn start_server(
     let guard = Guard::new(access);
     let audit = running.audit.clone();
     running.observed.set_guard(guard.clone());
-    running.policy = Some((guard.clone(), config.path.clone()));
+
     let session_config = session_config(config, SessionRole::Server);
     // Per client: each connection gets its own budgets. Client → server upload is what the
     // server reads. (Checked here once, so the per-connection builds cannot fail.)
-    let limits = (config.limits.upload_mbps, config.limits.download_mbps);
-    pacing(limits.0)?;
-    pacing(limits.1)?;
+    let limits = Arc::new(Mutex::new(session_limits(config)));
     let mode = Arc::new(match config.mode {
         Mode::Forward => ServerMode::Forward(Targets::new(
             config
@@ -396,6 +393,16 @@ async fn start_server(
         running.persist = Some(persist.clone());
         tokio::spawn(persist.run(running.stop.subscribe()));
     }
+    running.reloadable = Some(Reloadable {
+        path: config.path.clone(),
+        listen: section.listen.clone(),
+        guard: guard.clone(),
+        limits: Arc::clone(&limits),
+        targets: match &*mode {
+            ServerMode::Forward(targets) => Some(targets.clone()),
+            ServerMode::Tun { .. } => None,
+        },
+    });
     let serving = server.clone();
     tokio::spawn(async move {
         let tracker = serving.clone();
@@ -409,8 +416,7 @@ async fn start_server(
                     ServeOptions {
                         session_config: session_config.clone(),
                         mode: Arc::clone(&mode),
-                        limits,
-                        max_streams,
+                        limits: Arc::clone(&limits),
                         server: tracker.clone(),
                         observed: observed.clone(),
                         guard: guard.clone(),
@@ -648,16 +654,74 @@ async fn upkeep(
     }
 }
 
-/// The access policy in the configuration file as it is now: read and checked whole, so a
-/// bad file changes nothing.
-fn reload_policy(path: &std::path::Path) -> Result<Access, String> {
-    let (config, _) = crate::config::load(path, std::env::vars()).map_err(|e| e.join("; "))?;
-    match &config.policy {
-        None => Ok(Access::Open),
-        Some(section) => config
-            .build_policy(section)
-            .map(|p| Access::Policy(Arc::new(p)))
-            .map_err(|problems| problems.join("; ")),
+/// The limits in `config` for new server sessions.
+fn session_limits(config: &Config) -> SessionLimits {
+    SessionLimits {
+        upload_mbps: config.limits.upload_mbps,
+        download_mbps: config.limits.download_mbps,
+        max_streams: config.limits.max_streams,
+    }
+}
+
+/// What a reload applies to a running server: the access policy, the forwarding rules'
+/// targets, and the limits of new sessions, all from the configuration file read again and
+/// checked whole (a bad file changes none of them).
+struct Reloadable {
+    path: std::path::PathBuf,
+    /// Fields a reload cannot change, compared to say a restart is needed.
+    listen: String,
+    guard: Guard,
+    limits: Arc<Mutex<SessionLimits>>,
+    targets: Option<Targets>,
+}
+
+impl Reloadable {
+    /// Applies the configuration file as it is now; returns what changed, or why nothing did.
+    fn apply(&self) -> Result<String, String> {
+        // One line: the outcome also goes to systemd's STATUS=, which ends at a newline.
+        let (config, _) = crate::config::load_checked(&self.path, std::env::vars())
+            .map_err(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))?;
+        let access = match &config.policy {
+            None => Access::Open,
+            Some(section) => config
+                .build_policy(section)
+                .map(|p| Access::Policy(Arc::new(p)))
+                .map_err(|problems| problems.join("; "))?,
+        };
+        let mut said = vec![match &access {
+            Access::Open => "policy: none (every client has full access)".to_owned(),
+            Access::Policy(p) => format!("policy: version {}", p.version),
+        }];
+        if *self.guard.access() != access {
+            self.guard.replace(access);
+        }
+        if let Some(targets) = &self.targets {
+            let mut rules: Vec<(String, String)> = config
+                .forward
+                .iter()
+                .filter_map(|r| Some((r.name.clone(), r.target.clone()?)))
+                .collect();
+            rules.sort();
+            if targets.rules() != rules {
+                said.push(format!("forwarding rules: {} now", rules.len()));
+                targets.set_rules(rules);
+            }
+        }
+        let limits = session_limits(&config);
+        let mut current = self.limits.lock();
+        if *current != limits {
+            *current = limits;
+            said.push("limits: replaced for new sessions".to_owned());
+        }
+        drop(current);
+        if config
+            .server
+            .as_ref()
+            .is_some_and(|s| s.listen != self.listen)
+        {
+            said.push("server.listen changed: restart to apply it".to_owned());
+        }
+        Ok(said.join("; "))
     }
 }
 
@@ -690,22 +754,13 @@ impl Running {
                 format!("CA/CRLs refused, old ones kept: {e}")
             }
         };
-        let policy = match &self.policy {
+        let policy = match &self.reloadable {
             None => String::new(),
-            Some((guard, path)) => match reload_policy(path) {
-                Ok(access) => {
-                    let said = match &access {
-                        Access::Open => "policy: none (every client has full access)".to_owned(),
-                        Access::Policy(p) => format!("policy: version {}", p.version),
-                    };
-                    if *guard.access() != access {
-                        guard.replace(access);
-                    }
-                    format!("; {said}")
-                }
+            Some(reloadable) => match reloadable.apply() {
+                Ok(said) => format!("; {said}"),
                 Err(e) => {
                     ok = false;
-                    format!("; policy refused, old one kept: {e}")
+                    format!("; configuration refused, policy, rules and limits kept: {e}")
                 }
             },
         };

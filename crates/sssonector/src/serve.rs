@@ -31,13 +31,22 @@ pub(crate) enum ServerMode {
     },
 }
 
+/// What a new client session is limited to; a reload replaces it for sessions that start
+/// after.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SessionLimits {
+    /// Upload and download in Mbit/s (a policy tier replaces them).
+    pub(crate) upload_mbps: Option<f64>,
+    pub(crate) download_mbps: Option<f64>,
+    pub(crate) max_streams: usize,
+}
+
 /// What each client's task shares.
 pub(crate) struct ServeOptions {
     pub(crate) session_config: SessionConfig,
     pub(crate) mode: Arc<ServerMode>,
-    /// Upload and download limits in Mbit/s (a policy tier replaces them).
-    pub(crate) limits: (Option<f64>, Option<f64>),
-    pub(crate) max_streams: usize,
+    /// Limits for new sessions, replaced on reload.
+    pub(crate) limits: Arc<Mutex<SessionLimits>>,
     pub(crate) server: Server,
     pub(crate) observed: Observed,
     pub(crate) guard: Guard,
@@ -87,8 +96,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
     let ServeOptions {
         session_config,
         mode,
-        limits: (upload_mbps, download_mbps),
-        max_streams,
+        limits,
         server,
         observed,
         guard,
@@ -109,6 +117,11 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         identity: identity.clone(),
         remote: peer,
     };
+    let SessionLimits {
+        upload_mbps,
+        download_mbps,
+        max_streams,
+    } = *limits.lock();
     let admitted = guard.admit(&peer_identity);
     // Its own budgets (what the server reads is the client's upload), unless its tier's,
     // shared with the identity's other connections, replace them.

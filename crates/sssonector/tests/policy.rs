@@ -244,7 +244,7 @@ fn default_deny_granted_rules_and_a_live_policy_change() {
     );
     let reloaded = expect(&server_notify, "last reload");
     assert!(
-        reloaded.contains("policy refused, old one kept"),
+        reloaded.contains("configuration refused, policy, rules and limits kept"),
         "{reloaded}"
     );
     assert!(reloaded.contains("names no [[forward]] rule"), "{reloaded}");
@@ -252,5 +252,64 @@ fn default_deny_granted_rules_and_a_live_policy_change() {
         through(other, b"still granted").as_deref(),
         Some(&b"still granted"[..])
     );
+    drop(tmp);
+}
+
+/// A target that greets each connection with `banner` and closes it.
+fn banner_target(banner: &'static [u8]) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            let _ = socket.write_all(banner);
+        }
+    });
+    addr
+}
+
+fn greeting(local: SocketAddr) -> Vec<u8> {
+    let mut socket = TcpStream::connect(local).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = socket.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn a_reload_retargets_forwarding_rules() {
+    let tmp = TempDir::new("retarget");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["alice"]);
+    let (a, b) = (banner_target(b"from A"), banner_target(b"from B"));
+    let server = |target: SocketAddr| {
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n\
+             [[forward]]\nname = \"other\"\ntarget = \"{target}\"\n"
+        )
+    };
+    std::fs::write(dir.join("server.toml"), server(a)).unwrap();
+    let (server_process, notify) = start(&dir, "server.toml", "server");
+    let server_addr = address_after(&expect(&notify, "READY=1"), "serving on ");
+    std::fs::write(dir.join("alice.toml"), client_toml(server_addr, "alice")).unwrap();
+    let (_alice, alice_notify) = start(&dir, "alice.toml", "alice");
+    let echo = address_after(&expect(&alice_notify, "READY=1"), "echo on ");
+    assert_eq!(greeting(echo), b"from A");
+    std::fs::write(dir.join("server.toml"), server(b)).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &server_process.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reloaded = expect(&notify, "last reload");
+    assert!(reloaded.contains("forwarding rules: 2 now"), "{reloaded}");
+    assert_eq!(greeting(echo), b"from B");
     drop(tmp);
 }

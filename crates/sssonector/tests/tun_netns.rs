@@ -508,16 +508,24 @@ fn the_policy_limits_tun_traffic_and_applies_live() {
     net.start(&second, &dir.join("bob.toml"), "bob.log");
     for ns in [&alice_ns, &second] {
         assert!(
-            net.ping_within(ns, "10.79.0.1", Duration::from_secs(15)).is_some(),
+            net.ping_within(ns, "10.79.0.1", Duration::from_secs(15))
+                .is_some(),
             "{ns} → server (granted)\n{}",
             net.log("server.log")
         );
     }
     // alice may not reach other clients; bob may, but alice's answers are hers to send.
-    assert!(!net.ping(&alice_ns, "10.79.0.20"), "alice reached bob without the grant");
-    assert!(!net.ping(&second, "10.79.0.10"), "alice answered bob without the grant");
     assert!(
-        net.log("server.log").contains("denied by the access policy"),
+        !net.ping(&alice_ns, "10.79.0.20"),
+        "alice reached bob without the grant"
+    );
+    assert!(
+        !net.ping(&second, "10.79.0.10"),
+        "alice answered bob without the grant"
+    );
+    assert!(
+        net.log("server.log")
+            .contains("denied by the access policy"),
         "{}",
         net.log("server.log")
     );
@@ -527,11 +535,15 @@ fn the_policy_limits_tun_traffic_and_applies_live() {
     let pid = net.children[server].id().to_string();
     assert!(sh(&["kill", "-HUP", &pid]));
     assert!(
-        net.ping_within(&alice_ns, "10.79.0.20", Duration::from_secs(10)).is_some(),
+        net.ping_within(&alice_ns, "10.79.0.20", Duration::from_secs(10))
+            .is_some(),
         "alice → bob after the grant\n{}",
         net.log("server.log")
     );
-    assert!(net.ping(&second, "10.79.0.10"), "bob → alice after the grant");
+    assert!(
+        net.ping(&second, "10.79.0.10"),
+        "bob → alice after the grant"
+    );
     assert_eq!(
         net.log("alice.log").matches("tunnel established").count(),
         1,

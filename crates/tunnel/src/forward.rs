@@ -161,7 +161,8 @@ async fn write_all_vectored(socket: &mut OwnedWriteHalf, chunks: &[Bytes]) -> io
 /// The server side of port forwarding: rule names and the addresses they connect to.
 #[derive(Debug, Clone)]
 pub struct Targets {
-    rules: Arc<HashMap<String, String>>,
+    /// Clones share the rules, so [`set_rules`](Self::set_rules) reaches every session.
+    rules: Arc<parking_lot::RwLock<Arc<HashMap<String, String>>>>,
     connect_timeout: Duration,
     pool: BufPool,
 }
@@ -170,10 +171,30 @@ impl Targets {
     /// Rules as `(name, host:port)` pairs; `pool` supplies the splice buffers.
     pub fn new(rules: impl IntoIterator<Item = (String, String)>, pool: BufPool) -> Self {
         Self {
-            rules: Arc::new(rules.into_iter().collect()),
+            rules: Arc::new(parking_lot::RwLock::new(Arc::new(
+                rules.into_iter().collect(),
+            ))),
             connect_timeout: Duration::from_secs(5),
             pool,
         }
+    }
+
+    /// Replaces the rules (a configuration reload) for every clone: streams opened from now
+    /// on use the new ones; streams already connected stay connected.
+    pub fn set_rules(&self, rules: impl IntoIterator<Item = (String, String)>) {
+        *self.rules.write() = Arc::new(rules.into_iter().collect());
+    }
+
+    /// The rules in force, sorted by name.
+    pub fn rules(&self) -> Vec<(String, String)> {
+        let mut rules: Vec<(String, String)> = self
+            .rules
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        rules.sort();
+        rules
     }
 
     /// How long a connect to a target may take (5 s by default).
@@ -191,7 +212,8 @@ impl Targets {
     ///
     /// The rule is unknown, the connect failed, or the splice did.
     pub async fn serve(&self, target: &str, stream: TunnelStream) -> Result<Spliced, SpliceError> {
-        let Some(addr) = self.rules.get(target) else {
+        let rules = Arc::clone(&self.rules.read());
+        let Some(addr) = rules.get(target) else {
             stream.reset(stream_code::UNKNOWN_TARGET);
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sssonector_tunnel::server::Cidr;
+
+mod value;
+pub(crate) use value::Dur;
 
 /// Which side this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -65,11 +69,11 @@ pub(crate) struct Bans {
     #[serde(default = "default_ban_failures")]
     pub(crate) failures: u32,
     #[serde(default = "default_ban_window")]
-    pub(crate) window: String,
+    pub(crate) window: Dur,
     #[serde(default = "default_ban")]
-    pub(crate) ban: String,
+    pub(crate) ban: Dur,
     #[serde(default = "default_max_ban")]
-    pub(crate) max_ban: String,
+    pub(crate) max_ban: Dur,
 }
 
 impl Default for Bans {
@@ -87,14 +91,14 @@ impl Default for Bans {
 fn default_ban_failures() -> u32 {
     10
 }
-fn default_ban_window() -> String {
-    "1m".into()
+fn default_ban_window() -> Dur {
+    Dur::secs(60)
 }
-fn default_ban() -> String {
-    "1m".into()
+fn default_ban() -> Dur {
+    Dur::secs(60)
 }
-fn default_max_ban() -> String {
-    "1h".into()
+fn default_max_ban() -> Dur {
+    Dur::secs(3600)
 }
 
 /// `[audit]`: security events as JSON lines.
@@ -149,26 +153,27 @@ pub(crate) struct Tls {
     pub(crate) crls: Vec<PathBuf>,
     /// A certificate, CA or CRL this close to expiry makes `/readyz` answer not ready.
     #[serde(default = "default_expiry_warning")]
-    pub(crate) expiry_warning: String,
+    pub(crate) expiry_warning: Dur,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Server {
-    pub(crate) listen: String,
+    #[serde(deserialize_with = "value::socket_addr")]
+    pub(crate) listen: SocketAddr,
     #[serde(default = "default_max_clients")]
     pub(crate) max_clients: usize,
     #[serde(default = "default_handshake_timeout")]
-    pub(crate) handshake_timeout: String,
+    pub(crate) handshake_timeout: Dur,
     /// Networks clients may connect from (empty: any).
-    #[serde(default)]
-    pub(crate) allow: Vec<String>,
+    #[serde(default, deserialize_with = "value::from_text_list")]
+    pub(crate) allow: Vec<Cidr>,
     /// New connections per second from one address (IPv6 grouped by /64); 0 for no limit.
     #[serde(default = "default_connections_per_second")]
     pub(crate) connections_per_second: u32,
     /// How long a graceful shutdown waits for clients to say goodbye.
     #[serde(default = "default_shutdown_timeout")]
-    pub(crate) shutdown_timeout: String,
+    pub(crate) shutdown_timeout: Dur,
     /// Where leases and bans are kept across restarts (relative to this file); by default
     /// `$STATE_DIRECTORY/<config name>.state.json` under systemd's `StateDirectory=`, else
     /// nowhere.
@@ -209,7 +214,7 @@ pub(crate) struct Client {
     pub(crate) servers: Vec<String>,
     pub(crate) server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
-    pub(crate) connect_timeout: String,
+    pub(crate) connect_timeout: Dur,
     /// Forward mode: TLS connections kept to the server, streams spread over them.
     #[serde(default = "default_connections")]
     pub(crate) connections: usize,
@@ -258,9 +263,9 @@ pub(crate) struct Forward {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Keepalive {
     #[serde(default = "default_keepalive_interval")]
-    pub(crate) interval: String,
+    pub(crate) interval: Dur,
     #[serde(default = "default_keepalive_timeout")]
-    pub(crate) timeout: String,
+    pub(crate) timeout: Dur,
 }
 
 impl Default for Keepalive {
@@ -295,15 +300,15 @@ impl Default for Limits {
 fn default_max_streams() -> usize {
     16_384
 }
-fn default_expiry_warning() -> String {
-    "7d".into()
+fn default_expiry_warning() -> Dur {
+    Dur::secs(7 * 86_400)
 }
 
 fn default_max_clients() -> usize {
     100
 }
-fn default_handshake_timeout() -> String {
-    "10s".into()
+fn default_handshake_timeout() -> Dur {
+    Dur::secs(10)
 }
 fn default_connections() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
@@ -314,11 +319,11 @@ fn default_true() -> bool {
 fn default_connections_per_second() -> u32 {
     10
 }
-fn default_shutdown_timeout() -> String {
-    "10s".into()
+fn default_shutdown_timeout() -> Dur {
+    Dur::secs(10)
 }
-fn default_connect_timeout() -> String {
-    "5s".into()
+fn default_connect_timeout() -> Dur {
+    Dur::secs(5)
 }
 fn default_tun_name() -> String {
     "sss0".into()
@@ -326,11 +331,11 @@ fn default_tun_name() -> String {
 fn default_mtu() -> u16 {
     1400
 }
-fn default_keepalive_interval() -> String {
-    "10s".into()
+fn default_keepalive_interval() -> Dur {
+    Dur::secs(10)
 }
-fn default_keepalive_timeout() -> String {
-    "30s".into()
+fn default_keepalive_timeout() -> Dur {
+    Dur::secs(30)
 }
 
 /// `500ms`, `10s`, `5m`, `1h`, `7d`.
@@ -378,17 +383,6 @@ fn in_net(addr: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
         }
         _ => false,
     }
-}
-
-fn is_cidr(text: &str) -> bool {
-    let Some((addr, prefix)) = text.split_once('/') else {
-        return false;
-    };
-    let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    prefix.parse::<u8>().is_ok_and(|p| p <= max)
 }
 
 /// Reads and parses `path`, then applies `SSSONECTOR_…` environment overrides from `env`:
@@ -457,7 +451,17 @@ pub(crate) fn load(
     }
     let config: Config = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| vec![format!("{} with overrides: {e}", path.display())])?;
+        .map_err(|e: toml::de::Error| {
+            applied
+                .iter()
+                .map(|a| format!("override: {a}"))
+                .chain([format!(
+                    "{} with overrides: {}",
+                    path.display(),
+                    e.to_string().trim_end().replace('\n', " ")
+                )])
+                .collect::<Vec<_>>()
+        })?;
     Ok((config.rebased(base, path), applied))
 }
 
@@ -626,46 +630,20 @@ impl Config {
     /// Every rule a parsed configuration must also meet, each failure naming its field.
     pub(crate) fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        let mut duration = |field: &str, text: &str| -> Option<Duration> {
-            let d = parse_duration(text);
-            if d.is_none_or(|d| d.is_zero()) {
-                errors.push(format!(
-                    "{field}: {text:?} is not a duration (write 500ms, 10s, 5m or 1h)"
-                ));
-            }
-            d
-        };
-        duration("tls.expiry_warning", &self.tls.expiry_warning);
-        duration("bans.window", &self.bans.window);
-        let ban = duration("bans.ban", &self.bans.ban);
-        let max_ban = duration("bans.max_ban", &self.bans.max_ban);
-        let interval = duration("keepalive.interval", &self.keepalive.interval);
-        let timeout = duration("keepalive.timeout", &self.keepalive.timeout);
-        if let Some(server) = &self.server {
-            duration("server.handshake_timeout", &server.handshake_timeout);
-            duration("server.shutdown_timeout", &server.shutdown_timeout);
-        }
-        if let Some(client) = &self.client {
-            duration("client.connect_timeout", &client.connect_timeout);
-        }
-        if let (Some(ban), Some(max_ban)) = (ban, max_ban) {
-            if max_ban < ban {
-                errors.push(format!(
-                    "bans.max_ban ({}) must not be shorter than bans.ban ({})",
-                    self.bans.max_ban, self.bans.ban
-                ));
-            }
+        if self.bans.max_ban < self.bans.ban {
+            errors.push(format!(
+                "bans.max_ban ({}) must not be shorter than bans.ban ({})",
+                self.bans.max_ban, self.bans.ban
+            ));
         }
         if self.bans.failures == 0 {
             errors.push("bans.failures: must be at least 1 (or set bans.enabled = false)".into());
         }
-        if let (Some(i), Some(t)) = (interval, timeout) {
-            if t <= i {
-                errors.push(format!(
-                    "keepalive.timeout ({}) must be longer than keepalive.interval ({})",
-                    self.keepalive.timeout, self.keepalive.interval
-                ));
-            }
+        if self.keepalive.timeout <= self.keepalive.interval {
+            errors.push(format!(
+                "keepalive.timeout ({}) must be longer than keepalive.interval ({})",
+                self.keepalive.timeout, self.keepalive.interval
+            ));
         }
         match (self.role, &self.server, &self.client) {
             (Role::Server, None, _) => {
@@ -677,24 +655,11 @@ impl Config {
             _ => {}
         }
         if let Some(server) = &self.server {
-            if server.listen.parse::<SocketAddr>().is_err() {
-                errors.push(format!(
-                    "server.listen: {:?} is not an IP address and port (for example 0.0.0.0:8443)",
-                    server.listen
-                ));
-            }
             if server.max_clients == 0 {
                 errors.push("server.max_clients: must be at least 1".into());
             }
             if server.max_handshakes_per_source == Some(0) {
                 errors.push("server.max_handshakes_per_source: must be at least 1".into());
-            }
-            for (i, net) in server.allow.iter().enumerate() {
-                if !is_cidr(net) {
-                    errors.push(format!(
-                        "server.allow[{i}]: {net:?} is not a network (for example 192.168.0.0/16)"
-                    ));
-                }
             }
         }
         if let Some(client) = &self.client {

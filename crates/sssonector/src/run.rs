@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::abuse::Shield;
 use crate::admin::{Admin, AdminState, Token};
 use crate::audit::Audit;
-use crate::config::{Config, Mode, Role, parse_duration};
+use crate::config::{Config, Mode, Role};
 use crate::observe::{Observed, Sources};
 use crate::persist::Persist;
 use crate::policy::{Access, Guard};
@@ -60,11 +60,6 @@ pub(crate) struct Running {
     persist: Option<Persist>,
 }
 
-fn duration(text: &str) -> Duration {
-    // The configuration was checked: every duration parses.
-    parse_duration(text).unwrap_or(Duration::from_secs(10))
-}
-
 pub(crate) fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, String> {
     let Some(mbps) = mbps else { return Ok(None) };
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -81,13 +76,13 @@ fn session_config(config: &Config, role: SessionRole) -> SessionConfig {
         Mode::Forward => proto::Mode::Forward,
     };
     let mut session = SessionConfig::new(role, mode);
-    session.keepalive = duration(&config.keepalive.interval);
-    session.dead_peer_timeout = duration(&config.keepalive.timeout);
+    session.keepalive = config.keepalive.interval.0;
+    session.dead_peer_timeout = config.keepalive.timeout.0;
     if let Some(tun) = &config.tun {
         session.mtu = tun.mtu;
     }
     if let Some(server) = &config.server {
-        session.handshake_timeout = duration(&server.handshake_timeout);
+        session.handshake_timeout = server.handshake_timeout.0;
     }
     session
 }
@@ -171,7 +166,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         cert_file: config.tls.cert.clone(),
         ca_file: config.tls.ca.clone(),
         crl_files: config.tls.crls.clone(),
-        expiry_warning: duration(&config.tls.expiry_warning),
+        expiry_warning: config.tls.expiry_warning.0,
     });
     let audit = match &config.audit {
         None => Audit::off(),
@@ -262,28 +257,24 @@ async fn start_server(
         .as_ref()
         .ok_or("role = \"server\" needs a [server] section")?;
     let options = AcceptOptions {
-        allow: section
-            .allow
-            .iter()
-            .map(|n| n.parse())
-            .collect::<Result<_, String>>()?,
+        allow: section.allow.clone(),
         connections_per_second: (section.connections_per_second > 0)
             .then_some(section.connections_per_second),
-        handshake_timeout: duration(&section.handshake_timeout),
+        handshake_timeout: section.handshake_timeout.0,
     };
     let stack = accept_stack(tls, &options).map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(&section.listen)
+    let listener = TcpListener::bind(section.listen)
         .await
         .map_err(|e| format!("server.listen: cannot listen on {}: {e}", section.listen))?;
     running.listen = listener.local_addr().ok();
-    running.shutdown_timeout = duration(&section.shutdown_timeout);
+    running.shutdown_timeout = section.shutdown_timeout.0;
     let bans = config.bans.enabled.then(|| {
         crate::bans::Bans::new(
             crate::bans::BanPolicy {
                 failures: config.bans.failures,
-                window: duration(&config.bans.window),
-                ban: duration(&config.bans.ban),
-                max_ban: duration(&config.bans.max_ban),
+                window: config.bans.window.0,
+                ban: config.bans.ban.0,
+                max_ban: config.bans.max_ban.0,
             },
             Arc::new(sssonector_core::SystemClock),
         )
@@ -395,7 +386,7 @@ async fn start_server(
     }
     running.reloadable = Some(Reloadable {
         path: config.path.clone(),
-        listen: section.listen.clone(),
+        listen: section.listen,
         guard: guard.clone(),
         limits: Arc::clone(&limits),
         targets: match &*mode {
@@ -453,13 +444,8 @@ async fn start_client(
         let name = ServerName::try_from(name.clone())
             .map_err(|_| format!("client.server_name: {name:?} is not a DNS name or IP address"))?;
         endpoints.push(
-            Endpoint::new(
-                addr,
-                name,
-                Arc::clone(&tls),
-                duration(&section.connect_timeout),
-            )
-            .map_err(|e| format!("client.servers[{i}]: {e}"))?,
+            Endpoint::new(addr, name, Arc::clone(&tls), section.connect_timeout.0)
+                .map_err(|e| format!("client.servers[{i}]: {e}"))?,
         );
     }
     let connections = match config.mode {
@@ -669,7 +655,7 @@ fn session_limits(config: &Config) -> SessionLimits {
 struct Reloadable {
     path: std::path::PathBuf,
     /// Fields a reload cannot change, compared to say a restart is needed.
-    listen: String,
+    listen: SocketAddr,
     guard: Guard,
     limits: Arc<Mutex<SessionLimits>>,
     targets: Option<Targets>,

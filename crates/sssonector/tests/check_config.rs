@@ -97,6 +97,35 @@ timeout = "5s"
     assert!(!ok);
     assert!(out.contains("unknown field `colour`"), "{out}");
     assert!(out.contains("line 3"), "{out}");
+    // Durations, addresses and networks are read as what they are, named by their path.
+    for (field, value, expected) in [
+        (
+            "keepalive]\ninterval",
+            "\"10\"",
+            "\"10\" is not a duration (write 500ms, 10s, 5m, 1h or 7d)",
+        ),
+        (
+            "server]\nlisten = \"127.0.0.1:1\"\nallow",
+            "[\"10.0.0.0/8\", \"10.0.0/8\"]",
+            "[1]: \"10.0.0/8\": \"10.0.0\" is not an IP address",
+        ),
+        (
+            "server]\nlisten = \"127.0.0.1:1\"\nhandshake_timeout",
+            "\"0s\"",
+            "\"0s\" is zero",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!("role = \"server\"\nmode = \"forward\"\n[{field} = {value}\n"),
+        )
+        .unwrap();
+        let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "broken.toml"]);
+        assert!(
+            !ok && out.contains(expected),
+            "missing {expected:?} in:\n{out}"
+        );
+    }
 }
 
 #[test]
@@ -105,31 +134,38 @@ fn environment_variables_override_fields() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
     let file = tmp.0.join("server-forward.toml");
     std::fs::copy(examples.join("server-forward.toml"), &file).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
-        .current_dir(&tmp.0)
-        .args(["check-config", "--config", file.to_str().unwrap()])
-        .env("SSSONECTOR_SERVER__LISTEN", "not-an-address")
-        .env("SSSONECTOR_SERVER__MAX_CLIENTS", "7")
-        .output()
-        .unwrap();
-    let text = common::output_text(&out);
-    assert!(!out.status.success());
-    assert!(
-        text.contains("override: server.listen ← SSSONECTOR_SERVER__LISTEN"),
-        "{text}"
-    );
+    let run = |vars: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sssonector"))
+            .current_dir(&tmp.0)
+            .args(["check-config", "--config", file.to_str().unwrap()])
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.success(), common::output_text(&out))
+    };
+    // A value of the wrong form is named with its field and the override that set it.
+    let (ok, text) = run(&[("SSSONECTOR_SERVER__LISTEN", "not-an-address")]);
+    assert!(!ok);
+    for expected in [
+        "override: server.listen ← SSSONECTOR_SERVER__LISTEN",
+        "\"not-an-address\" is not an IP address and port",
+        "in `server.listen`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in {text}");
+    }
+    // A number is read as a number, and then checked.
+    let (ok, text) = run(&[("SSSONECTOR_SERVER__MAX_CLIENTS", "0")]);
+    assert!(!ok);
     assert!(
         text.contains("override: server.max_clients ← SSSONECTOR_SERVER__MAX_CLIENTS"),
         "{text}"
     );
     assert!(
-        text.contains("server.listen: \"not-an-address\" is not an IP address and port"),
+        text.contains("1 problem:") && text.contains("server.max_clients: must be at least 1"),
         "{text}"
     );
-    assert!(
-        text.contains("1 problem:"),
-        "max_clients = 7 is read as a number: {text}"
-    );
+    let (ok, text) = run(&[("SSSONECTOR_SERVER__MAX_CLIENTS", "7")]);
+    assert!(ok, "{text}");
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use sssonector_tunnel::server::Cidr;
 
+mod error;
 mod value;
+pub(crate) use error::ConfigError;
 pub(crate) use value::Dur;
 
 /// Which side this process is.
@@ -397,15 +399,15 @@ fn in_net(addr: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
 pub(crate) fn load(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(Config, Vec<String>), Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
-    let located = |e: toml::de::Error| {
-        vec![format!(
-            "{}: {}",
-            path.display(),
-            e.to_string().trim_end().replace('\n', "\n  ")
-        )]
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        file: path.to_owned(),
+        error,
+    })?;
+    let located = |overrides: &[String], e: toml::de::Error| ConfigError::Parse {
+        file: path.to_owned(),
+        overrides: overrides.to_vec(),
+        message: e.to_string().trim_end().replace('\n', "\n  "),
     };
     let overrides: Vec<(Vec<String>, String, String)> = env
         .into_iter()
@@ -426,9 +428,9 @@ pub(crate) fn load(
         // Straight from the text, so errors keep their line numbers.
         return toml::from_str::<Config>(&text)
             .map(|c| (c.rebased(base, path), Vec::new()))
-            .map_err(located);
+            .map_err(|e| located(&[], e));
     }
-    let mut table: toml::Table = toml::from_str(&text).map_err(located)?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| located(&[], e))?;
     let mut applied = Vec::new();
     for (field, variable, raw) in overrides {
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -442,7 +444,10 @@ pub(crate) fn load(
                 .entry(name.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let toml::Value::Table(inner) = entry else {
-                return Err(vec![format!("{variable}: {name} is not a section")]);
+                return Err(ConfigError::Override {
+                    variable,
+                    name: name.clone(),
+                });
             };
             section = inner;
         }
@@ -451,42 +456,33 @@ pub(crate) fn load(
     }
     let config: Config = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| {
-            applied
-                .iter()
-                .map(|a| format!("override: {a}"))
-                .chain([format!(
-                    "{} with overrides: {}",
-                    path.display(),
-                    e.to_string().trim_end().replace('\n', " ")
-                )])
-                .collect::<Vec<_>>()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            file: path.to_owned(),
+            overrides: applied.clone(),
+            message: format!(
+                "with overrides: {}",
+                e.to_string().trim_end().replace('\n', " ")
+            ),
         })?;
     Ok((config.rebased(base, path), applied))
 }
 
-/// [`load`], then [`Config::check`]: the configuration only if it has no problem, else one
-/// message naming the file and listing every problem with its field path.
+/// [`load`], then [`Config::check`]: the configuration only if it has no problem, else every
+/// problem with its field path.
 pub(crate) fn load_checked(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(Config, Vec<String>), String> {
-    let (config, overrides) = load(path, env).map_err(|e| e.join("\n"))?;
-    let errors = config.check();
-    if errors.is_empty() {
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let (config, overrides) = load(path, env)?;
+    let problems = config.check();
+    if problems.is_empty() {
         return Ok((config, overrides));
     }
-    let overrides: String = overrides
-        .iter()
-        .map(|applied| format!("override: {applied}\n"))
-        .collect();
-    Err(format!(
-        "{overrides}{}: {} problem{}:\n  {}",
-        path.display(),
-        errors.len(),
-        if errors.len() == 1 { "" } else { "s" },
-        errors.join("\n  ")
-    ))
+    Err(ConfigError::Invalid {
+        file: path.to_owned(),
+        overrides,
+        problems,
+    })
 }
 
 impl Config {

@@ -14,6 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config;
+use crate::error::Error;
+
+/// An I/O failure talking to `addr`.
+fn io(addr: SocketAddr) -> impl Fn(std::io::Error) -> Error {
+    move |error| Error::DemoIo { addr, error }
+}
 
 /// What the demo pushes.
 #[derive(Debug, Clone, Copy)]
@@ -35,20 +41,20 @@ impl Drop for TempDir {
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::file(path, "write", e))
 }
 
-fn make_pki(dir: &Path) -> Result<(), String> {
+fn make_pki(dir: &Path) -> Result<(), Error> {
     // Valid well past the 7-day readiness warning, so the demo server reports ready.
     let ca = CertificateAuthority::generate("sssonector demo CA", Validity::days(30))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::cert("demo", e))?;
     let server = ca
         .issue_server(&["localhost", "127.0.0.1"], Validity::days(30))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::cert("demo", e))?;
     let client = ca
         .issue_client("demo-client", Validity::days(30))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::cert("demo", e))?;
     write(&dir.join("ca.pem"), ca.cert_pem())?;
     write(&dir.join("server.pem"), &server.cert_pem)?;
     write(&dir.join("server.key"), &server.key_pem)?;
@@ -84,20 +90,15 @@ async fn echo_target() -> std::io::Result<SocketAddr> {
 }
 
 /// Connect, send one byte, read it back: the time a new forwarded connection costs.
-async fn connect_latency(addr: SocketAddr, count: usize) -> Result<Duration, String> {
+async fn connect_latency(addr: SocketAddr, count: usize) -> Result<Duration, Error> {
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        let mut socket = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        socket.set_nodelay(true).map_err(|e| e.to_string())?;
-        socket.write_all(b"x").await.map_err(|e| e.to_string())?;
+        let mut socket = TcpStream::connect(addr).await.map_err(io(addr))?;
+        socket.set_nodelay(true).map_err(io(addr))?;
+        socket.write_all(b"x").await.map_err(io(addr))?;
         let mut byte = [0u8; 1];
-        socket
-            .read_exact(&mut byte)
-            .await
-            .map_err(|e| format!("echo through {addr}: {e}"))?;
+        socket.read_exact(&mut byte).await.map_err(io(addr))?;
         times.push(started.elapsed());
     }
     times.sort();
@@ -105,13 +106,13 @@ async fn connect_latency(addr: SocketAddr, count: usize) -> Result<Duration, Str
 }
 
 /// `streams` connections each writing `bytes` and reading them back; returns the time taken.
-async fn push(addr: SocketAddr, streams: usize, bytes: usize) -> Result<Duration, String> {
+async fn push(addr: SocketAddr, streams: usize, bytes: usize) -> Result<Duration, Error> {
     let started = Instant::now();
     let tasks: Vec<_> = (0..streams)
         .map(|i| {
             tokio::spawn(async move {
-                let socket = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-                socket.set_nodelay(true).map_err(|e| e.to_string())?;
+                let socket = TcpStream::connect(addr).await.map_err(io(addr))?;
+                socket.set_nodelay(true).map_err(io(addr))?;
                 let (mut r, mut w) = socket.into_split();
                 let writer = tokio::spawn(async move {
                     #[allow(clippy::cast_possible_truncation)] // below 251
@@ -129,7 +130,7 @@ async fn push(addr: SocketAddr, streams: usize, bytes: usize) -> Result<Duration
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut got = 0;
                 loop {
-                    let n = r.read(&mut buf).await.map_err(|e| e.to_string())?;
+                    let n = r.read(&mut buf).await.map_err(io(addr))?;
                     if n == 0 {
                         break;
                     }
@@ -137,18 +138,21 @@ async fn push(addr: SocketAddr, streams: usize, bytes: usize) -> Result<Duration
                 }
                 writer
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Error::Demo(format!("stream {i}: {e}")))?
+                    .map_err(io(addr))?;
                 if got == bytes {
                     Ok(())
                 } else {
-                    Err(format!("stream {i}: {got} of {bytes} bytes came back"))
+                    Err(Error::Demo(format!(
+                        "stream {i}: {got} of {bytes} bytes came back"
+                    )))
                 }
             })
         })
         .collect();
     for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
+        task.await
+            .map_err(|e| Error::Demo(format!("a stream's task: {e}")))??;
     }
     Ok(started.elapsed())
 }
@@ -160,9 +164,9 @@ fn gbits(bytes: usize, took: Duration) -> f64 {
 
 /// Runs the demo; prints as it goes.
 #[allow(clippy::print_stdout)]
-pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
+pub(crate) async fn demo(options: DemoOptions) -> Result<(), Error> {
     let dir = std::env::temp_dir().join(format!("sssonector-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, "create", e))?;
     let dir = TempDir(dir);
     make_pki(&dir.0)?;
     println!(
@@ -170,7 +174,9 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
         dir.0.display()
     );
 
-    let target = echo_target().await.map_err(|e| e.to_string())?;
+    let target = echo_target()
+        .await
+        .map_err(|e| Error::Demo(format!("cannot start the echo target: {e}")))?;
     write(
         &dir.0.join("server.toml"),
         &format!(
@@ -182,9 +188,13 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
     )?;
     let server_config = load(&dir.0.join("server.toml"))?;
     let server = crate::run::start(&server_config).await?;
-    let server_addr = server.listen.ok_or("the server has no address")?;
+    let server_addr = server
+        .listen
+        .ok_or_else(|| Error::Demo("the server has no address".into()))?;
     println!("2. server: listening on {server_addr} (mutual TLS 1.3), rule \"echo\" → {target}");
-    let admin = server.admin.ok_or("the server has no admin endpoint")?;
+    let admin = server
+        .admin
+        .ok_or_else(|| Error::Demo("the server has no admin endpoint".into()))?;
     println!(
         "   admin endpoint: http://{admin}/ (/metrics, /healthz, /readyz, /status; try `sssonector status --admin {admin}` while it runs)"
     );
@@ -204,16 +214,16 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
         .forwards
         .first()
         .map(|(_, a)| *a)
-        .ok_or("the client has no forwarding listener")?;
+        .ok_or_else(|| Error::Demo("the client has no forwarding listener".into()))?;
     let mut current = client
         .current
         .first()
         .cloned()
-        .ok_or("the client has no link")?;
+        .ok_or_else(|| Error::Demo("the client has no link".into()))?;
     tokio::time::timeout(Duration::from_secs(10), current.wait_for(Option::is_some))
         .await
-        .map_err(|_| "the client did not connect within 10 s".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| Error::Demo("the client did not connect within 10 s".into()))?
+        .map_err(|e| Error::Demo(e.to_string()))?;
     println!(
         "3. client: started and connected in {:.1} ms (TCP, TLS, hello); local port {local} is forwarded to \"echo\"",
         connected.elapsed().as_secs_f64() * 1e3
@@ -242,9 +252,7 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
         );
     }
 
-    let status = crate::admin::fetch_status(&admin.to_string(), None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let status = crate::admin::fetch_status(&admin.to_string(), None).await?;
     let sessions: Vec<String> = status
         .sessions
         .iter()
@@ -269,6 +277,6 @@ pub(crate) async fn demo(options: DemoOptions) -> Result<(), String> {
     Ok(())
 }
 
-fn load(path: &Path) -> Result<config::Config, String> {
-    config::load_checked(path, std::iter::empty()).map(|(config, _)| config)
+fn load(path: &Path) -> Result<config::Config, Error> {
+    Ok(config::load_checked(path, std::iter::empty()).map(|(config, _)| config)?)
 }

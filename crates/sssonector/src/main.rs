@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -15,8 +14,10 @@ mod abuse;
 mod admin;
 mod audit;
 mod bans;
+mod certs_cli;
 mod config;
 mod demo;
+mod error;
 mod notify;
 mod observe;
 mod persist;
@@ -27,7 +28,7 @@ mod sessions;
 mod state;
 mod status;
 mod telemetry;
-use sssonector_certs::{CertError, CertificateAuthority, Validity};
+use error::Error;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -160,11 +161,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Run { config, log_level } => {
             logging(&log_level)?;
-            telemetry::install().map_err(|e| format!("metrics: {e}"))?;
+            telemetry::install()?;
             run_service(&config)
         }
         Command::Demo {
@@ -174,7 +175,7 @@ fn run(cli: Cli) -> Result<(), String> {
             log_level,
         } => {
             logging(&log_level)?;
-            telemetry::install().map_err(|e| format!("metrics: {e}"))?;
+            telemetry::install()?;
             runtime()?.block_on(demo::demo(demo::DemoOptions {
                 mib,
                 streams,
@@ -187,28 +188,29 @@ fn run(cli: Cli) -> Result<(), String> {
             token_file,
             json,
         } => status(&admin, token_file.as_deref(), json),
-        Command::Certs(Certs::Init { dir, name, days }) => init(&dir.dir, &name, days),
+        Command::Certs(Certs::Init { dir, name, days }) => certs_cli::init(&dir.dir, &name, days),
         Command::Certs(Certs::Issue {
             dir,
             server,
             client,
             out,
             days,
-        }) => issue(&dir.dir, &server, client.as_deref(), out, days),
+        }) => certs_cli::issue(&dir.dir, &server, client.as_deref(), out, days),
         Command::Certs(Certs::Revoke {
             dir,
             serial,
             crl_days,
-        }) => revoke(&dir.dir, &serial, crl_days),
+        }) => certs_cli::revoke(&dir.dir, &serial, crl_days),
     }
 }
 
-const DAY: u64 = 86_400;
-
-fn logging(level: &str) -> Result<(), String> {
-    let level: tracing::Level = level
-        .parse()
-        .map_err(|_| format!("--log-level {level:?}: use error, warn, info, debug or trace"))?;
+fn logging(level: &str) -> Result<(), Error> {
+    let level: tracing::Level = level.parse().map_err(|_| {
+        Error::argument(
+            format!("--log-level {level:?}"),
+            "use error, warn, info, debug or trace",
+        )
+    })?;
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
@@ -217,15 +219,18 @@ fn logging(level: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .map_err(|error| Error::Start {
+            what: "the runtime",
+            error,
+        })
 }
 
 /// `run`: start, tell systemd we are ready, then serve signals until told to stop.
-fn run_service(path: &Path) -> Result<(), String> {
+fn run_service(path: &Path) -> Result<(), Error> {
     let (config, overrides) = config::load_checked(path, std::env::vars())?;
     for applied in &overrides {
         tracing::info!("override: {applied}");
@@ -233,9 +238,13 @@ fn run_service(path: &Path) -> Result<(), String> {
     let notifier = notify::Notifier::from_env();
     runtime()?.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let signals = |error| Error::Start {
+            what: "signal handling",
+            error,
+        };
+        let mut hup = signal(SignalKind::hangup()).map_err(signals)?;
+        let mut term = signal(SignalKind::terminate()).map_err(signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(signals)?;
         let mut running = run::start(&config).await?;
         let mut status = match (running.listen, running.forwards.is_empty()) {
             (Some(addr), _) => format!("serving on {addr}"),
@@ -274,9 +283,9 @@ fn run_service(path: &Path) -> Result<(), String> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 fatal = running.fatal.recv() => {
-                    let message = fatal.unwrap_or_else(|| "stopped".into());
-                    notifier.send(&format!("STOPPING=1\nSTATUS={message}"));
-                    return Err(message);
+                    let error = fatal.unwrap_or_else(|| Error::Fatal("stopped".into()));
+                    notifier.send(&format!("STOPPING=1\nSTATUS={error}"));
+                    return Err(error);
                 }
             }
         }
@@ -287,7 +296,7 @@ fn run_service(path: &Path) -> Result<(), String> {
     })
 }
 
-fn check_config(path: &Path) -> Result<(), String> {
+fn check_config(path: &Path) -> Result<(), Error> {
     let (config, overrides) = config::load_checked(path, std::env::vars())?;
     for applied in &overrides {
         println!("override: {applied}");
@@ -296,10 +305,8 @@ fn check_config(path: &Path) -> Result<(), String> {
         let token = admin::Token::load(
             section.token_file.as_deref(),
             std::env::var(admin::TOKEN_ENV).ok(),
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-        admin::check_exposure(section.listen, token.as_ref())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        )?;
+        admin::check_exposure(section.listen, token.as_ref())?;
     }
     if config.role == config::Role::Server {
         match &config.policy {
@@ -328,198 +335,21 @@ fn check_config(path: &Path) -> Result<(), String> {
 }
 
 /// `status`: fetch `/status` and print it as a table (or as JSON).
-fn status(addr: &str, token_file: Option<&Path>, json: bool) -> Result<(), String> {
+fn status(addr: &str, token_file: Option<&Path>, json: bool) -> Result<(), Error> {
     let token = match token_file {
-        Some(file) => Some(
-            std::fs::read_to_string(file)
-                .map_err(|e| format!("--token-file {}: cannot read: {e}", file.display()))?,
-        ),
+        Some(file) => {
+            Some(std::fs::read_to_string(file).map_err(|e| Error::file(file, "read", e))?)
+        }
         None => std::env::var(admin::TOKEN_ENV).ok(),
     };
-    let report = runtime()?
-        .block_on(admin::fetch_status(addr, token.as_deref()))
-        .map_err(|e| e.to_string())?;
+    let report = runtime()?.block_on(admin::fetch_status(addr, token.as_deref()))?;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
         print!("{}", report.render());
     }
-    Ok(())
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "{}: cannot read: {e} (run `sssonector certs init --dir {}` first?)",
-            path.display(),
-            path.parent()
-                .map_or_else(|| ".".into(), |p| p.display().to_string())
-        )
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if text.is_empty() || text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn cert_error(e: CertError) -> String {
-    e.to_string()
-}
-
-fn init(dir: &Path, name: &str, days: u64) -> Result<(), String> {
-    if dir.join("ca.key").exists() {
-        return Err(format!(
-            "{}: a CA already exists here; remove it or choose another --dir",
-            dir.join("ca.key").display()
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-    let ca = CertificateAuthority::generate(name, Validity::days(days)).map_err(cert_error)?;
-    write(&dir.join("ca.pem"), ca.cert_pem())?;
-    write(&dir.join("ca.key"), ca.key_pem())?;
-    restrict(&dir.join("ca.key"))?;
-    write(&dir.join("revoked.txt"), "")?;
-    write(
-        &dir.join("ca.crl"),
-        &ca.crl(Duration::from_secs(7 * DAY)).map_err(cert_error)?,
-    )?;
-    println!(
-        "created CA \"{name}\" in {}: ca.pem, ca.key, ca.crl",
-        dir.display()
-    );
-    Ok(())
-}
-
-/// Keys are readable by their owner only.
-fn restrict(path: &Path) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("{}: cannot restrict permissions: {e}", path.display()))?;
-    }
-    let _ = path;
-    Ok(())
-}
-
-fn load_ca(dir: &Path) -> Result<CertificateAuthority, String> {
-    let ca =
-        CertificateAuthority::from_pem(&read(&dir.join("ca.pem"))?, &read(&dir.join("ca.key"))?)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let revoked = std::fs::read_to_string(dir.join("revoked.txt")).unwrap_or_default();
-    for (n, line) in revoked.lines().enumerate() {
-        let mut fields = line.split_whitespace();
-        let (Some(serial), Some(at)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let serial = unhex(serial).ok_or_else(|| {
-            format!(
-                "{}:{}: bad serial number",
-                dir.join("revoked.txt").display(),
-                n + 1
-            )
-        })?;
-        let at: u64 = at.parse().map_err(|_| {
-            format!(
-                "{}:{}: bad revocation time",
-                dir.join("revoked.txt").display(),
-                n + 1
-            )
-        })?;
-        ca.revoke_at(&serial, SystemTime::UNIX_EPOCH + Duration::from_secs(at));
-    }
-    Ok(ca)
-}
-
-fn issue(
-    dir: &Path,
-    server: &[String],
-    client: Option<&str>,
-    out: Option<String>,
-    days: u64,
-) -> Result<(), String> {
-    let ca = load_ca(dir)?;
-    let validity = Validity::days(days);
-    let (issued, default_name, kind) = match client {
-        Some(identity) => (
-            ca.issue_client(identity, validity).map_err(cert_error)?,
-            identity.to_owned(),
-            "client",
-        ),
-        None => {
-            let names: Vec<&str> = server.iter().map(String::as_str).collect();
-            (
-                ca.issue_server(&names, validity).map_err(cert_error)?,
-                server.first().cloned().unwrap_or_default(),
-                "server",
-            )
-        }
-    };
-    let base = out.unwrap_or(default_name);
-    if base.is_empty() || base.contains(['/', '\\']) {
-        return Err(format!("--out {base:?}: give a plain file name"));
-    }
-    let (cert, key) = (
-        dir.join(format!("{base}.pem")),
-        dir.join(format!("{base}.key")),
-    );
-    write(&cert, &issued.cert_pem)?;
-    write(&key, &issued.key_pem)?;
-    restrict(&key)?;
-    println!(
-        "issued {kind} certificate {} (serial {}), valid {days} days; key {}",
-        cert.display(),
-        hex(&issued.serial),
-        key.display()
-    );
-    Ok(())
-}
-
-fn revoke(dir: &Path, serial: &str, crl_days: u64) -> Result<(), String> {
-    let bytes = unhex(serial)
-        .ok_or_else(|| format!("serial {serial:?}: expected hex digits, as `issue` printed"))?;
-    let ca = load_ca(dir)?;
-    if ca.revoked().iter().any(|(s, _)| *s == bytes) {
-        println!("serial {serial} was already revoked; CRL rewritten");
-    }
-    ca.revoke(&bytes);
-    let list: String = ca
-        .revoked()
-        .iter()
-        .map(|(s, at)| {
-            let secs = at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            format!("{} {secs}\n", hex(s))
-        })
-        .collect();
-    write(&dir.join("revoked.txt"), &list)?;
-    let crl = ca
-        .crl(Duration::from_secs(crl_days * DAY))
-        .map_err(cert_error)?;
-    write(&dir.join("ca.crl"), &crl)?;
-    println!(
-        "revoked {serial}; wrote {} ({} revoked in all)",
-        dir.join("ca.crl").display(),
-        ca.revoked().len()
-    );
     Ok(())
 }

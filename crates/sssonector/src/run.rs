@@ -22,7 +22,8 @@ use tracing::Instrument;
 use crate::abuse::Shield;
 use crate::admin::{Admin, AdminState, Token};
 use crate::audit::Audit;
-use crate::config::{Config, Mode, Role};
+use crate::config::{Config, ConfigError, Mode, Role};
+use crate::error::Error;
 use crate::observe::{Observed, Sources};
 use crate::persist::Persist;
 use crate::policy::{Access, Guard};
@@ -38,9 +39,9 @@ pub(crate) struct Running {
     /// The client's current links (forward mode keeps `client.connections` of them).
     pub(crate) current: Vec<watch::Receiver<Option<sssonector_tunnel::Link>>>,
     /// Errors that end the process (a TUN device that cannot be created, say).
-    pub(crate) fatal: mpsc::Receiver<String>,
+    pub(crate) fatal: mpsc::Receiver<Error>,
     /// Keeps the fatal queue open while no task holds a sender.
-    _fatal: mpsc::Sender<String>,
+    _fatal: mpsc::Sender<Error>,
     stop: watch::Sender<bool>,
     server: Option<Server>,
     shutdown_timeout: Duration,
@@ -60,14 +61,15 @@ pub(crate) struct Running {
     persist: Option<Persist>,
 }
 
-pub(crate) fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, String> {
+pub(crate) fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, Error> {
     let Some(mbps) = mbps else { return Ok(None) };
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let bits = (mbps * 1e6) as u64;
-    let limiter = RateLimiter::new(Quota::bits_per_second(bits).map_err(|e| e.to_string())?);
+    let limiter =
+        RateLimiter::new(Quota::bits_per_second(bits).map_err(|e| Error::field("limits", e))?);
     Pacing::new(vec![limiter])
         .map(Some)
-        .map_err(|e| e.to_string())
+        .map_err(|e| Error::field("limits", e))
 }
 
 fn session_config(config: &Config, role: SessionRole) -> SessionConfig {
@@ -99,24 +101,24 @@ fn own_addresses(config: &Config) -> Vec<TunnelAddress> {
         .collect()
 }
 
-fn pools(config: &Config) -> Result<tun::Pools, String> {
+fn pools(config: &Config) -> Result<tun::Pools, Error> {
     let tun = config
         .tun
         .as_ref()
-        .ok_or("mode = \"tun\" needs a [tun] section")?;
+        .ok_or_else(|| Error::field("tun", "mode = \"tun\" needs a [tun] section"))?;
     let own: Vec<IpAddr> = own_addresses(config).iter().map(|a| a.addr).collect();
     let mut pools = Vec::new();
     for text in [&tun.pool, &tun.pool6].into_iter().flatten() {
-        let net: Cidr = text.parse()?;
+        let net: Cidr = text.parse().map_err(|e| Error::field("tun.pool", e))?;
         let mut pool = tun::AddressPool::new(net, own.iter().copied());
         for client in &tun.clients {
             for addr in [&client.address, &client.address6].into_iter().flatten() {
-                let addr: IpAddr = addr
-                    .parse()
-                    .map_err(|_| format!("tun.clients: {addr:?} is not an address"))?;
+                let addr: IpAddr = addr.parse().map_err(|_| {
+                    Error::field("tun.clients", format!("{addr:?} is not an address"))
+                })?;
                 if net.contains(addr) {
                     pool.fix(&client.identity, addr)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| Error::field("tun.clients", e))?;
                 }
             }
         }
@@ -130,18 +132,18 @@ pub(crate) const NO_POLICY: &str = "no [policy] section: every client with a val
      open every forwarding rule and reach every network and client; add a [policy] to say who may do what";
 
 /// Loads the certificates and starts the server or client in the background.
-pub(crate) async fn start(config: &Config) -> Result<Running, String> {
+pub(crate) async fn start(config: &Config) -> Result<Running, Error> {
     let usage = match config.role {
         Role::Server => Usage::Server,
         Role::Client => Usage::Client,
     };
     let identity = Arc::new(
         ReloadableIdentity::load("tls", &config.tls.cert, &config.tls.key, usage, None)
-            .map_err(|e| format!("tls.cert / tls.key: {e}"))?,
+            .map_err(|e| Error::cert("tls.cert / tls.key", e))?,
     );
     let trust = Arc::new(
         ReloadableTrust::load("tls", &config.tls.ca, &config.tls.crls)
-            .map_err(|e| format!("tls.ca / tls.crls: {e}"))?,
+            .map_err(|e| Error::cert("tls.ca / tls.crls", e))?,
     );
     let options = TlsOptions::new().with_alpn([proto::ALPN]);
     let (stop, _) = watch::channel(false);
@@ -150,7 +152,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         .budget(256 << 20)
         .name("sssonector")
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::field("buffer pool", e))?;
     tokio::spawn(pool.maintenance(Duration::from_secs(10)));
     let observed = Observed::new(Sources {
         role: match config.role {
@@ -173,12 +175,13 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         Some(section) => {
             let target = section.target();
             Audit::start(target.clone()).map_err(|e| {
-                format!(
-                    "audit.path: cannot open {}: {e}",
+                Error::file(
                     target
                         .path
-                        .as_deref()
-                        .map_or_else(|| "standard output".into(), |p| p.display().to_string())
+                        .clone()
+                        .unwrap_or_else(|| "standard output".into()),
+                    "open the audit log (audit.path)",
+                    e,
                 )
             })?
         }
@@ -212,13 +215,10 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         let token = Token::load(
             section.token_file.as_deref(),
             std::env::var(crate::admin::TOKEN_ENV).ok(),
-        )
-        .map_err(|e| e.to_string())?;
-        let admin = Admin::bind(section.listen, token.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
+        )?;
+        let admin = Admin::bind(section.listen, token.as_ref()).await?;
         running.admin = Some(admin.addr());
-        let metrics = crate::telemetry::install().map_err(|e| format!("metrics: {e}"))?;
+        let metrics = crate::telemetry::install()?;
         let status_source = observed.clone();
         let state = Arc::new(AdminState {
             metrics,
@@ -233,12 +233,12 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     match config.role {
         Role::Server => {
             let tls = sssonector_certs::server_config_rotating(identity, &trust, &options)
-                .map_err(|e| format!("tls: {e}"))?;
+                .map_err(|e| Error::cert("tls", e))?;
             start_server(config, tls, pool, fatal_tx, &mut running).await?;
         }
         Role::Client => {
             let tls = sssonector_certs::client_config_rotating(identity, &trust, &options)
-                .map_err(|e| format!("tls: {e}"))?;
+                .map_err(|e| Error::cert("tls", e))?;
             start_client(config, tls, pool, fatal_tx, &mut running).await?;
         }
     }
@@ -249,23 +249,27 @@ async fn start_server(
     config: &Config,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
     pool: BufPool,
-    fatal: mpsc::Sender<String>,
+    fatal: mpsc::Sender<Error>,
     running: &mut Running,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let section = config
         .server
         .as_ref()
-        .ok_or("role = \"server\" needs a [server] section")?;
+        .ok_or_else(|| Error::field("server", "role = \"server\" needs a [server] section"))?;
     let options = AcceptOptions {
         allow: section.allow.clone(),
         connections_per_second: (section.connections_per_second > 0)
             .then_some(section.connections_per_second),
         handshake_timeout: section.handshake_timeout.0,
     };
-    let stack = accept_stack(tls, &options).map_err(|e| e.to_string())?;
+    let stack = accept_stack(tls, &options).map_err(|e| Error::field("server", e))?;
     let listener = TcpListener::bind(section.listen)
         .await
-        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", section.listen))?;
+        .map_err(|error| Error::Listen {
+            field: "server.listen".into(),
+            addr: section.listen.to_string(),
+            error,
+        })?;
     running.listen = listener.local_addr().ok();
     running.shutdown_timeout = section.shutdown_timeout.0;
     let bans = config.bans.enabled.then(|| {
@@ -315,7 +319,7 @@ async fn start_server(
         Some(section) => {
             let policy = config
                 .build_policy(section)
-                .map_err(|problems| format!("policy: {}", problems.join("; ")))?;
+                .map_err(|problems| Error::field("policy", problems.join("; ")))?;
             tracing::info!(
                 version = policy.version,
                 rules = policy.len(),
@@ -348,21 +352,29 @@ async fn start_server(
             let tun_section = config
                 .tun
                 .as_ref()
-                .ok_or("mode = \"tun\" needs a [tun] section")?;
+                .ok_or_else(|| Error::field("tun", "mode = \"tun\" needs a [tun] section"))?;
             let device = tun::open(
                 &tun_section.name,
                 &own_addresses(config),
                 tun_section.mtu,
                 tun_section.offload,
             )
-            .map_err(|e| format!("tun.name: {e}"))?;
+            .map_err(|error| Error::Tun {
+                field: "tun.name",
+                error,
+            })?;
             let mtu = tun_section.mtu;
             let router = Arc::new(tun::Router::new());
             let loop_device = Arc::clone(&device);
             let loop_router = Arc::clone(&router);
             tokio::spawn(async move {
                 if let Err(e) = tun::server_device_loop(loop_device, loop_router, mtu).await {
-                    let _ = fatal.send(format!("TUN device: {e}")).await;
+                    let _ = fatal
+                        .send(Error::Tun {
+                            field: "TUN device",
+                            error: e,
+                        })
+                        .await;
                 }
             });
             ServerMode::Tun {
@@ -427,13 +439,13 @@ async fn start_client(
     config: &Config,
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
     pool: BufPool,
-    fatal: mpsc::Sender<String>,
+    fatal: mpsc::Sender<Error>,
     running: &mut Running,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let section = config
         .client
         .as_ref()
-        .ok_or("role = \"client\" needs a [client] section")?;
+        .ok_or_else(|| Error::field("client", "role = \"client\" needs a [client] section"))?;
     let mut endpoints = Vec::new();
     for (i, addr) in section.servers.iter().enumerate() {
         let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
@@ -441,11 +453,15 @@ async fn start_client(
             .server_name
             .clone()
             .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
-        let name = ServerName::try_from(name.clone())
-            .map_err(|_| format!("client.server_name: {name:?} is not a DNS name or IP address"))?;
+        let name = ServerName::try_from(name.clone()).map_err(|_| {
+            Error::field(
+                "client.server_name",
+                format!("{name:?} is not a DNS name or IP address"),
+            )
+        })?;
         endpoints.push(
             Endpoint::new(addr, name, Arc::clone(&tls), section.connect_timeout.0)
-                .map_err(|e| format!("client.servers[{i}]: {e}"))?,
+                .map_err(|e| Error::field(format!("client.servers[{i}]"), e))?,
         );
     }
     let connections = match config.mode {
@@ -474,13 +490,18 @@ async fn start_client(
         Mode::Forward => {
             for rule in &config.forward {
                 let Some(listen) = &rule.listen else { continue };
-                let listener = TcpListener::bind(listen).await.map_err(|e| {
-                    format!(
-                        "forward[{}].listen: cannot listen on {listen}: {e}",
-                        rule.name
-                    )
+                let listener = TcpListener::bind(listen)
+                    .await
+                    .map_err(|error| Error::Listen {
+                        field: format!("forward[{}].listen", rule.name),
+                        addr: listen.clone(),
+                        error,
+                    })?;
+                let addr = listener.local_addr().map_err(|error| Error::Listen {
+                    field: format!("forward[{}].listen", rule.name),
+                    addr: listen.clone(),
+                    error,
                 })?;
-                let addr = listener.local_addr().map_err(|e| e.to_string())?;
                 running.forwards.push((rule.name.clone(), addr));
                 tokio::spawn(forward::listen(
                     listener,
@@ -526,7 +547,7 @@ async fn start_client(
             let tun_section = config
                 .tun
                 .as_ref()
-                .ok_or("mode = \"tun\" needs a [tun] section")?;
+                .ok_or_else(|| Error::field("tun", "mode = \"tun\" needs a [tun] section"))?;
             let name = tun_section.name.clone();
             let mtu = tun_section.mtu;
             let offload = tun_section.offload;
@@ -583,13 +604,13 @@ async fn start_client(
                                             let fatal = fatal.clone();
                                             tokio::spawn(async move {
                                                 if let Err(e) = tun::client_device_loop(pump, current, hello.mtu.min(mtu)).await {
-                                                    let _ = fatal.send(format!("TUN device: {e}")).await;
+                                                    let _ = fatal.send(Error::Tun { field: "TUN device", error: e }).await;
                                                 }
                                             });
                                             dev
                                         }
                                         Err(e) => {
-                                            let _ = fatal.send(format!("tun.name: {e}")).await;
+                                            let _ = fatal.send(Error::Tun { field: "tun.name", error: e }).await;
                                             link.close();
                                             return;
                                         }
@@ -663,16 +684,19 @@ struct Reloadable {
 
 impl Reloadable {
     /// Applies the configuration file as it is now; returns what changed, or why nothing did.
-    fn apply(&self) -> Result<String, String> {
+    fn apply(&self) -> Result<String, ConfigError> {
         // One line: the outcome also goes to systemd's STATUS=, which ends at a newline.
-        let (config, _) = crate::config::load_checked(&self.path, std::env::vars())
-            .map_err(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))?;
+        let (config, _) = crate::config::load_checked(&self.path, std::env::vars())?;
         let access = match &config.policy {
             None => Access::Open,
             Some(section) => config
                 .build_policy(section)
                 .map(|p| Access::Policy(Arc::new(p)))
-                .map_err(|problems| problems.join("; "))?,
+                .map_err(|problems| ConfigError::Invalid {
+                    file: self.path.clone(),
+                    overrides: Vec::new(),
+                    problems,
+                })?,
         };
         let mut said = vec![match &access {
             Access::Open => "policy: none (every client has full access)".to_owned(),
@@ -746,7 +770,10 @@ impl Running {
                 Ok(said) => format!("; {said}"),
                 Err(e) => {
                     ok = false;
-                    format!("; configuration refused, policy, rules and limits kept: {e}")
+                    format!(
+                        "; configuration refused, policy, rules and limits kept: {}",
+                        e.one_line()
+                    )
                 }
             },
         };

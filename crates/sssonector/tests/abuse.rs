@@ -8,20 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::process::{address_after, echo_target, expect, start, through};
-use common::{TempDir, pki};
-
-fn get(admin: SocketAddr, path: &str) -> String {
-    let mut socket = TcpStream::connect(admin).unwrap();
-    write!(
-        socket,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    socket.read_to_string(&mut text).unwrap();
-    text
-}
+use common::http::get;
+use common::process::{address_after, echo_target, expect, start, stop, through};
+use common::{TempDir, pki, wait_for};
 
 /// Sends bytes that are not TLS and waits for the server to hang up.
 fn garbage(server: SocketAddr) {
@@ -31,20 +20,6 @@ fn garbage(server: SocketAddr) {
         .unwrap();
     let _ = socket.write_all(b"GET / HTTP/1.0\r\n\r\n");
     let _ = socket.read_to_end(&mut Vec::new());
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> Option<String>) -> String {
-    let started = Instant::now();
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "never saw {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -81,12 +56,7 @@ fn repeated_failures_ban_the_source() {
             .then_some(status)
     });
     assert!(status.contains("\"reason\": \"tls\""), "{status}");
-    let audit = wait_for("the ban in the audit log", || {
-        let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-        text.lines()
-            .find(|l| l.contains("\"event\":\"ban\""))
-            .map(str::to_owned)
-    });
+    let audit = common::audited(&dir, &["\"event\":\"ban\""]);
     assert!(
         audit.contains("\"remote\":\"127.0.0.1\"") && audit.contains("\"seconds\":600"),
         "{audit}"
@@ -145,7 +115,7 @@ fn one_source_cannot_hold_every_handshake() {
     wait_for("two handshakes in flight", || {
         get(admin, "/metrics")
             .contains("sssonector_sessions{state=\"handshaking\"} 2")
-            .then_some(String::new())
+            .then_some(())
     });
     // ...so a third is closed at once instead of waiting out the 20 s handshake timeout.
     let mut third = TcpStream::connect(server_addr).unwrap();
@@ -169,24 +139,6 @@ fn one_source_cannot_hold_every_handshake() {
         "{metrics}"
     );
     drop(tmp);
-}
-
-fn stop(server: &mut common::process::Process) {
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &server.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = Instant::now();
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

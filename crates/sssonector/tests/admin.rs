@@ -6,58 +6,26 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::{address_after, echo_target, expect, start, through};
-use common::{TempDir, pki};
+use common::{TempDir, audited, pki};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-/// One HTTP/1.1 exchange: status code, headers (lowercased names), body.
+/// One exchange: status code, headers, body.
 fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
-) -> (u16, Vec<(String, String)>, String) {
-    let mut socket = TcpStream::connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        socket,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    socket.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let code = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (code, headers, body.to_owned())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+) -> (u16, common::http::Reply, String) {
+    let reply = common::http::request(addr, method, path, token);
+    let body = reply.body.clone();
+    (reply.code, reply, body)
 }
 
 /// The value of the first sample of `metric` whose labels contain `labels`.
@@ -84,22 +52,6 @@ fn server_config(dir: &Path, target: SocketAddr, extra: &str) {
     )
     .unwrap();
     std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
-}
-
-/// Waits for an audit line containing every one of `parts`.
-fn audited(dir: &Path, parts: &[&str]) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return line.to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no audit line with {parts:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -141,7 +93,7 @@ fn metrics_status_and_reload_over_http() {
         ("cache-control", "no-store"),
         ("x-frame-options", "DENY"),
     ] {
-        assert_eq!(header(&headers, name), Some(value), "{headers:?}");
+        assert_eq!(headers.header(name), Some(value), "{:?}", headers.headers);
     }
     let (code, _, body) = http(admin, "GET", "/readyz", None);
     assert_eq!(code, 200, "{body}");
@@ -149,7 +101,7 @@ fn metrics_status_and_reload_over_http() {
     // Metrics and status need the token.
     let (code, headers, _) = http(admin, "GET", "/metrics", None);
     assert_eq!(code, 401);
-    assert_eq!(header(&headers, "www-authenticate"), Some("Bearer"));
+    assert_eq!(headers.header("www-authenticate"), Some("Bearer"));
     assert_eq!(
         http(admin, "GET", "/status", Some("wrong-token-0123456789")).0,
         401
@@ -158,8 +110,11 @@ fn metrics_status_and_reload_over_http() {
     let (code, headers, metrics) = http(admin, "GET", "/metrics", Some(TOKEN));
     assert_eq!(code, 200, "{metrics}");
     assert!(
-        header(&headers, "content-type").is_some_and(|t| t.starts_with("text/plain")),
-        "{headers:?}"
+        headers
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        headers.headers
     );
     assert!(
         metrics.contains("# HELP sssonector_tunnel_bytes_received_total"),

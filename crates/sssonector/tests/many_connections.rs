@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,21 +99,6 @@ fn rss_kib(process: &Process) -> u64 {
         .unwrap_or(0)
 }
 
-fn admin_status(admin: SocketAddr) -> String {
-    let mut socket = std::net::TcpStream::connect(admin).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        socket,
-        "GET /status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    socket.read_to_string(&mut text).unwrap();
-    text
-}
-
 #[test]
 fn ten_thousand_connections_through_one_client_connection() {
     let tmp = TempDir::new("many");
@@ -185,7 +170,7 @@ fn ten_thousand_connections_through_one_client_connection() {
             }
         }
         // Every served connection is still open here: the client counts them all at once.
-        let status = admin_status(admin);
+        let status = common::http::get(admin, "/status");
         let after = [rss_kib(&client), rss_kib(&server)];
         for (name, (b, a)) in ["client", "server"].iter().zip(before.iter().zip(after)) {
             println!(

@@ -7,11 +7,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{address_after, echo_target, expect, start, through};
-use common::{TempDir, pki};
+use common::http::get;
+use common::process::{address_after, echo_target, expect, signal, start, through};
+use common::{TempDir, log_contains, pki};
 
 fn server_toml(target: SocketAddr, alice_forwards: &str) -> String {
     format!(
@@ -36,53 +36,13 @@ fn client_toml(server: SocketAddr, who: &str) -> String {
     )
 }
 
-/// Waits until `file` contains `wanted`; returns its text.
-fn log_contains(file: &Path, wanted: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if text.contains(wanted) {
-            return text;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{} never said {wanted:?}:\n{text}",
-            file.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits for an audit record with every `field: value` pair given; returns it.
 fn audited(dir: &Path, pairs: &[(&str, &str)]) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-        if let Some(line) = text.lines().find(|line| {
-            pairs
-                .iter()
-                .all(|(k, v)| line.contains(&format!("\"{k}\":\"{v}\"")))
-        }) {
-            return line.to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no audit record with {pairs:?} in:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn get(admin: SocketAddr, path: &str) -> String {
-    let mut socket = TcpStream::connect(admin).unwrap();
-    write!(
-        socket,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    socket.read_to_string(&mut text).unwrap();
-    text
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+        .collect();
+    common::audited(dir, &parts.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]
@@ -189,13 +149,7 @@ fn default_deny_granted_rules_and_a_live_policy_change() {
     let mut back = [0u8; 6];
     live.read_exact(&mut back).unwrap();
     std::fs::write(dir.join("server.toml"), server_toml(target, "[\"other\"]")).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &server.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&server, "HUP");
     let reloaded = expect(&server_notify, "last reload");
     assert!(reloaded.contains("policy: version"), "{reloaded}");
     let mut rest = Vec::new();
@@ -235,13 +189,7 @@ fn default_deny_granted_rules_and_a_live_policy_change() {
 
     // A policy that does not parse is refused whole: the one in force stays.
     std::fs::write(dir.join("server.toml"), server_toml(target, "[\"nope\"]")).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &server.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&server, "HUP");
     let reloaded = expect(&server_notify, "last reload");
     assert!(
         reloaded.contains("configuration refused, policy, rules and limits kept"),
@@ -301,13 +249,7 @@ fn a_reload_retargets_forwarding_rules() {
     let echo = address_after(&expect(&alice_notify, "READY=1"), "echo on ");
     assert_eq!(greeting(echo), b"from A");
     std::fs::write(dir.join("server.toml"), server(b)).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &server_process.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&server_process, "HUP");
     let reloaded = expect(&notify, "last reload");
     assert!(reloaded.contains("forwarding rules: 2 now"), "{reloaded}");
     assert_eq!(greeting(echo), b"from B");

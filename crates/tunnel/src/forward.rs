@@ -311,43 +311,35 @@ pub async fn listen(
                     return;
                 }
             };
-            match splice(socket, stream, &pool).await {
-                Err(SpliceError::Link(LinkError::Reset { code, .. }))
-                    if code == stream_code::BUSY =>
-                {
-                    refused_connection(
-                        "peer_busy",
-                        &rule,
-                        peer,
-                        &"the server is at its stream limit",
-                    );
+            if let Err(e) = splice(socket, stream, &pool).await {
+                let refused = match &e {
+                    SpliceError::Link(LinkError::Reset { code, .. }) => refusal(*code),
+                    _ => None,
+                };
+                match refused {
+                    Some((reason, why)) => refused_connection(reason, &rule, peer, &why),
+                    None => tracing::debug!(
+                        rule = &*rule,
+                        %peer,
+                        error = %e,
+                        "forwarded connection ended"
+                    ),
                 }
-                Err(SpliceError::Link(LinkError::Reset { code, .. }))
-                    if code == stream_code::NOT_PERMITTED =>
-                {
-                    refused_connection(
-                        "not_permitted",
-                        &rule,
-                        peer,
-                        &"the server's access policy does not permit this rule",
-                    );
-                }
-                Err(SpliceError::Link(LinkError::Reset { code, .. }))
-                    if code == stream_code::UNKNOWN_TARGET =>
-                {
-                    refused_connection(
-                        "unknown_target",
-                        &rule,
-                        peer,
-                        &"the server has no such rule",
-                    );
-                }
-                Err(e) => {
-                    tracing::debug!(rule = &*rule, %peer, error = %e, "forwarded connection ended");
-                }
-                Ok(_) => {}
             }
         });
+    }
+}
+
+/// A far side's reset that means it refused the stream: the `reason` label and what to log.
+fn refusal(code: u16) -> Option<(&'static str, &'static str)> {
+    match code {
+        stream_code::BUSY => Some(("peer_busy", "the server is at its stream limit")),
+        stream_code::NOT_PERMITTED => Some((
+            "not_permitted",
+            "the server's access policy does not permit this rule",
+        )),
+        stream_code::UNKNOWN_TARGET => Some(("unknown_target", "the server has no such rule")),
+        _ => None,
     }
 }
 

@@ -2,10 +2,46 @@
 //! CA with its certificates made by the binary itself.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
 pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// Polls `check` every 20 ms until it gives a value; fails the test naming `what` after
+/// 15 s.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "never saw {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits for a line of the audit log `dir/audit.jsonl` that contains every one of `parts`.
+pub fn audited(dir: &Path, parts: &[&str]) -> String {
+    wait_for(&format!("an audit record with {parts:?}"), || {
+        std::fs::read_to_string(dir.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .map(str::to_owned)
+    })
+}
+
+/// Waits until `file` contains `wanted`; returns its text.
+pub fn log_contains(file: &Path, wanted: &str) -> String {
+    wait_for(&format!("{wanted:?} in {}", file.display()), || {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.contains(wanted).then_some(text)
+    })
+}
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);

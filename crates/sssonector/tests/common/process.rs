@@ -90,3 +90,25 @@ pub fn through(local: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
     socket.read_exact(&mut back).ok()?;
     Some(back)
 }
+
+/// Sends `signal` (`HUP`, `TERM`) to `process`.
+pub fn signal(process: &Process, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal}");
+}
+
+/// SIGTERM, then waits for the exit.
+pub fn stop(process: &mut Process) {
+    signal(process, "TERM");
+    let started = std::time::Instant::now();
+    while process.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -55,6 +55,8 @@ pub(crate) struct Running {
     pub(crate) reloads: mpsc::Receiver<oneshot::Sender<ReloadStatus>>,
     /// What a reload of the configuration file changes in a running server.
     reloadable: Option<Reloadable>,
+    /// And in a running client.
+    client_reload: Option<ClientReload>,
     /// Security events.
     pub(crate) audit: Audit,
     /// The server's leases and bans across restarts.
@@ -202,6 +204,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, Error> {
         admin: None,
         reloads,
         reloadable: None,
+        client_reload: None,
         audit: audit.clone(),
         persist: None,
     };
@@ -479,6 +482,13 @@ async fn start_client(
         ..LinkConfig::default()
     };
     running.observed.set_listen(section.servers.join(", "));
+    running.client_reload = Some(ClientReload {
+        path: config.path.clone(),
+        upload: link_config.write_pacing.clone(),
+        download: link_config.read_pacing.clone(),
+        limits: Mutex::new((config.limits.upload_mbps, config.limits.download_mbps)),
+        rules: client_rules(config),
+    });
     let reconnects: Vec<_> = (0..connections)
         .map(|_| Arc::new(Reconnect::new(endpoints.clone(), link_config.clone())))
         .collect();
@@ -682,6 +692,77 @@ struct Reloadable {
     targets: Option<Targets>,
 }
 
+/// A client's `[[forward]]` rules as `(name, listen)`, sorted.
+fn client_rules(config: &Config) -> Vec<(String, String)> {
+    let mut rules: Vec<(String, String)> = config
+        .forward
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.listen.clone()?)))
+        .collect();
+    rules.sort();
+    rules
+}
+
+/// What a reload changes in a running client: its upload and download rates, which every
+/// connection shares (a limit added or removed, or changed forwarding rules, need a restart,
+/// and the reload says so).
+struct ClientReload {
+    path: std::path::PathBuf,
+    upload: Option<Pacing>,
+    download: Option<Pacing>,
+    /// The rates in force, as configured.
+    limits: Mutex<(Option<f64>, Option<f64>)>,
+    rules: Vec<(String, String)>,
+}
+
+impl ClientReload {
+    fn apply(&self) -> Result<String, ConfigError> {
+        let (config, _) = crate::config::load_checked(&self.path, std::env::vars())?;
+        let mut said = Vec::new();
+        let mut limits = self.limits.lock();
+        let (up, down) = &mut *limits;
+        for (what, pacing, old, new) in [
+            (
+                "limits.upload_mbps",
+                &self.upload,
+                up,
+                config.limits.upload_mbps,
+            ),
+            (
+                "limits.download_mbps",
+                &self.download,
+                down,
+                config.limits.download_mbps,
+            ),
+        ] {
+            match (pacing, new) {
+                _ if *old == new => {}
+                (Some(pacing), Some(mbps)) => {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let bits = (mbps * 1e6) as u64;
+                    let quota = Quota::bits_per_second(bits);
+                    match (quota, pacing.budgets().first()) {
+                        (Ok(quota), Some(limiter)) if limiter.set_quota(0, quota).is_ok() => {
+                            *old = new;
+                            said.push(format!("{what}: {mbps} Mbit/s now"));
+                        }
+                        _ => said.push(format!("{what}: cannot change; restart to apply it")),
+                    }
+                }
+                _ => said.push(format!("{what} added or removed: restart to apply it")),
+            }
+        }
+        drop(limits);
+        if client_rules(&config) != self.rules {
+            said.push("forwarding rules changed: restart to apply them".to_owned());
+        }
+        if said.is_empty() {
+            said.push("configuration: nothing to change".to_owned());
+        }
+        Ok(said.join("; "))
+    }
+}
+
 impl Reloadable {
     /// Applies the configuration file as it is now; returns what changed, or why nothing did.
     fn apply(&self) -> Result<String, ConfigError> {
@@ -764,9 +845,14 @@ impl Running {
                 format!("CA/CRLs refused, old ones kept: {e}")
             }
         };
-        let policy = match &self.reloadable {
+        let applied = match (&self.reloadable, &self.client_reload) {
+            (Some(server), _) => Some(server.apply()),
+            (None, Some(client)) => Some(client.apply()),
+            (None, None) => None,
+        };
+        let policy = match applied {
             None => String::new(),
-            Some(reloadable) => match reloadable.apply() {
+            Some(applied) => match applied {
                 Ok(said) => format!("; {said}"),
                 Err(e) => {
                     ok = false;

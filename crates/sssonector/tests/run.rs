@@ -237,3 +237,54 @@ fn a_client_upload_limit_paces_its_bytes() {
     assert!(took >= Duration::from_millis(600), "not paced: {took:?}");
     drop(tmp);
 }
+
+#[test]
+fn a_reload_changes_the_clients_upload_limit() {
+    let tmp = TempDir::new("client-limit");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["carol"]);
+    let target = echo_target();
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n"
+        ),
+    )
+    .unwrap();
+    let (_server, server_notify) = start(&dir, "server.toml", "server");
+    let server_addr = address_after(&expect(&server_notify, "READY=1"), "serving on ");
+    let client = |mbps: u32| {
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/carol.pem\"\nkey = \"pki/carol.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n\
+             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
+             [limits]\nupload_mbps = {mbps}\n"
+        )
+    };
+    std::fs::write(dir.join("client.toml"), client(100_000)).unwrap();
+    let (client_process, client_notify) = start(&dir, "client.toml", "client");
+    let local = address_after(&expect(&client_notify, "READY=1"), "echo on ");
+    assert!(through(local, b"warm").is_some());
+    std::fs::write(dir.join("client.toml"), client(40)).unwrap();
+    common::process::signal(&client_process, "HUP");
+    let reloaded = expect(&client_notify, "last reload");
+    assert!(
+        reloaded.contains("limits.upload_mbps: 40 Mbit/s now"),
+        "{reloaded}"
+    );
+    let payload = vec![5u8; 4 << 20];
+    let started = Instant::now();
+    assert_eq!(
+        through(local, &payload).map(|b| b.len()),
+        Some(payload.len())
+    );
+    let took = started.elapsed();
+    println!("4 MiB after the client's limit was lowered to 40 Mbit/s: {took:?}");
+    // 33.5 Mbit at 40 Mbit/s takes ~0.8 s; unlimited, a few milliseconds. A lower bound only.
+    assert!(took >= Duration::from_millis(600), "not paced: {took:?}");
+    drop(tmp);
+}

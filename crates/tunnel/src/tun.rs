@@ -337,6 +337,29 @@ impl Router {
         self.routes.read().contains_key(&addr)
     }
 
+    /// Sends `packet` to the client holding `dst` if `allow` says so: `None` when no client
+    /// holds it, `Some(true)` when sent on (or refused by that client's full link), and
+    /// `Some(false)` when `allow` refused it (counted as denied).
+    pub fn forward_if(
+        &self,
+        dst: IpAddr,
+        packet: &[u8],
+        allow: impl FnOnce() -> bool,
+    ) -> Option<bool> {
+        let routes = self.routes.read();
+        let link = routes.get(&dst)?;
+        if !allow() {
+            self.counters.denied.add(1);
+            return Some(false);
+        }
+        let counter = match link.try_send_packet(packet) {
+            Ok(true) => &self.counters.forwarded,
+            Ok(false) | Err(_) => &self.counters.refused,
+        };
+        counter.add(1);
+        Some(true)
+    }
+
     /// Sends `packet` to the client holding its destination; `false` when none does.
     pub fn forward(&self, dst: IpAddr, packet: &[u8]) -> bool {
         let routes = self.routes.read();
@@ -581,19 +604,19 @@ mod device {
                     router.counters.spoofed.add(1);
                     return false;
                 }
-                if let Some(filter) = filter.as_mut() {
-                    let to = if router.has_route(dst) {
-                        Destination::Client
-                    } else {
-                        Destination::Server
-                    };
-                    if !filter(dst, to) {
+                let Some(filter) = filter.as_mut() else {
+                    // To another client: sent on here; to the server: kept for the device.
+                    return !router.forward(dst, packet);
+                };
+                // One route lookup decides where the packet goes and which grant it needs.
+                match router.forward_if(dst, packet, || filter(dst, Destination::Client)) {
+                    Some(_) => false,
+                    None if filter(dst, Destination::Server) => true,
+                    None => {
                         router.counters.denied.add(1);
-                        return false;
+                        false
                     }
                 }
-                // To another client: sent on here; to the server: kept for the device.
-                !router.forward(dst, packet)
             });
             writer.write(&device, &batch).await;
         }

@@ -10,13 +10,15 @@ use crate::cmd::{available, cargo, step};
 /// three minutes on two cores.
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
-/// Programs the tests need, with the Debian package that provides each. Tests that need one
-/// skip with a printed reason when it is missing; CI (root) installs them so they run for real.
-const APT_PACKAGES: &[(&str, &str)] = &[
-    ("redis-server", "redis-server"),
+/// Programs the tests need, with the flag that makes each print its version (iputils' ping
+/// and iproute2's ip know `-V`, not `--version`) and the Debian package that provides it.
+/// Tests that need one skip with a printed reason when it is missing; CI (root) installs them
+/// so they run for real.
+const APT_PACKAGES: &[(&str, &str, &str)] = &[
+    ("redis-server", "--version", "redis-server"),
     // The TUN end-to-end test pings through the tunnel between two network namespaces.
-    ("ping", "iputils-ping"),
-    ("ip", "iproute2"),
+    ("ping", "-V", "iputils-ping"),
+    ("ip", "-V", "iproute2"),
 ];
 
 /// Examples that run to completion on their own, with no network beyond loopback and no root.
@@ -135,8 +137,8 @@ fn install_tools() -> Result<(), String> {
     }
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(program, _)| !available(program, &["--version"]))
-        .map(|(_, package)| *package)
+        .filter(|(program, version, _)| !available(program, &[version]))
+        .map(|(_, _, package)| *package)
         .collect();
     if !missing.is_empty() {
         if is_root() {

@@ -18,13 +18,28 @@ use crate::sessions::rfc3339;
 use crate::status::BanStatus;
 
 /// Bans, handshake shares, and where to report. Clones share them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Shield {
     bans: Option<Bans>,
     /// Unfinished handshakes per source.
     inflight: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_inflight: usize,
     audit: Audit,
+    /// Ends the live sessions from a newly banned source; returns how many.
+    on_ban: Option<OnBan>,
+}
+
+/// Told of each new ban's source (an address, or an IPv6 /64 network) and how to tell an
+/// address in it; returns the sessions it ended.
+pub(crate) type OnBan = Arc<dyn Fn(&dyn Fn(IpAddr) -> bool) -> usize + Send + Sync>;
+
+impl std::fmt::Debug for Shield {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shield")
+            .field("bans", &self.bans)
+            .field("max_inflight", &self.max_inflight)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One unfinished handshake, counted against its source until dropped.
@@ -53,7 +68,14 @@ impl Shield {
             inflight: Arc::default(),
             max_inflight: max_inflight.max(1),
             audit,
+            on_ban: None,
         }
+    }
+
+    /// Ends the live sessions of each newly banned source through `on_ban`.
+    pub(crate) fn with_on_ban(mut self, on_ban: OnBan) -> Self {
+        self.on_ban = Some(on_ban);
+        self
     }
 
     fn source(&self, addr: IpAddr) -> IpAddr {
@@ -91,11 +113,15 @@ impl Shield {
     pub(crate) fn failure(&self, peer: SocketAddr, reason: &str) {
         let Some(bans) = &self.bans else { return };
         if let Some(ban) = bans.failure(peer.ip(), reason) {
+            let ended = self.on_ban.as_ref().map_or(0, |end| {
+                end(&|addr: IpAddr| bans.source(addr) == ban.source)
+            });
             tracing::warn!(
                 source = %ban.source,
                 seconds = ban.length.as_secs(),
                 level = ban.level,
                 reason = ban.reason,
+                sessions_ended = ended,
                 "source banned"
             );
             metrics::counter!("sssonector_bans_total", "reason" => reason.to_owned()).increment(1);
@@ -106,6 +132,7 @@ impl Shield {
                 .field("seconds", ban.length.as_secs())
                 .field("level", ban.level)
                 .field("reason", ban.reason.as_str())
+                .field("sessions_ended", ended)
                 .emit();
         }
     }
@@ -193,6 +220,40 @@ mod tests {
         assert!(gate(b).is_ok(), "another source has its own share");
         drop(first);
         assert!(gate(a).is_ok(), "a finished handshake frees its place");
+    }
+
+    #[test]
+    fn a_new_ban_ends_the_sources_live_sessions() {
+        let bans = Bans::new(
+            BanPolicy {
+                failures: 1,
+                window: Duration::from_secs(60),
+                ban: Duration::from_secs(60),
+                max_ban: Duration::from_secs(60),
+            },
+            Arc::new(sssonector_core::ManualClock::new()),
+        );
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&asked);
+        let shield = Shield::new(Some(bans), 10, Audit::off()).with_on_ban(Arc::new(
+            move |from: &dyn Fn(IpAddr) -> bool| {
+                let candidates: [IpAddr; 3] = [
+                    "2001:db8:1:2::9".parse().unwrap(),
+                    "2001:db8:1:3::9".parse().unwrap(),
+                    "192.0.2.1".parse().unwrap(),
+                ];
+                let picked: Vec<IpAddr> = candidates.into_iter().filter(|a| from(*a)).collect();
+                let n = picked.len();
+                seen.lock().extend(picked);
+                n
+            },
+        ));
+        shield.failure("[2001:db8:1:2::1]:1000".parse().unwrap(), "policy");
+        // The whole /64 of the offender, nothing else.
+        assert_eq!(
+            *asked.lock(),
+            ["2001:db8:1:2::9".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]

@@ -286,7 +286,9 @@ async fn start_server(
             Arc::new(sssonector_core::SystemClock),
         )
     });
-    let shield = Shield::new(bans, section.handshakes_per_source(), running.audit.clone());
+    let sessions = running.observed.clone();
+    let shield = Shield::new(bans, section.handshakes_per_source(), running.audit.clone())
+        .with_on_ban(Arc::new(move |from| sessions.sessions().close_where(from)));
     tokio::spawn(shield.clone().sweep(running.stop.subscribe()));
     running.observed.set_shield(shield.clone());
     let server = Server::builder(section.max_clients).on_refused(Arc::new({

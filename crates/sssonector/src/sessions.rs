@@ -121,6 +121,20 @@ impl Sessions {
         self.inner.lock().len()
     }
 
+    /// Ends (with a goodbye) every session whose remote address `from` picks; returns how
+    /// many.
+    pub(crate) fn close_where(&self, from: impl Fn(IpAddr) -> bool) -> usize {
+        let mut closed = 0;
+        for (_, entry) in self.entries() {
+            let remote = entry.remote.parse::<std::net::SocketAddr>().ok();
+            if remote.is_some_and(|r| from(r.ip())) && !entry.link.is_closed() {
+                entry.link.close();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     fn entries(&self) -> Vec<(String, Arc<Entry>)> {
         self.inner
             .lock()

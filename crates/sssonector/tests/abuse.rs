@@ -193,3 +193,58 @@ fn bans_survive_a_restart_and_a_corrupt_state_file_is_moved_aside() {
     assert!(log.contains("the state file is unusable"), "{log}");
     drop(tmp);
 }
+
+#[test]
+fn a_ban_ends_the_sources_live_session() {
+    let tmp = TempDir::new("abuse-live");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["alice"]);
+    let target = echo_target();
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\nconnections_per_second = 0\n\
+             [audit]\npath = \"audit.jsonl\"\n\
+             [bans]\nfailures = 3\nban = \"10m\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n\
+             [[forward]]\nname = \"other\"\ntarget = \"{target}\"\n\
+             [[policy.rule]]\nname = \"alice\"\nmatch = {{ cn = \"alice\" }}\nforwards = [\"echo\"]\n"
+        ),
+    )
+    .unwrap();
+    let (_server, notify) = start(&dir, "server.toml", "server");
+    let server_addr = address_after(&expect(&notify, "READY=1"), "serving on ");
+    std::fs::write(
+        dir.join("client.toml"),
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/alice.pem\"\nkey = \"pki/alice.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\nconnections = 1\n\
+             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
+             [[forward]]\nname = \"other\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let (_client, client_notify) = start(&dir, "client.toml", "client");
+    let ready = expect(&client_notify, "READY=1");
+    let (echo, other) = (
+        address_after(&ready, "echo on "),
+        address_after(&ready, "other on "),
+    );
+    assert!(through(echo, b"granted").is_some());
+    // Three streams the policy refuses: the third tips a ban, which ends her live session.
+    for _ in 0..3 {
+        assert_eq!(through(other, b"denied"), None);
+    }
+    let ban = common::audited(&dir, &["\"event\":\"ban\"", "\"reason\":\"policy\""]);
+    assert!(ban.contains("\"sessions_ended\":1"), "{ban}");
+    common::log_contains(&dir.join("client.log"), "tunnel lost");
+    assert_eq!(
+        through(echo, b"banned now"),
+        None,
+        "a banned source got through"
+    );
+    drop(tmp);
+}

@@ -14,7 +14,8 @@
 //!
 //! Metrics (the `metrics` facade): `sssonector_tunnel_bytes_received_total`,
 //! `sssonector_tunnel_bytes_sent_total`, `sssonector_tunnel_writes_total`,
-//! `sssonector_tunnel_packets_dropped_total`, `sssonector_tunnel_streams_opened_total`,
+//! `sssonector_tunnel_packets_dropped_total`, `sssonector_tunnel_packets_total` by `direction`
+//! (`received`, `sent`), `sssonector_tunnel_streams_opened_total`,
 //! `sssonector_tunnel_streams_refused_total` by `reason` (`max_streams`, `queue_full`), and
 //! `sssonector_tunnel_sessions_closed_total` by
 //! `reason` (`goodbye`, `dead_peer`, `handshake_timeout`, `protocol_error` — a malformed or
@@ -144,6 +145,8 @@ struct Counters {
     packets_dropped: Count,
     writes: Count,
     streams_opened: Count,
+    packets_in: Count,
+    packets_out: Count,
 }
 
 impl Default for Counters {
@@ -156,6 +159,12 @@ impl Default for Counters {
             )),
             writes: Count::new(metrics::counter!("sssonector_tunnel_writes_total")),
             streams_opened: Count::new(metrics::counter!("sssonector_tunnel_streams_opened_total")),
+            packets_in: Count::new(
+                metrics::counter!("sssonector_tunnel_packets_total", "direction" => "received"),
+            ),
+            packets_out: Count::new(
+                metrics::counter!("sssonector_tunnel_packets_total", "direction" => "sent"),
+            ),
         }
     }
 }
@@ -176,6 +185,10 @@ pub struct LinkStats {
     pub open_streams: usize,
     /// Streams opened since the link was established, by either side.
     pub streams_opened: u64,
+    /// IP packets received from the peer.
+    pub packets_in: u64,
+    /// IP packets queued for the peer.
+    pub packets_out: u64,
 }
 
 pub(crate) enum StreamMsg {
@@ -391,6 +404,7 @@ impl Link {
             .send_packet(packet)
             .map_err(|e| LinkError::Packet(e.to_string()))?;
         drop(session);
+        self.shared.counters.packets_out.add(1);
         if was_empty {
             self.shared.output.notify_one();
         }
@@ -462,6 +476,8 @@ impl Link {
             writes: c.writes.get(),
             open_streams: self.shared.streams.lock().len(),
             streams_opened: c.streams_opened.get(),
+            packets_in: c.packets_in.get(),
+            packets_out: c.packets_out.get(),
         }
     }
 }
@@ -495,9 +511,12 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
         events.clear();
         return;
     };
+    // Counted once per batch, not per packet.
+    let mut packets = 0;
     for event in events.drain(..) {
         match event {
             Event::Packet(packet) => {
+                packets += 1;
                 // A full queue drops the packet, as a router would; TCP inside recovers.
                 let dropped = incoming.try_send(Incoming::Packet(packet)).is_err();
                 if dropped {
@@ -566,6 +585,9 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
             // Established comes before the link exists.
             _ => {}
         }
+    }
+    if packets > 0 {
+        shared.counters.packets_in.add(packets);
     }
 }
 

@@ -54,6 +54,10 @@ async fn queued_packets_go_out_in_one_write() {
     let writes = client.stats().writes - writes_before;
     assert!(writes <= 2, "{writes} writes for 1000 packets");
     assert_eq!(server.stats().packets_dropped, 0);
+    // Counted each way, on the side that sent and the side that received.
+    assert_eq!(client.stats().packets_out, 1000);
+    assert_eq!(server.stats().packets_in, 1000);
+    assert_eq!(server.stats().packets_out, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -535,11 +535,12 @@ async fn start_client(
                             |link, _, _incoming| {
                                 let observed = observed.clone();
                                 let remote = server.server().unwrap_or_default();
+                                let names = server.server_identity();
                                 async move {
                                     let id = crate::sessions::new_id();
                                     let _registered = observed.sessions().register(
                                         &id,
-                                        None,
+                                        names,
                                         remote,
                                         Vec::new(),
                                         link.clone(),
@@ -586,11 +587,12 @@ async fn start_client(
                             let name = name.clone();
                             let observed = observed.clone();
                             let remote = reconnect.server().unwrap_or_default();
+                            let names = reconnect.server_identity();
                             async move {
                                 let id = crate::sessions::new_id();
                                 let _registered = observed.sessions().register(
                                     &id,
-                                    None,
+                                    names,
                                     remote,
                                     hello.addresses.iter().map(|a| a.addr).collect(),
                                     link.clone(),

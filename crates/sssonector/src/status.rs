@@ -41,7 +41,7 @@ pub(crate) struct Status {
 pub(crate) struct SessionStatus {
     /// The correlation id, also in this session's log lines and audit events.
     pub(crate) id: String,
-    /// The peer's certificate names (the server's, on a client, are not known: empty).
+    /// The peer's certificate names (on a client, the server's).
     pub(crate) identity: IdentityStatus,
     /// The peer's address.
     pub(crate) remote: String,

@@ -198,5 +198,7 @@ fn ten_thousand_connections_through_one_client_connection() {
         status.contains(&format!("\"streams_open\": {CONNECTIONS}")),
         "{status}"
     );
+    // The client's status names the server by its certificate.
+    assert!(status.contains("\"name\": \"localhost\""), "{status}");
     drop(tmp);
 }

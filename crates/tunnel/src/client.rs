@@ -158,6 +158,8 @@ pub struct Reconnect {
     current: watch::Sender<Option<Link>>,
     /// The address of the endpoint the current link goes to.
     server: parking_lot::Mutex<Option<String>>,
+    /// The names in the certificate of the server last connected to.
+    server_identity: parking_lot::Mutex<Option<sssonector_certs::PeerIdentity>>,
 }
 
 impl Reconnect {
@@ -171,6 +173,7 @@ impl Reconnect {
             link,
             current: watch::channel(None).0,
             server: parking_lot::Mutex::new(None),
+            server_identity: parking_lot::Mutex::new(None),
         }
     }
 
@@ -193,6 +196,12 @@ impl Reconnect {
         self.server.lock().clone()
     }
 
+    /// The names in the certificate of the server the current link goes to (`None` before
+    /// the first connection).
+    pub fn server_identity(&self) -> Option<sssonector_certs::PeerIdentity> {
+        self.server_identity.lock().clone()
+    }
+
     /// Runs until `stop` turns true. `session` makes a fresh client session for each
     /// attempt; `on_link` gets each established link with the server's hello and its
     /// incoming queue, and runs until the link is closed (it should return then).
@@ -213,6 +222,14 @@ impl Reconnect {
                 let endpoint = &self.endpoints[index];
                 let attempt = async {
                     let transport = endpoint.dial().await?;
+                    // The server's names, for status pages: the handshake verified them.
+                    let names = transport
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|leaf| sssonector_certs::PeerIdentity::from_der(leaf).ok());
+                    *self.server_identity.lock() = names;
                     Link::establish(transport, session(), self.link.clone())
                         .await
                         .map_err(|e| -> BoxError {

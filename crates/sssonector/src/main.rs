@@ -18,6 +18,7 @@ mod certs_cli;
 mod config;
 mod demo;
 mod error;
+mod forwarder;
 mod notify;
 mod observe;
 mod persist;

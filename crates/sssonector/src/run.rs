@@ -10,7 +10,7 @@ use sssonector_bufpool::BufPool;
 use sssonector_certs::{ReloadableIdentity, ReloadableTrust, TlsOptions, TrustReloaded, Usage};
 use sssonector_ratelimit::{Pacing, Quota, RateLimiter};
 use sssonector_tunnel::client::{Endpoint, Reconnect};
-use sssonector_tunnel::forward::{self, Targets};
+use sssonector_tunnel::forward::Targets;
 use sssonector_tunnel::proto::{self, Role as SessionRole, Session, SessionConfig, TunnelAddress};
 use sssonector_tunnel::server::{AcceptOptions, Cidr, Server, accept_stack};
 use sssonector_tunnel::{LinkConfig, tun};
@@ -24,6 +24,7 @@ use crate::admin::{Admin, AdminState, Token};
 use crate::audit::Audit;
 use crate::config::{Config, ConfigError, Mode, Role};
 use crate::error::Error;
+use crate::forwarder::Forwarder;
 use crate::observe::{Observed, Sources};
 use crate::persist::Persist;
 use crate::policy::{Access, Guard};
@@ -485,6 +486,7 @@ async fn start_client(
     };
     running.observed.set_listen(section.servers.join(", "));
     running.client_reload = Some(ClientReload {
+        forwarder: None,
         path: config.path.clone(),
         upload: link_config.write_pacing.clone(),
         download: link_config.read_pacing.clone(),
@@ -500,28 +502,14 @@ async fn start_client(
     let stop = running.stop.subscribe();
     match config.mode {
         Mode::Forward => {
+            let forwarder = Arc::new(Forwarder::new(running.current.clone(), pool.clone()));
             for rule in &config.forward {
                 let Some(listen) = &rule.listen else { continue };
-                let listener = TcpListener::bind(listen)
-                    .await
-                    .map_err(|error| Error::Listen {
-                        field: format!("forward[{}].listen", rule.name),
-                        addr: listen.clone(),
-                        error,
-                    })?;
-                let addr = listener.local_addr().map_err(|error| Error::Listen {
-                    field: format!("forward[{}].listen", rule.name),
-                    addr: listen.clone(),
-                    error,
-                })?;
-                running.forwards.push((rule.name.clone(), addr));
-                tokio::spawn(forward::listen(
-                    listener,
-                    rule.name.clone(),
-                    running.current.clone(),
-                    pool.clone(),
-                    Duration::from_secs(10),
-                ));
+                forwarder.open(&rule.name, listen)?;
+            }
+            running.forwards = forwarder.listening();
+            if let Some(reload) = running.client_reload.as_mut() {
+                reload.forwarder = Some(forwarder);
             }
             for reconnect in reconnects {
                 let session_config = session_config.clone();
@@ -708,8 +696,8 @@ fn client_rules(config: &Config) -> Vec<(String, String)> {
 }
 
 /// What a reload changes in a running client: its upload and download rates, which every
-/// connection shares (a limit added or removed, or changed forwarding rules, need a restart,
-/// and the reload says so).
+/// connection shares (a limit added or removed needs a restart, and the reload says so), and
+/// in forward mode its local listeners.
 struct ClientReload {
     path: std::path::PathBuf,
     upload: Option<Pacing>,
@@ -717,6 +705,8 @@ struct ClientReload {
     /// The rates in force, as configured.
     limits: Mutex<(Option<f64>, Option<f64>)>,
     rules: Vec<(String, String)>,
+    /// Forward mode: the local listeners, opened and closed as the rules change.
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 impl ClientReload {
@@ -757,8 +747,15 @@ impl ClientReload {
             }
         }
         drop(limits);
-        if client_rules(&config) != self.rules {
-            said.push("forwarding rules changed: restart to apply them".to_owned());
+        match &self.forwarder {
+            Some(forwarder) => {
+                let (changes, _failed) = forwarder.apply(&client_rules(&config));
+                said.extend(changes);
+            }
+            None if client_rules(&config) != self.rules => {
+                said.push("forwarding rules changed: restart to apply them".to_owned());
+            }
+            None => {}
         }
         if said.is_empty() {
             said.push("configuration: nothing to change".to_owned());

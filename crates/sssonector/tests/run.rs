@@ -288,3 +288,62 @@ fn a_reload_changes_the_clients_upload_limit() {
     assert!(took >= Duration::from_millis(600), "not paced: {took:?}");
     drop(tmp);
 }
+
+#[test]
+fn a_reload_opens_and_closes_the_clients_forwarding_listeners() {
+    let tmp = TempDir::new("client-rules");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["dave"]);
+    let target = echo_target();
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n\
+             [[forward]]\nname = \"second\"\ntarget = \"{target}\"\n"
+        ),
+    )
+    .unwrap();
+    let (_server, server_notify) = start(&dir, "server.toml", "server");
+    let server_addr = address_after(&expect(&server_notify, "READY=1"), "serving on ");
+    let client = |rules: &[&str]| {
+        let rules: String = rules
+            .iter()
+            .map(|r| format!("[[forward]]\nname = \"{r}\"\nlisten = \"127.0.0.1:0\"\n"))
+            .collect();
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/dave.pem\"\nkey = \"pki/dave.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n{rules}"
+        )
+    };
+    std::fs::write(dir.join("client.toml"), client(&["echo"])).unwrap();
+    let (client_process, client_notify) = start(&dir, "client.toml", "client");
+    let echo = address_after(&expect(&client_notify, "READY=1"), "echo on ");
+    assert_eq!(through(echo, b"one").as_deref(), Some(&b"one"[..]));
+
+    // Add "second": its listener opens, and the reload says where.
+    std::fs::write(dir.join("client.toml"), client(&["echo", "second"])).unwrap();
+    common::process::signal(&client_process, "HUP");
+    let reloaded = expect(&client_notify, "last reload");
+    let second = address_after(&reloaded, "forward second on ");
+    assert_eq!(through(second, b"two").as_deref(), Some(&b"two"[..]));
+
+    // Remove "echo": its listener closes; "second" stays.
+    std::fs::write(dir.join("client.toml"), client(&["second"])).unwrap();
+    common::process::signal(&client_process, "HUP");
+    let reloaded = expect(&client_notify, "last reload");
+    assert!(reloaded.contains("forward echo closed"), "{reloaded}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(echo).is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "echo's listener stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(through(second, b"three").as_deref(), Some(&b"three"[..]));
+    drop(tmp);
+}

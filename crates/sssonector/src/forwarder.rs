@@ -24,7 +24,7 @@ struct Listening {
     task: AbortHandle,
 }
 
-/// The listeners. Dropping it leaves them running; [`close_all`](Self::close_all) ends them.
+/// The listeners, one task per rule; a listener closes when its rule is removed.
 pub(crate) struct Forwarder {
     links: Vec<watch::Receiver<Option<Link>>>,
     pool: BufPool,

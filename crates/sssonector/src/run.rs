@@ -521,18 +521,10 @@ async fn start_client(
                         .run(
                             || Session::client(session_config.clone(), Instant::now(), Vec::new()),
                             |link, _, _incoming| {
-                                let observed = observed.clone();
-                                let remote = server.server().unwrap_or_default();
-                                let names = server.server_identity();
+                                let (id, registered) =
+                                    client_session(&observed, &server, &link, Vec::new());
                                 async move {
-                                    let id = crate::sessions::new_id();
-                                    let _registered = observed.sessions().register(
-                                        &id,
-                                        names,
-                                        remote,
-                                        Vec::new(),
-                                        link.clone(),
-                                    );
+                                    let _registered = registered;
                                     link.closed()
                                         .instrument(tracing::info_span!("session", id = %id))
                                         .await;
@@ -573,18 +565,14 @@ async fn start_client(
                             let fatal = fatal.clone();
                             let current = reconnect.current();
                             let name = name.clone();
-                            let observed = observed.clone();
-                            let remote = reconnect.server().unwrap_or_default();
-                            let names = reconnect.server_identity();
+                            let (id, registered) = client_session(
+                                &observed,
+                                &reconnect,
+                                &link,
+                                hello.addresses.iter().map(|a| a.addr).collect(),
+                            );
                             async move {
-                                let id = crate::sessions::new_id();
-                                let _registered = observed.sessions().register(
-                                    &id,
-                                    names,
-                                    remote,
-                                    hello.addresses.iter().map(|a| a.addr).collect(),
-                                    link.clone(),
-                                );
+                                let _registered = registered;
                                 let existing = device.lock().clone();
                                 let dev = match existing {
                                     Some(dev) => {
@@ -621,6 +609,7 @@ async fn start_client(
                                 tun::client_link_loop(incoming, dev).await;
                                 link.closed().await;
                             }
+                            .instrument(tracing::info_span!("session", id = %id))
                         },
                         stop,
                     )
@@ -682,6 +671,25 @@ struct Reloadable {
     guard: Guard,
     limits: Arc<Mutex<SessionLimits>>,
     targets: Option<Targets>,
+}
+
+/// A client's new link in the status table, under a new correlation id, with the server's
+/// address and certificate names; it leaves the table when the returned guard drops.
+fn client_session(
+    observed: &Observed,
+    reconnect: &Reconnect,
+    link: &sssonector_tunnel::Link,
+    addresses: Vec<IpAddr>,
+) -> (String, crate::sessions::Registered) {
+    let id = crate::sessions::new_id();
+    let registered = observed.sessions().register(
+        &id,
+        reconnect.server_identity(),
+        reconnect.server().unwrap_or_default(),
+        addresses,
+        link.clone(),
+    );
+    (id, registered)
 }
 
 /// A client's `[[forward]]` rules as `(name, listen)`, sorted.

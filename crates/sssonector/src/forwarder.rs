@@ -74,11 +74,11 @@ impl Forwarder {
     }
 
     /// Brings the listeners in line with `rules` (`(name, listen)`): closes the removed,
-    /// reopens the moved, opens the new. Returns what it did, one line per rule, and the
-    /// first rule that could not be opened (the others are still applied).
-    pub(crate) fn apply(&self, rules: &[(String, String)]) -> (Vec<String>, Option<Error>) {
+    /// reopens the moved, opens the new. Returns what it did, one line per rule, and whether
+    /// every rule could be opened (the others are applied either way).
+    pub(crate) fn apply(&self, rules: &[(String, String)]) -> (Vec<String>, bool) {
         let mut said = Vec::new();
-        let mut failed = None;
+        let mut opened_all = true;
         let current: Vec<(String, String)> = self
             .rules
             .lock()
@@ -102,11 +102,11 @@ impl Forwarder {
                 Ok(addr) => said.push(format!("forward {name} on {addr}")),
                 Err(e) => {
                     said.push(format!("forward {name} not opened: {e}"));
-                    failed.get_or_insert(e);
+                    opened_all = false;
                 }
             }
         }
-        (said, failed)
+        (said, opened_all)
     }
 
     /// The rules listened on, with their addresses.

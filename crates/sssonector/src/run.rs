@@ -491,7 +491,6 @@ async fn start_client(
         upload: link_config.write_pacing.clone(),
         download: link_config.read_pacing.clone(),
         limits: Mutex::new((config.limits.upload_mbps, config.limits.download_mbps)),
-        rules: client_rules(config),
     });
     let reconnects: Vec<_> = (0..connections)
         .map(|_| Arc::new(Reconnect::new(endpoints.clone(), link_config.clone())))
@@ -712,13 +711,12 @@ struct ClientReload {
     download: Option<Pacing>,
     /// The rates in force, as configured.
     limits: Mutex<(Option<f64>, Option<f64>)>,
-    rules: Vec<(String, String)>,
     /// Forward mode: the local listeners, opened and closed as the rules change.
     forwarder: Option<Arc<Forwarder>>,
 }
 
 impl ClientReload {
-    fn apply(&self) -> Result<String, ConfigError> {
+    fn apply(&self) -> Result<(String, bool), ConfigError> {
         let (config, _) = crate::config::load_checked(&self.path, std::env::vars())?;
         let mut said = Vec::new();
         let mut limits = self.limits.lock();
@@ -755,26 +753,23 @@ impl ClientReload {
             }
         }
         drop(limits);
-        match &self.forwarder {
-            Some(forwarder) => {
-                let (changes, _failed) = forwarder.apply(&client_rules(&config));
-                said.extend(changes);
-            }
-            None if client_rules(&config) != self.rules => {
-                said.push("forwarding rules changed: restart to apply them".to_owned());
-            }
-            None => {}
+        // TUN mode has no forwarding listeners.
+        let mut complete = true;
+        if let Some(forwarder) = &self.forwarder {
+            let (changes, opened_all) = forwarder.apply(&client_rules(&config));
+            said.extend(changes);
+            complete = opened_all;
         }
         if said.is_empty() {
             said.push("configuration: nothing to change".to_owned());
         }
-        Ok(said.join("; "))
+        Ok((said.join("; "), complete))
     }
 }
 
 impl Reloadable {
     /// Applies the configuration file as it is now; returns what changed, or why nothing did.
-    fn apply(&self) -> Result<String, ConfigError> {
+    fn apply(&self) -> Result<(String, bool), ConfigError> {
         // One line: the outcome also goes to systemd's STATUS=, which ends at a newline.
         let (config, _) = crate::config::load_checked(&self.path, std::env::vars())?;
         let access = match &config.policy {
@@ -821,7 +816,7 @@ impl Reloadable {
         {
             said.push("server.listen changed: restart to apply it".to_owned());
         }
-        Ok(said.join("; "))
+        Ok((said.join("; "), true))
     }
 }
 
@@ -862,7 +857,11 @@ impl Running {
         let policy = match applied {
             None => String::new(),
             Some(applied) => match applied {
-                Ok(said) => format!("; {said}"),
+                Ok((said, complete)) => {
+                    // A listener that could not be opened fails the reload (the rest applied).
+                    ok &= complete;
+                    format!("; {said}")
+                }
                 Err(e) => {
                     ok = false;
                     format!(

@@ -86,7 +86,7 @@ impl PeerIdentity {
             return Err(PeerIdentityError::Nameless);
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, der);
-        let sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = hex(digest.as_ref());
         let not_after = u64::try_from(cert.validity().not_after.timestamp())
             .map_or(SystemTime::UNIX_EPOCH, |secs| {
                 SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
@@ -114,8 +114,12 @@ impl PeerIdentity {
 
     /// The serial number as lowercase hex, as `sssonector certs issue` prints it.
     pub fn serial_hex(&self) -> String {
-        self.serial.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.serial)
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Display for PeerIdentity {

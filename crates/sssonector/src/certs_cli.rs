@@ -27,7 +27,8 @@ fn read(path: &Path) -> Result<String, Error> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex, as serial numbers, session ids and digests are shown everywhere.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -26,7 +26,7 @@ pub(crate) fn new_id() -> String {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             .to_be_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::certs_cli::hex(&bytes)
 }
 
 /// RFC 3339 in UTC, seconds precision.

@@ -296,10 +296,7 @@ impl PolicySection {
             return Err(errors);
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, source.as_bytes());
-        let version: String = digest.as_ref()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = crate::certs_cli::hex(&digest.as_ref()[..6]);
         Ok(Policy {
             rules: built,
             version,

@@ -33,39 +33,44 @@ pub(crate) struct AuditConfig {
 /// One event being built: `audit.event("session.start").session(id).field("rule", r).emit()`.
 #[must_use = "an event is written only by emit()"]
 pub(crate) struct Event<'a> {
-    audit: &'a Audit,
-    record: Map<String, Value>,
+    /// The writer's queue and the record, or `None` with the log off: then nothing is built.
+    open: Option<(&'a SyncSender<String>, Map<String, Value>)>,
 }
 
 impl Event<'_> {
-    /// The session's correlation id.
-    pub(crate) fn session(mut self, id: &str) -> Self {
-        self.record.insert("session".into(), id.into());
+    fn insert(mut self, name: &str, value: impl FnOnce() -> Value) -> Self {
+        if let Some((_, record)) = &mut self.open {
+            record.insert(name.into(), value());
+        }
         self
+    }
+
+    /// The session's correlation id.
+    pub(crate) fn session(self, id: &str) -> Self {
+        self.insert("session", || id.into())
     }
 
     /// The peer's identity (its certificate's name).
-    pub(crate) fn identity(mut self, name: &str) -> Self {
-        self.record.insert("identity".into(), name.into());
-        self
+    pub(crate) fn identity(self, name: &str) -> Self {
+        self.insert("identity", || name.into())
     }
 
     /// The peer's address.
-    pub(crate) fn remote(mut self, addr: impl std::fmt::Display) -> Self {
-        self.record.insert("remote".into(), addr.to_string().into());
-        self
+    pub(crate) fn remote(self, addr: impl std::fmt::Display) -> Self {
+        self.insert("remote", || addr.to_string().into())
     }
 
     /// Any other field.
-    pub(crate) fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.record.insert(name.into(), value.into());
-        self
+    pub(crate) fn field(self, name: &str, value: impl Into<Value>) -> Self {
+        self.insert(name, || value.into())
     }
 
     /// Queues the record for writing.
     pub(crate) fn emit(self) {
-        let Some(tx) = &self.audit.tx else { return };
-        let mut line = serde_json::to_string(&Value::Object(self.record)).unwrap_or_default();
+        let Some((tx, record)) = self.open else {
+            return;
+        };
+        let mut line = serde_json::to_string(&Value::Object(record)).unwrap_or_default();
         line.push('\n');
         match tx.try_send(line) {
             Ok(()) => {}
@@ -130,17 +135,26 @@ impl Audit {
 
     /// Starts an event record of kind `event` (`handshake.refused`, `session.start`, …).
     pub(crate) fn event(&self, event: &str) -> Event<'_> {
-        let mut record = Map::new();
-        if self.tx.is_some() {
-            record.insert("time".into(), rfc3339_micros(SystemTime::now()).into());
-            record.insert("event_id".into(), crate::sessions::new_id().into());
-            record.insert("event".into(), event.into());
-        }
         Event {
-            audit: self,
-            record,
+            open: self.tx.as_ref().map(|tx| {
+                let mut record = Map::new();
+                record.insert("time".into(), rfc3339_micros(SystemTime::now()).into());
+                record.insert("event_id".into(), event_id().into());
+                record.insert("event".into(), event.into());
+                (tx, record)
+            }),
         }
     }
+}
+
+/// A record's id: this process's random prefix and a counter, 16 hex digits, unique across
+/// processes without a system call per record.
+fn event_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let prefix = PREFIX.get_or_init(|| crate::sessions::new_id()[..8].to_owned());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{n:08x}")
 }
 
 /// RFC 3339 in UTC with microseconds: audit records are ordered finer than seconds.
@@ -266,15 +280,15 @@ mod tests {
             _writer: None,
         };
         for i in 0..12 {
-            let mut record = audit
+            let (_, record) = audit
                 .event("session.start")
                 .session("00aa")
                 .identity("alice")
                 .remote("127.0.0.1:1")
                 .field("n", i)
-                .record;
-            let mut line =
-                serde_json::to_string(&Value::Object(std::mem::take(&mut record))).unwrap();
+                .open
+                .unwrap();
+            let mut line = serde_json::to_string(&Value::Object(record)).unwrap();
             line.push('\n');
             sink.write(&line).unwrap();
         }
@@ -304,5 +318,13 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_off_log_builds_nothing_and_ids_do_not_repeat() {
+        assert!(Audit::off().event("x").session("s").open.is_none());
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| event_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 16));
     }
 }

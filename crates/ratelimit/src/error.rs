@@ -43,6 +43,14 @@ pub enum ConfigError {
     /// A tier named in a mapping does not exist.
     #[error("unknown tier `{0}`")]
     UnknownTier(String),
+    /// A Redis store's URL or TLS settings are unusable.
+    #[error("redis store {store}: {reason}")]
+    Redis {
+        /// The store's URL, its password hidden.
+        store: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Why a weighted check was refused.

@@ -78,7 +78,10 @@ pub use middleware::{
 };
 pub use quota::Quota;
 #[cfg(feature = "redis")]
-pub use redis::{FailurePolicy, RedisLimiter, RedisLimiterBuilder};
+pub use redis::{
+    Block, BlockWatch, FailurePolicy, RedisBlocklist, RedisBlocklistBuilder, RedisLimiter,
+    RedisLimiterBuilder, RedisStore, RedisStoreBuilder, StoreError, Strike,
+};
 pub use sliding::SlidingWindowLimiter;
 pub use sssonector_core::{BoxError, RateLimited};
 pub use stream::{PacedStream, Pacing};

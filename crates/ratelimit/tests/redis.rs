@@ -546,3 +546,69 @@ async fn a_watch_resubscribes_after_redis_restarts() {
     .expect("the watch resubscribed (or caught up) after the restart");
     assert_eq!(heard.level, 1);
 }
+
+#[tokio::test]
+async fn a_blocklist_needs_only_its_keys_channel_and_commands() {
+    let port = free_port();
+    let Some(_redis) = Server::start_with(
+        port,
+        &[
+            "--user",
+            "bans",
+            "on",
+            ">pw",
+            "resetchannels",
+            "~edge:bans:*",
+            "&edge:bans:*",
+            "-@all",
+            "+evalsha",
+            "+eval",
+            "+script|load",
+            "+get",
+            "+pttl",
+            "+scan",
+            "+del",
+            "+publish",
+            "+subscribe",
+            "+time",
+            "+rpush",
+            "+ltrim",
+            "+lrange",
+            "+pexpire",
+            "+incr",
+            "+set",
+            "+ping",
+        ],
+    ) else {
+        return;
+    };
+    let store = RedisStore::builder(format!("redis://bans:pw@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let list = RedisBlocklist::builder(store)
+        .prefix("edge:bans")
+        .strikes(2, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut watch = list.watch(10);
+    // The watch is subscribed once an announcement gets through.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in 0.. {
+        let key = format!("k{n}");
+        list.strike(&key, "tls").await.unwrap();
+        assert!(matches!(
+            list.strike(&key, "tls").await.unwrap(),
+            Strike::Blocked(_)
+        ));
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no announcement reached the watch"
+        );
+    }
+    assert!(list.blocked("k0").await.unwrap().is_some());
+    assert!(!list.list(10).await.unwrap().is_empty());
+    assert!(list.unblock("k0").await.unwrap());
+}

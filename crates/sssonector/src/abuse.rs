@@ -1,7 +1,8 @@
 //! The server's abuse protection, between accept and TLS: banned sources are closed at once,
 //! and no source holds more than its share of unfinished handshakes. Failures reported by the
-//! accept path and the policy feed the [`Bans`] table; bans and unbans are logged, counted
-//! and audited.
+//! accept path and the policy feed the [`Bans`] table — or, with `[bans.redis]`, the shared
+//! count in Redis (see [`crate::shared_bans`]), whose bans every server imposes; bans and
+//! unbans are logged, counted and audited.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use sssonector_tunnel::server::Gate;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::audit::Audit;
 use crate::bans::{Ban, Bans};
@@ -27,6 +28,33 @@ pub(crate) struct Shield {
     audit: Audit,
     /// Ends the live sessions from a newly banned source; returns how many.
     on_ban: Option<OnBan>,
+    /// Failures to count in Redis, when bans are shared.
+    shared: Option<mpsc::Sender<Failure>>,
+}
+
+/// A failure on its way to the shared count: the source it counts against and why.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) source: IpAddr,
+    pub(crate) reason: String,
+}
+
+/// Where a ban was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Counted by this server alone.
+    Local,
+    /// Counted in Redis across the servers sharing it.
+    Shared,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Shared => "shared",
+        }
+    }
 }
 
 /// Told of each new ban's source (an address, or an IPv6 /64 network) and how to tell an
@@ -69,7 +97,15 @@ impl Shield {
             max_inflight: max_inflight.max(1),
             audit,
             on_ban: None,
+            shared: None,
         }
+    }
+
+    /// Sends failures to `queue` (the shared count) instead of counting them here; a failure
+    /// the queue has no room for is counted here.
+    pub(crate) fn with_shared(mut self, queue: mpsc::Sender<Failure>) -> Self {
+        self.shared = Some(queue);
+        self
     }
 
     /// Ends the live sessions of each newly banned source through `on_ban`.
@@ -112,29 +148,61 @@ impl Shield {
     /// A failure from `peer` (a refused handshake, a policy denial): counted toward a ban.
     pub(crate) fn failure(&self, peer: SocketAddr, reason: &str) {
         let Some(bans) = &self.bans else { return };
-        if let Some(ban) = bans.failure(peer.ip(), reason) {
-            let ended = self.on_ban.as_ref().map_or(0, |end| {
-                end(&|addr: IpAddr| bans.source(addr) == ban.source)
-            });
-            tracing::warn!(
-                source = %ban.source,
-                seconds = ban.length.as_secs(),
-                level = ban.level,
-                reason = ban.reason,
-                sessions_ended = ended,
-                "source banned"
-            );
-            metrics::counter!("sssonector_bans_total", "reason" => reason.to_owned()).increment(1);
-            metrics::gauge!("sssonector_bans_active").set(count(bans.list().len()));
-            self.audit
-                .event("ban")
-                .remote(ban.source)
-                .field("seconds", ban.length.as_secs())
-                .field("level", ban.level)
-                .field("reason", ban.reason.as_str())
-                .field("sessions_ended", ended)
-                .emit();
+        if let Some(queue) = &self.shared {
+            let failure = Failure {
+                source: bans.source(peer.ip()),
+                reason: reason.to_owned(),
+            };
+            match queue.try_send(failure) {
+                Ok(()) => return,
+                Err(_) => metrics::counter!("sssonector_bans_shared_errors_total", "error" => "queue_full")
+                    .increment(1),
+            }
         }
+        self.count_here(peer.ip(), reason);
+    }
+
+    /// Counts a failure in this server's own table (no shared count, or it failed).
+    pub(crate) fn count_here(&self, addr: IpAddr, reason: &str) {
+        let Some(bans) = &self.bans else { return };
+        if let Some(ban) = bans.failure(addr, reason) {
+            self.announce(bans, &ban, Origin::Local);
+        }
+    }
+
+    /// Imposes a ban decided in the shared count (by this server's failure or another's);
+    /// reported once, when it is new here.
+    pub(crate) fn impose(&self, source: IpAddr, left: Duration, level: u32, reason: &str) {
+        let Some(bans) = &self.bans else { return };
+        if let Some(ban) = bans.impose(source, left, level, reason) {
+            self.announce(bans, &ban, Origin::Shared);
+        }
+    }
+
+    fn announce(&self, bans: &Bans, ban: &Ban, origin: Origin) {
+        let ended = self.on_ban.as_ref().map_or(0, |end| {
+            end(&|addr: IpAddr| bans.source(addr) == ban.source)
+        });
+        tracing::warn!(
+            source = %ban.source,
+            seconds = ban.length.as_secs(),
+            level = ban.level,
+            reason = ban.reason,
+            origin = origin.as_str(),
+            sessions_ended = ended,
+            "source banned"
+        );
+        metrics::counter!("sssonector_bans_total", "reason" => ban.reason.clone()).increment(1);
+        metrics::gauge!("sssonector_bans_active").set(count(bans.list().len()));
+        self.audit
+            .event("ban")
+            .remote(ban.source)
+            .field("seconds", ban.length.as_secs())
+            .field("level", ban.level)
+            .field("reason", ban.reason.as_str())
+            .field("origin", origin.as_str())
+            .field("sessions_ended", ended)
+            .emit();
     }
 
     /// Puts back a ban saved before a restart.

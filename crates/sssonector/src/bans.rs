@@ -188,23 +188,48 @@ impl Bans {
     /// Puts back a saved ban with `left` to run (and its level, so a repeat keeps
     /// escalating).
     pub(crate) fn restore(&self, source: IpAddr, left: Duration, level: u32, reason: &str) {
+        self.impose(source, left, level, reason);
+    }
+
+    /// Bans `source` for `left` at `level`, as decided elsewhere (a saved ban, or one shared
+    /// by another server). Returns the ban if the source was not banned already; a ban in
+    /// force is only lengthened and raised to `level`, silently.
+    pub(crate) fn impose(
+        &self,
+        source: IpAddr,
+        left: Duration,
+        level: u32,
+        reason: &str,
+    ) -> Option<Ban> {
         let now = self.clock.now();
         let key = self.source(source);
         let mut sources = self.sources.lock();
         if !sources.contains_key(&key) && sources.len() >= MAX_SOURCES {
-            return;
+            forget_stalest(&mut sources);
         }
         let entry = sources.entry(key).or_default();
-        entry.level = level.max(1);
-        entry.last_ban = Some(now);
+        entry.level = entry.level.max(level).max(1);
         entry.last_seen = Some(now);
-        entry.ban = Some(Ban {
+        let until = now + left;
+        if let Some(ban) = entry.ban.as_mut().filter(|b| b.until > now) {
+            if until > ban.until {
+                ban.until = until;
+                ban.length = until.duration_since(now);
+            }
+            ban.level = entry.level;
+            return None;
+        }
+        entry.last_ban = Some(now);
+        entry.failures.clear();
+        let ban = Ban {
             source: key,
-            until: now + left,
+            until,
             length: left,
             reason: reason.to_owned(),
             level: entry.level,
-        });
+        };
+        entry.ban = Some(ban.clone());
+        Some(ban)
     }
 
     /// How long until `ban` ends, from now.
@@ -325,6 +350,32 @@ mod tests {
         assert!(bans.banned(a).is_none());
         let next = (0..3).find_map(|_| bans.failure(a, "tls")).unwrap();
         assert_eq!((next.level, next.length.as_secs()), (3, 240));
+    }
+
+    #[test]
+    fn an_imposed_ban_is_new_once_and_then_only_lengthened() {
+        let (bans, clock) = bans();
+        let a = ip("2001:db8:1:2::5");
+        let ban = bans
+            .impose(a, Duration::from_secs(60), 2, "shared")
+            .unwrap();
+        assert_eq!((ban.source, ban.level), (ip("2001:db8:1:2::"), 2));
+        clock.advance(Duration::from_secs(10));
+        // Heard again (another server's announcement of the same ban): nothing new.
+        assert_eq!(bans.impose(a, Duration::from_secs(60), 2, "shared"), None);
+        let held = bans.banned(a).unwrap();
+        assert_eq!(bans.remaining(&held), Duration::from_secs(60));
+        // A shorter one changes nothing; a higher level is kept for the next ban.
+        assert_eq!(bans.impose(a, Duration::from_secs(5), 3, "shared"), None);
+        assert_eq!(bans.banned(a).unwrap().level, 3);
+        clock.advance(Duration::from_secs(61));
+        assert!(bans.banned(a).is_none());
+        let next = (0..3).find_map(|_| bans.failure(a, "tls")).unwrap();
+        assert_eq!(next.level, 4);
+        assert!(
+            bans.impose(ip("192.0.2.9"), Duration::from_secs(1), 1, "x")
+                .is_some()
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use sssonector_tunnel::server::Cidr;
 
+mod bans;
 mod error;
 mod value;
+pub(crate) use bans::Bans;
 pub(crate) use error::ConfigError;
 pub(crate) use value::Dur;
 
@@ -59,48 +61,6 @@ pub(crate) struct Config {
     /// The configuration file, read again on reload.
     #[serde(skip)]
     pub(crate) path: PathBuf,
-}
-
-/// `[bans]`: a source with `failures` refused handshakes or policy denials within `window`
-/// is refused at once for `ban`, doubled on each repeat within a day, up to `max_ban`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Bans {
-    #[serde(default = "default_true")]
-    pub(crate) enabled: bool,
-    #[serde(default = "default_ban_failures")]
-    pub(crate) failures: u32,
-    #[serde(default = "default_ban_window")]
-    pub(crate) window: Dur,
-    #[serde(default = "default_ban")]
-    pub(crate) ban: Dur,
-    #[serde(default = "default_max_ban")]
-    pub(crate) max_ban: Dur,
-}
-
-impl Default for Bans {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            failures: default_ban_failures(),
-            window: default_ban_window(),
-            ban: default_ban(),
-            max_ban: default_max_ban(),
-        }
-    }
-}
-
-fn default_ban_failures() -> u32 {
-    10
-}
-fn default_ban_window() -> Dur {
-    Dur::secs(60)
-}
-fn default_ban() -> Dur {
-    Dur::secs(60)
-}
-fn default_max_ban() -> Dur {
-    Dur::secs(3600)
 }
 
 /// `[audit]`: security events as JSON lines.
@@ -626,15 +586,7 @@ impl Config {
     /// Every rule a parsed configuration must also meet, each failure naming its field.
     pub(crate) fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        if self.bans.max_ban < self.bans.ban {
-            errors.push(format!(
-                "bans.max_ban ({}) must not be shorter than bans.ban ({})",
-                self.bans.max_ban, self.bans.ban
-            ));
-        }
-        if self.bans.failures == 0 {
-            errors.push("bans.failures: must be at least 1 (or set bans.enabled = false)".into());
-        }
+        self.bans.check(self.role, &mut errors);
         if self.keepalive.timeout <= self.keepalive.interval {
             errors.push(format!(
                 "keepalive.timeout ({}) must be longer than keepalive.interval ({})",

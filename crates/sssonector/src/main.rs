@@ -26,6 +26,7 @@ mod policy;
 mod run;
 mod serve;
 mod sessions;
+mod shared_bans;
 mod state;
 mod status;
 mod telemetry;

@@ -288,8 +288,12 @@ async fn start_server(
         )
     });
     let sessions = running.observed.clone();
-    let shield = Shield::new(bans, section.handshakes_per_source(), running.audit.clone())
+    let mut shield = Shield::new(bans, section.handshakes_per_source(), running.audit.clone())
         .with_on_ban(Arc::new(move |from| sessions.sessions().close_where(from)));
+    if let Some(shared) = config.bans.redis.as_ref().filter(|_| config.bans.enabled) {
+        let blocklist = shared.blocklist(&config.dir, &config.bans)?;
+        shield = crate::shared_bans::start(shield, blocklist, &running.stop.subscribe());
+    }
     tokio::spawn(shield.clone().sweep(running.stop.subscribe()));
     running.observed.set_shield(shield.clone());
     let server = Server::builder(section.max_clients).on_refused(Arc::new({

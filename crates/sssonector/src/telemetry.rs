@@ -136,6 +136,12 @@ pub(crate) const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Sources banned now.",
     ),
     (
+        "sssonector_bans_shared_errors_total",
+        Kind::Counter,
+        None,
+        "Failures counted locally because the shared count in Redis failed (redis) or was too far behind (queue_full).",
+    ),
+    (
         "sssonector_audit_dropped_total",
         Kind::Counter,
         None,
@@ -245,6 +251,18 @@ pub(crate) const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Keys a keyed rate limiter evicted.",
+    ),
+    (
+        "sssonector_ratelimit_redis_errors_total",
+        Kind::Counter,
+        None,
+        "Redis-backed rate limit checks decided by the failure policy because Redis failed.",
+    ),
+    (
+        "sssonector_ratelimit_redis_store_errors_total",
+        Kind::Counter,
+        None,
+        "Commands to a Redis store that failed or timed out.",
     ),
     (
         "sssonector_bufpool_hits_total",

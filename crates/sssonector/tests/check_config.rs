@@ -220,3 +220,50 @@ fn the_policy_is_checked_with_its_paths_and_its_absence_warned() {
     assert!(ok, "{out}");
     assert!(out.contains("policy: 1 rule, version "), "{out}");
 }
+
+#[test]
+fn shared_bans_settings_are_checked_without_touching_redis() {
+    let tmp = setup("shared-bans");
+    let config = tmp.0.join("bans.toml");
+    let server = "role = \"server\"\nmode = \"forward\"\n\
+        [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+        [server]\nlisten = \"127.0.0.1:1\"\n\
+        [[forward]]\nname = \"echo\"\ntarget = \"127.0.0.1:9\"\n";
+    for (section, expected) in [
+        (
+            "url = \"http://user:hunter2@cache:6379\"",
+            "bans.redis.url: redis store http://***@cache:6379",
+        ),
+        (
+            "url = \"redis://cache:6379\"\nca = \"pki/ca.pem\"",
+            "bans.redis.ca / bans.redis.cert: TLS settings need a rediss:// url",
+        ),
+        (
+            "url = \"rediss://cache:6379\"\ncert = \"pki/server.pem\"",
+            "bans.redis.cert / bans.redis.key: give both or neither",
+        ),
+        (
+            "url = \"redis://cache\"\nprefix = \"\"",
+            "bans.redis.prefix: must not be empty",
+        ),
+    ] {
+        std::fs::write(&config, format!("{server}[bans.redis]\n{section}\n")).unwrap();
+        let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "bans.toml"]);
+        assert!(
+            !ok && out.contains(expected),
+            "missing {expected:?} in:\n{out}"
+        );
+        assert!(!out.contains("hunter2"), "the password was printed:\n{out}");
+    }
+    // A good one passes: check-config reads no password file and opens no connection.
+    std::fs::write(
+        &config,
+        format!(
+            "{server}[bans.redis]\nurl = \"rediss://bans@cache.invalid:6380/2\"\n\
+             password_file = \"redis.password\"\nca = \"pki/ca.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "bans.toml"]);
+    assert!(ok, "{out}");
+}

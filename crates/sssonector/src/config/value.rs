@@ -15,6 +15,10 @@ impl Dur {
     pub(crate) const fn secs(n: u64) -> Self {
         Self(Duration::from_secs(n))
     }
+
+    pub(crate) const fn millis(n: u64) -> Self {
+        Self(Duration::from_millis(n))
+    }
 }
 
 impl fmt::Display for Dur {

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod process;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

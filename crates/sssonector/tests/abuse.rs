@@ -4,23 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::http::get;
-use common::process::{address_after, echo_target, expect, start, stop, through};
+use common::process::{address_after, echo_target, expect, garbage, start, stop, through};
 use common::{TempDir, pki, wait_for};
-
-/// Sends bytes that are not TLS and waits for the server to hang up.
-fn garbage(server: SocketAddr) {
-    let mut socket = TcpStream::connect(server).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = socket.write_all(b"GET / HTTP/1.0\r\n\r\n");
-    let _ = socket.read_to_end(&mut Vec::new());
-}
 
 #[test]
 fn repeated_failures_ban_the_source() {

@@ -4,25 +4,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
 use common::http::get;
-use common::process::{Process, address_after, expect, start};
+use common::process::{Process, address_after, expect, garbage, start};
 use common::redis::Redis;
 use common::{TempDir, pki, wait_for};
-
-/// Sends bytes that are not TLS and waits for the server to hang up.
-fn garbage(server: SocketAddr) {
-    let mut socket = TcpStream::connect(server).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = socket.write_all(b"GET / HTTP/1.0\r\n\r\n");
-    let _ = socket.read_to_end(&mut Vec::new());
-}
 
 /// A forwarding server named `name` banning after 3 failures, sharing bans through `url`;
 /// returns it with its listen and admin addresses.

@@ -112,3 +112,13 @@ pub fn stop(process: &mut Process) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Sends bytes that are not TLS and waits for the server to hang up.
+pub fn garbage(server: SocketAddr) {
+    let mut socket = TcpStream::connect(server).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = socket.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let _ = socket.read_to_end(&mut Vec::new());
+}

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::abuse::Shield;
 use crate::audit::Audit;
 use crate::observe::Observed;
-use crate::policy::{Denied, Guard, Verdict};
+use crate::policy::{Denied, Guard, Reapplied, SlotId, Verdict};
 use crate::run::pacing;
 
 /// What the server carries.
@@ -236,6 +236,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         watch_policy(
             guard.clone(),
             peer_identity,
+            admitted.slot.id(),
             verdict_tx,
             link.clone(),
             who.clone(),
@@ -303,6 +304,7 @@ fn release(mode: &ServerMode, assigned: &Mutex<Vec<TunnelAddress>>) {
 async fn watch_policy(
     guard: Guard,
     peer_identity: sssonector_certs::PeerIdentity,
+    slot: SlotId,
     verdict: watch::Sender<Verdict>,
     link: sssonector_tunnel::Link,
     who: Who,
@@ -311,15 +313,43 @@ async fn watch_policy(
     access.mark_unchanged();
     while access.changed().await.is_ok() {
         let now = access.borrow_and_update().verdict(&peer_identity);
+        let whom = format_args!("{} from {}", who.identity, who.remote);
         if now == Verdict::Refused {
-            denied(
-                "session",
-                "no_rule",
-                &format_args!("{} from {}", who.identity, who.remote),
-            );
+            denied("session", "no_rule", &whom);
             tracing::info!(peer = %who.remote, identity = who.identity, "the new access policy refuses this client: ending its session");
-            who.event("session.ended_by_policy").emit();
+            who.event("session.ended_by_policy")
+                .field("reason", "no_rule")
+                .emit();
             link.close();
+        } else {
+            match guard.reapply(&slot, &now) {
+                Reapplied::Keep => {}
+                Reapplied::Rerated(tier) => {
+                    tracing::info!(
+                        identity = who.identity,
+                        tier = tier.name,
+                        upload_mbps = tier.upload_mbps,
+                        download_mbps = tier.download_mbps,
+                        "the identity's bandwidth tier now has new rates"
+                    );
+                }
+                Reapplied::OverLimit(max) => {
+                    denied("session", "session_limit", &whom);
+                    tracing::info!(peer = %who.remote, identity = who.identity, max_sessions = max, "the new access policy allows this identity fewer sessions: ending its newest");
+                    who.event("session.ended_by_policy")
+                        .field("reason", "session_limit")
+                        .field("max_sessions", max)
+                        .emit();
+                    link.close();
+                }
+                Reapplied::Reconnect => {
+                    tracing::info!(peer = %who.remote, identity = who.identity, "the client's bandwidth tier changed in a way pacing cannot follow in place: ending its session so it reconnects under the new one");
+                    who.event("session.ended_by_policy")
+                        .field("reason", "tier_changed")
+                        .emit();
+                    link.close();
+                }
+            }
         }
         verdict.send_replace(now);
     }

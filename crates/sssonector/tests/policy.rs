@@ -255,3 +255,54 @@ fn a_reload_retargets_forwarding_rules() {
     assert_eq!(greeting(echo), b"from B");
     drop(tmp);
 }
+
+/// The sessions `/status` lists.
+fn sessions(admin: SocketAddr) -> usize {
+    let status: serde_json::Value = serde_json::from_str(&get(admin, "/status")).unwrap();
+    status["sessions"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn a_lowered_session_limit_ends_the_newest_sessions_at_reload() {
+    let tmp = TempDir::new("policy-limit");
+    let dir = tmp.0.clone();
+    pki(&dir, "localhost", &["alice"]);
+    let target = echo_target();
+    let limit = |n: usize| server_toml(target, &format!("[\"echo\"]\nmax_sessions = {n}"));
+    std::fs::write(dir.join("server.toml"), limit(3)).unwrap();
+    let (server, server_notify) = start(&dir, "server.toml", "server");
+    let ready = expect(&server_notify, "READY=1");
+    let server_addr = address_after(&ready, "serving on ");
+    let admin = address_after(&ready, "admin on ");
+    std::fs::write(
+        dir.join("client.toml"),
+        client_toml(server_addr, "alice").replace("connections = 1", "connections = 3"),
+    )
+    .unwrap();
+    let (_client, client_notify) = start(&dir, "client.toml", "client");
+    let local = address_after(&expect(&client_notify, "READY=1"), "echo on ");
+    common::wait_for("alice's three sessions", || {
+        (sessions(admin) == 3).then_some(())
+    });
+
+    std::fs::write(dir.join("server.toml"), limit(1)).unwrap();
+    signal(&server, "HUP");
+    expect(&server_notify, "last reload");
+    audited(
+        &dir,
+        &[
+            ("event", "session.ended_by_policy"),
+            ("reason", "session_limit"),
+        ],
+    );
+    common::wait_for("one session left", || (sessions(admin) == 1).then_some(()));
+    // The client's reconnects are refused by the limit; the remaining session still works.
+    log_contains(&dir.join("client.log"), "session limit");
+    assert_eq!(
+        through(local, b"still here").as_deref(),
+        Some(&b"still here"[..])
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sessions(admin), 1, "the limit holds");
+    drop(tmp);
+}

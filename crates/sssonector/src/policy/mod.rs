@@ -21,20 +21,18 @@
 //! ```
 
 mod file;
+mod guard;
 mod pattern;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use sssonector_certs::PeerIdentity;
-use sssonector_ratelimit::Pacing;
 use sssonector_tunnel::server::Cidr;
 use sssonector_tunnel::tun::Destination;
-use tokio::sync::watch;
 
 pub(crate) use file::{Context, PolicySection};
+pub(crate) use guard::{Denied, Guard, Reapplied, SlotId};
 use pattern::Pattern;
 
 /// A bandwidth tier: limits shared by all of one identity's connections.
@@ -194,133 +192,6 @@ impl Access {
             Self::Open => None,
             Self::Policy(policy) => Some(policy.version.clone()),
         }
-    }
-}
-
-/// What one identity holds now: its sessions, and its tier's budgets (upload, download),
-/// which every one of its connections shares.
-#[derive(Default)]
-struct Holding {
-    sessions: usize,
-    tier: Option<(String, Budgets)>,
-}
-
-/// Upload and download budgets: clones of a `Pacing` share one budget.
-pub(crate) type Budgets = (Option<Pacing>, Option<Pacing>);
-
-/// The access in force, swapped whole on reload; live sessions watch it and apply a change
-/// at once. Also counts each identity's sessions for `max_sessions` and keeps its tier's
-/// shared budgets. Clones share it.
-#[derive(Clone)]
-pub(crate) struct Guard {
-    access: watch::Sender<Arc<Access>>,
-    sessions: Arc<Mutex<HashMap<String, Holding>>>,
-}
-
-impl std::fmt::Debug for Guard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard")
-            .field("access", &*self.access.borrow())
-            .finish_non_exhaustive()
-    }
-}
-
-/// One of an identity's sessions, counted while it lives.
-#[must_use = "the session stops counting when this is dropped"]
-pub(crate) struct SessionSlot {
-    sessions: Arc<Mutex<HashMap<String, Holding>>>,
-    name: String,
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        let mut sessions = self.sessions.lock();
-        if let Some(holding) = sessions.get_mut(&self.name) {
-            holding.sessions -= 1;
-            if holding.sessions == 0 {
-                sessions.remove(&self.name);
-            }
-        }
-    }
-}
-
-/// A session let in.
-pub(crate) struct Admitted {
-    pub(crate) verdict: Verdict,
-    pub(crate) slot: SessionSlot,
-    /// Its tier's budgets, shared with the identity's other sessions; `None` without a tier.
-    pub(crate) budgets: Option<Budgets>,
-}
-
-/// Why a peer was refused at the handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Denied {
-    /// No rule matches it.
-    NoRule,
-    /// Its rule's `max_sessions` are all in use.
-    SessionLimit(usize),
-}
-
-impl Guard {
-    pub(crate) fn new(access: Access) -> Self {
-        Self {
-            access: watch::channel(Arc::new(access)).0,
-            sessions: Arc::default(),
-        }
-    }
-
-    /// The access in force now.
-    pub(crate) fn access(&self) -> Arc<Access> {
-        Arc::clone(&self.access.borrow())
-    }
-
-    /// Watches for a new access policy.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Access>> {
-        self.access.subscribe()
-    }
-
-    /// Puts `access` in force; sessions watching apply it at once.
-    pub(crate) fn replace(&self, access: Access) {
-        self.access.send_replace(Arc::new(access));
-    }
-
-    /// Admits a new session of `peer`: its verdict, a slot counted against its rule's
-    /// `max_sessions`, and its tier's shared budgets; or why it is refused.
-    pub(crate) fn admit(&self, peer: &PeerIdentity) -> Result<Admitted, Denied> {
-        let verdict = self.access().verdict(peer);
-        let (limit, tier) = match &verdict {
-            Verdict::Refused => return Err(Denied::NoRule),
-            Verdict::Granted(grant) => (grant.max_sessions, grant.tier.clone()),
-            Verdict::All => (None, None),
-        };
-        let name = peer.name().to_owned();
-        let mut sessions = self.sessions.lock();
-        let holding = sessions.entry(name.clone()).or_default();
-        if limit.is_some_and(|max| holding.sessions >= max) {
-            return Err(Denied::SessionLimit(holding.sessions));
-        }
-        holding.sessions += 1;
-        let budgets = tier.map(|tier| match &holding.tier {
-            // The identity's other sessions hold this tier's budgets already: share them.
-            Some((name, budgets)) if *name == tier.name => budgets.clone(),
-            _ => {
-                let budgets = (
-                    crate::run::pacing(tier.upload_mbps).ok().flatten(),
-                    crate::run::pacing(tier.download_mbps).ok().flatten(),
-                );
-                holding.tier = Some((tier.name.clone(), budgets.clone()));
-                budgets
-            }
-        });
-        drop(sessions);
-        Ok(Admitted {
-            verdict,
-            slot: SessionSlot {
-                sessions: Arc::clone(&self.sessions),
-                name,
-            },
-            budgets,
-        })
     }
 }
 

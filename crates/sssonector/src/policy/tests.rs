@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use sssonector_certs::{CertificateAuthority, ClientNames, Identity, PeerIdentity, Validity};
+use sssonector_ratelimit::Pacing;
 use sssonector_tunnel::tun::Destination;
 
 use super::*;
@@ -229,4 +230,90 @@ fn the_version_follows_the_text() {
     assert_eq!(a.version, b.version);
     assert_ne!(a.version, c.version);
     assert_eq!(a.version.len(), 12);
+}
+
+fn granted(policy: &Policy, who: &PeerIdentity) -> Verdict {
+    Access::Policy(Arc::new(policy.clone())).verdict(who)
+}
+
+#[test]
+fn a_lowered_session_limit_ends_the_newest_sessions() {
+    let four = forward_policy(
+        "[[rule]]\nname = \"one\"\nmatch = { cn = \"*\" }\nforwards = [\"*\"]\nmax_sessions = 4\n",
+    )
+    .unwrap();
+    let two = forward_policy(
+        "[[rule]]\nname = \"one\"\nmatch = { cn = \"*\" }\nforwards = [\"*\"]\nmax_sessions = 2\n",
+    )
+    .unwrap();
+    let guard = Guard::new(Access::Policy(Arc::new(four)));
+    let alice = peer("alice", None, &[], &[]);
+    let bob = peer("bob", None, &[], &[]);
+    let sessions: Vec<_> = (0..3).map(|_| guard.admit(&alice).unwrap()).collect();
+    let bobs = guard.admit(&bob).unwrap();
+    guard.replace(Access::Policy(Arc::new(two.clone())));
+    let now = granted(&two, &alice);
+    let outcomes: Vec<Reapplied> = sessions
+        .iter()
+        .map(|s| guard.reapply(&s.slot.id(), &now))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Reapplied::Keep, Reapplied::Keep, Reapplied::OverLimit(2)],
+        "the oldest two stay"
+    );
+    assert_eq!(
+        guard.reapply(&bobs.slot.id(), &granted(&two, &bob)),
+        Reapplied::Keep
+    );
+    // Once the newest has gone, the limit holds for new ones.
+    let mut sessions = sessions;
+    drop(sessions.pop());
+    assert_eq!(guard.admit(&alice).err(), Some(Denied::SessionLimit(2)));
+}
+
+#[test]
+fn a_tiers_new_rates_apply_in_place_and_a_new_tier_needs_a_reconnect() {
+    let rule = "[[rule]]\nname = \"one\"\nmatch = { cn = \"*\" }\nforwards = [\"*\"]\n";
+    let tiered = |up: u32, down: u32| {
+        forward_policy(&format!(
+            "{rule}tier = \"gold\"\n[tiers.gold]\nupload_mbps = {up}\ndownload_mbps = {down}\n"
+        ))
+        .unwrap()
+    };
+    let guard = Guard::new(Access::Policy(Arc::new(tiered(8, 16))));
+    let alice = peer("alice", None, &[], &[]);
+    let first = guard.admit(&alice).unwrap();
+    let second = guard.admit(&alice).unwrap();
+    let (upload, download) = first.budgets.clone().unwrap();
+    let rate = |pacing: &Option<Pacing>| {
+        let quota = pacing.as_ref().unwrap().budgets()[0].quotas()[0];
+        quota.count() * 8 / quota.period().as_secs()
+    };
+    assert_eq!((rate(&upload), rate(&download)), (8_000_000, 16_000_000));
+
+    // New rates: changed once, in the budgets both sessions share.
+    let faster = tiered(40, 80);
+    let now = granted(&faster, &alice);
+    assert!(matches!(
+        guard.reapply(&first.slot.id(), &now),
+        Reapplied::Rerated(tier) if tier.upload_mbps == Some(40.0)
+    ));
+    assert_eq!(guard.reapply(&second.slot.id(), &now), Reapplied::Keep);
+    assert_eq!((rate(&upload), rate(&download)), (40_000_000, 80_000_000));
+    let (shared, _) = second.budgets.clone().unwrap();
+    assert_eq!(rate(&shared), 40_000_000);
+
+    // No tier any more, or a session that had none and now has one: pacing cannot follow.
+    let untiered = forward_policy(rule).unwrap();
+    assert_eq!(
+        guard.reapply(&first.slot.id(), &granted(&untiered, &alice)),
+        Reapplied::Reconnect
+    );
+    let open = Guard::new(Access::Policy(Arc::new(untiered)));
+    let plain = open.admit(&alice).unwrap();
+    assert_eq!(
+        open.reapply(&plain.slot.id(), &granted(&faster, &alice)),
+        Reapplied::Reconnect
+    );
 }

@@ -3,7 +3,10 @@
 //! The client accepts local connections for each rule and opens a stream named after the
 //! rule; the server connects each stream to the rule's target. [`splice`] moves the bytes both
 //! ways with buffers from a [`BufPool`], up to 64 KiB per read, and preserves half-close: when
-//! one side stops sending, the other reads end-of-stream and may still answer.
+//! one side stops sending, the other reads end-of-stream and may still answer. A reset stays a
+//! reset: a stream reset (the far target died or aborted) closes the local socket with a TCP
+//! reset, and a local reset resets the stream, so neither end takes a cut-off transfer for a
+//! complete one.
 
 use std::collections::HashMap;
 use std::io;
@@ -45,8 +48,9 @@ pub enum SpliceError {
 }
 
 /// Carries `socket` over `stream` both ways until both directions end. Each direction
-/// half-closes the other side when its source ends; an error on either side resets the stream
-/// and closes the socket.
+/// half-closes the other side when its source ends. An error on either side resets both: the
+/// stream is reset, and the socket is closed with a TCP reset (`SO_LINGER` 0), so the local
+/// application reads a reset — never an end-of-file it could take for a complete transfer.
 ///
 /// # Errors
 ///
@@ -56,17 +60,33 @@ pub async fn splice(
     stream: TunnelStream,
     pool: &BufPool,
 ) -> Result<Spliced, SpliceError> {
-    let (read, write) = socket.into_split();
+    let (read, mut write) = socket.into_split();
     let (reader, writer) = stream.into_split();
-    let (sent, received) = tokio::join!(upstream(read, writer, pool), downstream(reader, write));
-    Ok(Spliced {
-        sent: sent?,
-        received: received?,
-    })
+    let moved = tokio::try_join!(
+        upstream(&read, writer, pool),
+        downstream(reader, &mut write)
+    );
+    match moved {
+        Ok((sent, received)) => Ok(Spliced { sent, received }),
+        Err(e) => {
+            // Dropping the futures above reset the stream's halves that were still open.
+            abort(read, write);
+            Err(e)
+        }
+    }
+}
+
+/// Closes a connection with a TCP reset instead of a FIN.
+fn abort(read: OwnedReadHalf, write: OwnedWriteHalf) {
+    if let Ok(socket) = read.reunite(write) {
+        if let Err(e) = socket.set_zero_linger() {
+            tracing::debug!(error = %e, "cannot set SO_LINGER 0: the connection closes with a FIN");
+        }
+    }
 }
 
 async fn upstream(
-    socket: OwnedReadHalf,
+    socket: &OwnedReadHalf,
     mut writer: StreamWriter,
     pool: &BufPool,
 ) -> Result<u64, SpliceError> {
@@ -103,7 +123,7 @@ async fn upstream(
 
 async fn downstream(
     mut reader: StreamReader,
-    mut socket: OwnedWriteHalf,
+    socket: &mut OwnedWriteHalf,
 ) -> Result<u64, SpliceError> {
     let mut total = 0;
     // Whatever has arrived is written together (one vectored write for many frames).
@@ -129,7 +149,7 @@ async fn downstream(
             }
         }
         if queued > 0 {
-            write_all_vectored(&mut socket, &batch).await?;
+            write_all_vectored(socket, &batch).await?;
             batch.clear();
             total += queued as u64;
             reader.consumed(queued);

@@ -268,25 +268,96 @@ async fn half_close_lets_the_far_side_answer_after_eof() {
     tunnel.stop.send_replace(true);
 }
 
+/// Reads `socket` to its end: the bytes, and how it ended (`Ok` for an end-of-file).
+async fn read_until_end(socket: &mut tokio::net::TcpStream) -> (usize, std::io::Result<()>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    loop {
+        match socket.read(&mut buf).await {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got += n,
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_rule_and_dead_target_reset_the_stream() {
-    // The target refuses connections: the server resets the stream, the client's local
-    // connection is closed without data.
+    // The target refuses connections: the server resets the stream, and the client's local
+    // connection is reset too, not ended as if the target had answered nothing.
     let dead = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
         .local_addr()
         .unwrap();
     let tunnel = tunnel(dead).await;
-    let back = tokio::time::timeout(
-        Duration::from_secs(20),
-        round_trip(tunnel.local, b"hello".to_vec()),
-    )
-    .await;
-    match back {
-        Ok(back) => assert!(back.is_empty()),
-        Err(_) => panic!("the local connection was not closed"),
-    }
+    let mut local = tokio::net::TcpStream::connect(tunnel.local).await.unwrap();
+    local.write_all(b"hello").await.unwrap();
+    let (got, end) = tokio::time::timeout(Duration::from_secs(20), read_until_end(&mut local))
+        .await
+        .expect("the local connection was not closed");
+    assert_eq!(got, 0);
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    tunnel.stop.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_aborts_mid_transfer_resets_the_local_connection() {
+    // The target sends part of a reply and aborts (a TCP reset): the local application must
+    // not read an end-of-file and take the truncated reply for a whole one.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket.write_all(&vec![7u8; 300_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        socket.set_zero_linger().unwrap();
+        drop(socket);
+    });
+    let tunnel = tunnel(target).await;
+    let mut local = tokio::net::TcpStream::connect(tunnel.local).await.unwrap();
+    let (got, end) = tokio::time::timeout(Duration::from_secs(20), read_until_end(&mut local))
+        .await
+        .expect("the local connection was not closed");
+    assert!(got <= 300_000, "{got}");
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "after {got} bytes"
+    );
+    tunnel.stop.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_application_that_aborts_resets_the_target_connection() {
+    // The other way: the local application sends part of an upload and aborts; the target
+    // reads a reset, not an end-of-file.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let _ = ended_tx.send(read_until_end(&mut socket).await);
+    });
+    let tunnel = tunnel(target).await;
+    let mut local = tokio::net::TcpStream::connect(tunnel.local).await.unwrap();
+    local.write_all(&vec![5u8; 300_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    local.set_zero_linger().unwrap();
+    drop(local);
+    let (got, end) = tokio::time::timeout(Duration::from_secs(20), ended_rx)
+        .await
+        .expect("the target connection was not closed")
+        .unwrap();
+    assert!(got <= 300_000, "{got}");
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "after {got} bytes"
+    );
     tunnel.stop.send_replace(true);
 }
 

@@ -13,7 +13,7 @@ use sssonector_tunnel::client::{Endpoint, Reconnect};
 use sssonector_tunnel::forward::Targets;
 use sssonector_tunnel::proto::{self, Role as SessionRole, Session, SessionConfig, TunnelAddress};
 use sssonector_tunnel::server::{AcceptOptions, Cidr, Server, accept_stack};
-use sssonector_tunnel::{LinkConfig, tun};
+use sssonector_tunnel::{LinkConfig, TcpTuning, tun};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -265,6 +265,7 @@ async fn start_server(
         connections_per_second: (section.connections_per_second > 0)
             .then_some(section.connections_per_second),
         handshake_timeout: section.handshake_timeout.0,
+        tcp: TcpTuning::dead_peer(config.keepalive.timeout.0),
     };
     let stack = accept_stack(tls, &options).map_err(|e| Error::field("server", e))?;
     let listener = TcpListener::bind(section.listen)
@@ -470,8 +471,14 @@ async fn start_client(
             )
         })?;
         endpoints.push(
-            Endpoint::new(addr, name, Arc::clone(&tls), section.connect_timeout.0)
-                .map_err(|e| Error::field(format!("client.servers[{i}]"), e))?,
+            Endpoint::with_tuning(
+                addr,
+                name,
+                Arc::clone(&tls),
+                section.connect_timeout.0,
+                TcpTuning::dead_peer(config.keepalive.timeout.0),
+            )
+            .map_err(|e| Error::field(format!("client.servers[{i}]"), e))?,
         );
     }
     let connections = match config.mode {

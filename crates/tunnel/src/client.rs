@@ -29,6 +29,7 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use crate::link::{EstablishError, Incoming, Link, LinkConfig};
 use crate::proto::{Hello, Session};
 use crate::server::SOCKET_BUFFER;
+use crate::transport::TcpTuning;
 
 /// The transport under a client session: TLS over a buffered TCP stream.
 pub type ClientTransport = tokio_rustls::client::TlsStream<BufReader<TcpStream>>;
@@ -39,6 +40,7 @@ pub struct TlsConnect {
     addr: Arc<str>,
     name: ServerName<'static>,
     connector: TlsConnector,
+    tuning: TcpTuning,
 }
 
 impl fmt::Debug for TlsConnect {
@@ -51,13 +53,22 @@ impl fmt::Debug for TlsConnect {
 }
 
 impl TlsConnect {
-    /// Connects to `addr` (`host:port`), expecting a certificate for `name`.
+    /// Connects to `addr` (`host:port`), expecting a certificate for `name`, with the default
+    /// [`TcpTuning`].
     pub fn new(addr: &str, name: ServerName<'static>, config: Arc<ClientConfig>) -> Self {
         Self {
             addr: addr.into(),
             name,
             connector: TlsConnector::from(config),
+            tuning: TcpTuning::default(),
         }
+    }
+
+    /// Tunes each connection with `tuning` instead of the default.
+    #[must_use]
+    pub fn with_tuning(mut self, tuning: TcpTuning) -> Self {
+        self.tuning = tuning;
+        self
     }
 }
 
@@ -74,7 +85,7 @@ impl Service<()> for TlsConnect {
         let this = self.clone();
         Box::pin(async move {
             let socket = TcpStream::connect(&*this.addr).await?;
-            socket.set_nodelay(true)?;
+            this.tuning.apply(&socket)?;
             let buffered = BufReader::with_capacity(SOCKET_BUFFER, socket);
             this.connector.connect(this.name, buffered).await
         })
@@ -103,6 +114,22 @@ impl Endpoint {
         config: Arc<ClientConfig>,
         connect_timeout: Duration,
     ) -> Result<Self, BoxError> {
+        Self::with_tuning(addr, name, config, connect_timeout, TcpTuning::default())
+    }
+
+    /// As [`new`](Self::new), tuning each connection with `tuning` (set its dead-peer timeout
+    /// to the session's).
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
+    pub fn with_tuning(
+        addr: &str,
+        name: ServerName<'static>,
+        config: Arc<ClientConfig>,
+        connect_timeout: Duration,
+        tuning: TcpTuning,
+    ) -> Result<Self, BoxError> {
         let breaker = CircuitBreaker::builder()
             .name(format!("sssonector_dial_{addr}"))
             .consecutive_failures(3)
@@ -118,7 +145,7 @@ impl Endpoint {
             .layer(RetryLayer::new(policy))
             .layer(CircuitBreakerLayer::new(breaker.clone()))
             .timeout(connect_timeout)
-            .service(TlsConnect::new(addr, name, config));
+            .service(TlsConnect::new(addr, name, config).with_tuning(tuning));
         Ok(Self {
             addr: addr.to_owned(),
             breaker,

@@ -29,7 +29,9 @@ mod link;
 pub mod proto;
 pub mod server;
 mod stream;
+pub mod transport;
 pub mod tun;
 
 pub use link::{EstablishError, Incoming, Link, LinkConfig, LinkError, LinkStats, stream_code};
 pub use stream::{ResetHandle, StreamReader, StreamWriter, TunnelStream};
+pub use transport::TcpTuning;

@@ -689,6 +689,35 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: By
     finish(&shared, reason);
 }
 
+/// Awaits `written` while keeping the session's timers running: a write stuck on a full send
+/// buffer (a partition, a peer that stopped reading) must not stop keepalive and dead-peer
+/// detection. `Err` carries the reason when the timers closed the session meanwhile.
+async fn write_or_tick<F>(shared: &Shared, written: F) -> Result<std::io::Result<()>, CloseReason>
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    tokio::pin!(written);
+    loop {
+        let deadline = shared.session.lock().next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut written => return Ok(result),
+            () = sleep => {
+                let mut session = shared.session.lock();
+                session.tick(Instant::now());
+                if session.state() == State::Closed {
+                    return Err(session.close_reason().cloned().unwrap_or(CloseReason::DeadPeer));
+                }
+            }
+        }
+    }
+}
+
 async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
     tokio::pin!(writer);
     let mut events = Vec::new();
@@ -710,11 +739,16 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
                 writer.write_all(&out).await?;
                 writer.flush().await
             };
-            if let Err(e) = written.await {
-                break CloseReason::PeerError {
-                    code: 0,
-                    message: format!("write: {e}"),
-                };
+            match write_or_tick(&shared, written).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    break CloseReason::PeerError {
+                        code: 0,
+                        message: format!("write: {e}"),
+                    };
+                }
+                // The session's timers closed it while the write was stuck (a dead peer).
+                Err(reason) => break reason,
             }
             shared.counters.bytes_out.add(out.len() as u64);
             shared.counters.writes.add(1);

@@ -30,6 +30,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 use crate::link::Link;
+use crate::transport::TcpTuning;
 
 /// The read buffer under TLS: rustls reads about 4 KiB per call without one.
 pub(crate) const SOCKET_BUFFER: usize = 256 * 1024;
@@ -201,6 +202,7 @@ where
 #[derive(Clone)]
 pub struct TlsAccept {
     acceptor: TlsAcceptor,
+    tuning: TcpTuning,
 }
 
 impl fmt::Debug for TlsAccept {
@@ -210,11 +212,20 @@ impl fmt::Debug for TlsAccept {
 }
 
 impl TlsAccept {
-    /// Accepts with `config` (mutual TLS: it must verify client certificates).
+    /// Accepts with `config` (mutual TLS: it must verify client certificates), with the
+    /// default [`TcpTuning`].
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
             acceptor: TlsAcceptor::from(config),
+            tuning: TcpTuning::default(),
         }
+    }
+
+    /// Tunes each accepted connection with `tuning` instead of the default.
+    #[must_use]
+    pub fn with_tuning(mut self, tuning: TcpTuning) -> Self {
+        self.tuning = tuning;
+        self
     }
 }
 
@@ -229,8 +240,11 @@ impl Service<Accepted> for TlsAccept {
 
     fn call(&mut self, req: Accepted) -> Self::Future {
         let acceptor = self.acceptor.clone();
+        let tuning = self.tuning;
         Box::pin(async move {
-            let _ = req.socket.set_nodelay(true);
+            if let Err(e) = tuning.apply(&req.socket) {
+                tracing::debug!(error = %e, "cannot tune the connection");
+            }
             let buffered = BufReader::with_capacity(SOCKET_BUFFER, req.socket);
             let tls = acceptor.accept(buffered).await?;
             // rustls refuses a client offering only other protocols; one offering none gets
@@ -270,6 +284,8 @@ pub struct AcceptOptions {
     pub connections_per_second: Option<u32>,
     /// How long the TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How each accepted connection is tuned (set its dead-peer timeout to the session's).
+    pub tcp: TcpTuning,
 }
 
 impl Default for AcceptOptions {
@@ -278,6 +294,7 @@ impl Default for AcceptOptions {
             allow: Vec::new(),
             connections_per_second: Some(10),
             handshake_timeout: Duration::from_secs(10),
+            tcp: TcpTuning::default(),
         }
     }
 }
@@ -293,7 +310,7 @@ pub fn accept_stack(
 ) -> Result<BoxCloneSyncService<Accepted, Handshaken, BoxError>, BoxError> {
     let base = ServiceBuilder::new()
         .timeout(options.handshake_timeout)
-        .service(TlsAccept::new(tls));
+        .service(TlsAccept::new(tls).with_tuning(options.tcp));
     let limited = match options.connections_per_second {
         Some(rate) => {
             let rate = u64::from(rate.max(1));

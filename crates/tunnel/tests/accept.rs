@@ -53,6 +53,7 @@ fn options() -> AcceptOptions {
         allow: Vec::new(),
         connections_per_second: None,
         handshake_timeout: Duration::from_secs(5),
+        ..AcceptOptions::default()
     }
 }
 

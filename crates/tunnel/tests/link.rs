@@ -152,3 +152,59 @@ async fn the_router_counts_what_it_forwards_and_what_a_link_refuses() {
     router.remove(addr);
     assert_eq!(router.stats().routes, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stuck_on_a_full_buffer_does_not_stop_dead_peer_detection() {
+    // The server answers the hello and then neither reads nor writes (a partition): the
+    // client's writes fill the 64 KiB transport and block. The dead-peer deadline must still
+    // close the link.
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (client_config, server_config) =
+        configs(Duration::from_millis(100), Duration::from_millis(400));
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut session =
+            Session::server(server_config, Instant::now(), Box::new(|_| Ok(Vec::new())));
+        let mut b = b;
+        let mut buf = vec![0u8; 4096];
+        let n = b.read(&mut buf).await.unwrap();
+        session.receive(&buf[..n], Instant::now());
+        b.write_all(&session.take_output(Instant::now()))
+            .await
+            .unwrap();
+        // Keep the transport open, unread, until the test ends.
+        let _ = hold_rx.await;
+        drop(b);
+    });
+    let (link, _, _incoming) = Link::establish(
+        a,
+        Session::client(client_config, Instant::now(), Vec::new()),
+        LinkConfig::default(),
+    )
+    .await
+    .unwrap();
+    let sender = {
+        let link = link.clone();
+        tokio::spawn(async move {
+            // Bounded: 4,000 packets of 200 bytes (800 kB) far exceed the 64 KiB transport.
+            for i in 0..4000 {
+                if link.send_packet(&packet(i)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(5), link.closed())
+        .await
+        .expect("the link noticed the dead peer while its write was stuck");
+    assert_eq!(reason, CloseReason::DeadPeer);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    sender.abort();
+    drop(hold_tx);
+}

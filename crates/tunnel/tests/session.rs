@@ -205,6 +205,57 @@ fn keepalive_pings_an_idle_peer_and_a_silent_one_is_dropped() {
 }
 
 #[test]
+fn a_peer_that_only_listens_is_pinged_however_much_we_send() {
+    // One-way traffic: the client sends packets all the time and hears nothing back. Sending
+    // proves nothing about the server; after the keepalive interval of silence it asks.
+    let start = Instant::now();
+    let (mut client, mut server) = pair(start);
+    pump(&mut client, &mut server, start);
+    events(&mut client);
+    for s in 1..10 {
+        let t = start + Duration::from_secs(s);
+        client.send_packet(&[0x45; 40]).unwrap();
+        client.tick(t);
+        let out = client.take_output(t);
+        server.receive(&out, t);
+    }
+    let t = start + Duration::from_secs(10);
+    assert_eq!(client.next_deadline(), Some(t));
+    client.tick(t);
+    let mut out = client.take_output(t);
+    assert_eq!(
+        Frame::decode(&mut out, 65_536).unwrap(),
+        Some(Frame::Ping(1))
+    );
+    // Answered: alive, and the next question comes a keepalive interval later.
+    server.receive(&out, t);
+    client.receive(&server.take_output(t), t);
+    assert_eq!(client.next_deadline(), Some(t + Duration::from_secs(10)));
+}
+
+#[test]
+fn an_unanswered_ping_leaves_only_the_dead_peer_deadline() {
+    // Waiting for a pong, there is nothing to do before the dead-peer deadline: the deadline
+    // must not stay in the past (a writer sleeping until it would spin).
+    let start = Instant::now();
+    let (mut client, mut server) = pair(start);
+    pump(&mut client, &mut server, start);
+    let t = start + Duration::from_secs(10);
+    client.tick(t);
+    assert!(!client.take_output(t).is_empty(), "the ping");
+    assert_eq!(
+        client.next_deadline(),
+        Some(start + Duration::from_secs(30))
+    );
+    client.tick(start + Duration::from_secs(25));
+    assert!(client.take_output(t).is_empty(), "one ping at a time");
+    assert_eq!(
+        client.next_deadline(),
+        Some(start + Duration::from_secs(30))
+    );
+}
+
+#[test]
 fn a_hello_that_never_comes_times_out() {
     let now = Instant::now();
     let (_, mut server) = pair(now);

@@ -242,7 +242,6 @@ pub struct Session {
     state: State,
     started: Instant,
     last_received: Instant,
-    last_sent: Instant,
     ping_outstanding: Option<u64>,
     next_ping: u64,
     inbound: BytesMut,
@@ -289,7 +288,6 @@ impl Session {
             state: State::Handshaking,
             started: now,
             last_received: now,
-            last_sent: now,
             ping_outstanding: None,
             next_ping: 1,
             inbound: BytesMut::new(),
@@ -499,12 +497,12 @@ impl Session {
     }
 
     /// Bytes to write to the connection (empty if none). Give the buffer back with
-    /// [`recycle_output`](Self::recycle_output) once written.
-    pub fn take_output(&mut self, now: Instant) -> BytesMut {
+    /// [`recycle_output`](Self::recycle_output) once written. (`now` is not used: no timer
+    /// depends on what was sent, only on what was heard.)
+    pub fn take_output(&mut self, _now: Instant) -> BytesMut {
         if self.outbound.is_empty() {
             return BytesMut::new();
         }
-        self.last_sent = now;
         let next = self.spare.take().unwrap_or_default();
         std::mem::replace(&mut self.outbound, next)
     }
@@ -742,10 +740,14 @@ impl Session {
         match self.state {
             State::Closed => None,
             State::Handshaking => Some(self.started + self.config.handshake_timeout),
-            State::Established | State::Draining => Some(
-                (self.last_received + self.config.dead_peer_timeout)
-                    .min(self.last_sent.max(self.last_received) + self.config.keepalive),
-            ),
+            State::Established | State::Draining => {
+                let dead = self.last_received + self.config.dead_peer_timeout;
+                Some(match self.ping_outstanding {
+                    // The ping's answer, or the dead-peer deadline: nothing to do before.
+                    Some(_) => dead,
+                    None => dead.min(self.last_received + self.config.keepalive),
+                })
+            }
         }
     }
 
@@ -766,13 +768,14 @@ impl Session {
                 if now >= self.last_received + self.config.dead_peer_timeout {
                     self.finish(CloseReason::DeadPeer);
                 } else if self.ping_outstanding.is_none()
-                    && now >= self.last_sent.max(self.last_received) + self.config.keepalive
+                    && now >= self.last_received + self.config.keepalive
                 {
+                    // Silent for the keepalive interval, however much we send: ask. (Sending
+                    // proves nothing about the peer; only hearing from it does.)
                     let value = self.next_ping;
                     self.next_ping += 1;
                     self.ping_outstanding = Some(value);
                     self.send(&Frame::Ping(value));
-                    self.last_sent = now;
                 }
             }
         }

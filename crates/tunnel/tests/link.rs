@@ -26,6 +26,23 @@ async fn pair(keepalive: Duration, dead: Duration) -> (common::LinkEnd, common::
     .await
 }
 
+/// A bare server session driven by hand over `b`: reads the client's hello, answers it, and
+/// hands the transport back.
+async fn answer_hello(
+    mut b: tokio::io::DuplexStream,
+    config: SessionConfig,
+) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut session = Session::server(config, Instant::now(), Box::new(|_| Ok(Vec::new())));
+    let mut buf = vec![0u8; 4096];
+    let n = b.read(&mut buf).await.unwrap();
+    session.receive(&buf[..n], Instant::now());
+    b.write_all(&session.take_output(Instant::now()))
+        .await
+        .unwrap();
+    b
+}
+
 fn packet(i: u16) -> Vec<u8> {
     let mut p = vec![0u8; 200];
     p[0] = 0x45;
@@ -68,17 +85,10 @@ async fn a_silent_peer_is_dropped_by_the_keepalive() {
     // The server side is a bare session driven by hand: it answers the hello, then goes silent
     // (no pongs) while keeping the connection open.
     let silent = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut session =
-            Session::server(server_config, Instant::now(), Box::new(|_| Ok(Vec::new())));
-        let mut b = b;
-        let mut buf = vec![0u8; 4096];
-        let n = b.read(&mut buf).await.unwrap();
-        session.receive(&buf[..n], Instant::now());
-        b.write_all(&session.take_output(Instant::now()))
-            .await
-            .unwrap();
+        use tokio::io::AsyncReadExt;
+        let mut b = answer_hello(b, server_config).await;
         // Read and ignore everything from now on.
+        let mut buf = vec![0u8; 4096];
         while b.read(&mut buf).await.is_ok_and(|n| n > 0) {}
     });
     let (link, _, _incoming) = Link::establish(
@@ -163,16 +173,7 @@ async fn a_write_stuck_on_a_full_buffer_does_not_stop_dead_peer_detection() {
         configs(Duration::from_millis(100), Duration::from_millis(400));
     let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut session =
-            Session::server(server_config, Instant::now(), Box::new(|_| Ok(Vec::new())));
-        let mut b = b;
-        let mut buf = vec![0u8; 4096];
-        let n = b.read(&mut buf).await.unwrap();
-        session.receive(&buf[..n], Instant::now());
-        b.write_all(&session.take_output(Instant::now()))
-            .await
-            .unwrap();
+        let b = answer_hello(b, server_config).await;
         // Keep the transport open, unread, until the test ends.
         let _ = hold_rx.await;
         drop(b);

@@ -180,6 +180,16 @@ pub(crate) struct Client {
     /// Forward mode: TLS connections kept to the server, streams spread over them.
     #[serde(default = "default_connections")]
     pub(crate) connections: usize,
+    /// While connected to a server other than the first, move back to the first once it
+    /// answers again, probing it this often.
+    #[serde(default = "default_true")]
+    pub(crate) failback: bool,
+    #[serde(default = "default_failback_interval")]
+    pub(crate) failback_interval: Dur,
+}
+
+fn default_failback_interval() -> Dur {
+    Dur::secs(30)
 }
 
 #[derive(Debug, Deserialize)]

@@ -504,7 +504,12 @@ async fn start_client(
         limits: Mutex::new((config.limits.upload_mbps, config.limits.download_mbps)),
     });
     let reconnects: Vec<_> = (0..connections)
-        .map(|_| Arc::new(Reconnect::new(endpoints.clone(), link_config.clone())))
+        .map(|_| {
+            Arc::new(
+                Reconnect::new(endpoints.clone(), link_config.clone())
+                    .failback(section.failback.then_some(section.failback_interval.0)),
+            )
+        })
         .collect();
     running.current = reconnects.iter().map(|r| r.current()).collect();
     let reconnect = Arc::clone(&reconnects[0]);

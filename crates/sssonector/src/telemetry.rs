@@ -155,6 +155,12 @@ pub(crate) const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Tunnel connections the client established.",
     ),
     (
+        "sssonector_client_failbacks_total",
+        Kind::Counter,
+        None,
+        "Moves back to the first listed server once it answered a probe.",
+    ),
+    (
         "sssonector_client_disconnects_total",
         Kind::Counter,
         None,

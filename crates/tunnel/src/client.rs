@@ -174,13 +174,17 @@ impl Endpoint {
 }
 
 /// Keeps a client connected: dials the endpoints in turn, establishes a session, hands the
-/// link to the caller, and when it ends starts over. Between rounds where every endpoint
-/// failed it waits an exponential backoff with full jitter, from 100 ms up to a low cap
-/// (2 s by default), so a restarted server is found again within a few seconds.
+/// link to the caller, and when it ends starts over. Before each new round — after a lost
+/// link as after a round where every endpoint failed — it waits an exponential backoff with
+/// full jitter, from 100 ms up to a low cap (2 s by default), so the clients of a restarted
+/// server do not all return at once, and a restarted server is found again within seconds.
+/// While connected to any endpoint but the first, it probes the first every 30 s (jittered)
+/// and moves back once it answers ([`failback`](Self::failback)).
 #[derive(Debug)]
 pub struct Reconnect {
     endpoints: Vec<Endpoint>,
     backoff: Backoff,
+    failback: Option<Duration>,
     link: LinkConfig,
     current: watch::Sender<Option<Link>>,
     /// The address of the endpoint the current link goes to.
@@ -197,6 +201,7 @@ impl Reconnect {
             backoff: Backoff::exponential(Duration::from_millis(100))
                 .max_delay(Duration::from_secs(2))
                 .jitter(Jitter::Full),
+            failback: Some(Duration::from_secs(30)),
             link,
             current: watch::channel(None).0,
             server: parking_lot::Mutex::new(None),
@@ -208,6 +213,15 @@ impl Reconnect {
     #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// How often to probe the first endpoint while connected to another (jittered ±25 %);
+    /// once a probe's dial succeeds, the current link is closed (its open streams are reset)
+    /// and the client reconnects from the first. `None` stays wherever it is connected.
+    #[must_use]
+    pub fn failback(mut self, interval: Option<Duration>) -> Self {
+        self.failback = interval.filter(|i| !i.is_zero());
         self
     }
 
@@ -244,6 +258,7 @@ impl Reconnect {
         let mut preferred = 0;
         while !stopped(&stop) {
             let mut connected = false;
+            let mut failed_back = false;
             for offset in 0..self.endpoints.len() {
                 let index = (preferred + offset) % self.endpoints.len();
                 let endpoint = &self.endpoints[index];
@@ -283,9 +298,22 @@ impl Reconnect {
                         *self.server.lock() = Some(endpoint.addr().to_owned());
                         self.current.send_replace(Some(link.clone()));
                         let closing = link.clone();
+                        let failback = self.failback.filter(|_| index != 0);
+                        let mut moving_back = false;
                         tokio::select! {
                             () = on_link(link, hello, incoming) => {}
                             () = until_stopped(&mut stop) => {
+                                closing.close();
+                                let _ = tokio::time::timeout(Duration::from_secs(2), closing.closed()).await;
+                            }
+                            () = self.probe_first(failback, &rng) => {
+                                tracing::info!(
+                                    from = endpoint.addr(),
+                                    to = self.endpoints[0].addr(),
+                                    "the first server answers again: moving back to it"
+                                );
+                                metrics::counter!("sssonector_client_failbacks_total").increment(1);
+                                moving_back = true;
                                 closing.close();
                                 let _ = tokio::time::timeout(Duration::from_secs(2), closing.closed()).await;
                             }
@@ -297,12 +325,17 @@ impl Reconnect {
                             tracing::info!(server = endpoint.addr(), ?reason, "tunnel closed");
                             return;
                         }
-                        tracing::warn!(
-                            server = endpoint.addr(),
-                            ?reason,
-                            "tunnel lost; reconnecting"
-                        );
-                        metrics::counter!("sssonector_client_disconnects_total").increment(1);
+                        if moving_back {
+                            preferred = 0;
+                            failed_back = true;
+                        } else {
+                            tracing::warn!(
+                                server = endpoint.addr(),
+                                ?reason,
+                                "tunnel lost; reconnecting"
+                            );
+                            metrics::counter!("sssonector_client_disconnects_total").increment(1);
+                        }
                         break;
                     }
                     Err(e) => {
@@ -314,19 +347,74 @@ impl Reconnect {
             if stopped(&stop) {
                 return;
             }
-            let delay = if connected {
-                // Reconnect at once after losing an established link; the first failure
-                // starts the backoff.
-                self.backoff.initial()
+            let end = if failed_back {
+                RoundEnd::MovingBack
+            } else if connected {
+                RoundEnd::LinkLost
             } else {
-                failed_rounds = failed_rounds.saturating_add(1);
-                let d = self.backoff.delay(failed_rounds, previous, &rng);
-                previous = d;
-                d
+                RoundEnd::AllFailed
             };
+            let delay = self.delay_before_next(end, &mut failed_rounds, &mut previous, &rng);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = until_stopped(&mut stop) => return,
+            }
+        }
+    }
+}
+
+/// How a round of dialing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoundEnd {
+    /// The first endpoint answered a probe: the client left its link to go back to it.
+    MovingBack,
+    /// An established link was lost.
+    LinkLost,
+    /// Every endpoint failed.
+    AllFailed,
+}
+
+impl Reconnect {
+    /// The wait before the next round.
+    fn delay_before_next(
+        &self,
+        end: RoundEnd,
+        failed_rounds: &mut u32,
+        previous: &mut Duration,
+        rng: &Rng,
+    ) -> Duration {
+        let attempt = match end {
+            // The first server just answered a probe: go now.
+            RoundEnd::MovingBack => return Duration::ZERO,
+            // A lost link: the backoff's first step, jittered, so the clients of a restarted
+            // server do not all return in the same instant.
+            RoundEnd::LinkLost => 1,
+            RoundEnd::AllFailed => {
+                *failed_rounds = failed_rounds.saturating_add(1);
+                *failed_rounds
+            }
+        };
+        let d = self.backoff.delay(attempt, *previous, rng);
+        *previous = d;
+        d
+    }
+
+    /// Resolves once the first endpoint answers a dial, probing every `interval` (±25 %);
+    /// never without an interval.
+    async fn probe_first(&self, interval: Option<Duration>, rng: &Rng) {
+        let Some(interval) = interval else {
+            return std::future::pending().await;
+        };
+        let first = &self.endpoints[0];
+        loop {
+            tokio::time::sleep(interval.mul_f64(rng.range_f64(0.75, 1.25))).await;
+            match first.dial().await {
+                // A whole TLS handshake: the server is up and takes us; the probe's
+                // connection is dropped, and the client reconnects through a fresh one.
+                Ok(_probe) => return,
+                Err(e) => {
+                    tracing::debug!(server = first.addr(), error = %e, "the first server does not answer yet")
+                }
             }
         }
     }
@@ -338,4 +426,43 @@ fn stopped(stop: &watch::Receiver<bool>) -> bool {
 
 async fn until_stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_after_a_lost_link_are_spread_out() {
+        let reconnect = Reconnect::new(Vec::new(), LinkConfig::default());
+        let rng = Rng::with_seed(7);
+        let delays: Vec<Duration> = (0..100)
+            .map(|_| {
+                let (mut rounds, mut previous) = (0, Duration::from_millis(100));
+                reconnect.delay_before_next(RoundEnd::LinkLost, &mut rounds, &mut previous, &rng)
+            })
+            .collect();
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(100)),
+            "{delays:?}"
+        );
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(
+            distinct.len() > 50,
+            "jittered: {} distinct of 100",
+            distinct.len()
+        );
+        // Failed rounds grow up to the cap; a failback goes at once.
+        let (mut rounds, mut previous) = (0, Duration::from_millis(100));
+        for _ in 0..10 {
+            let d =
+                reconnect.delay_before_next(RoundEnd::AllFailed, &mut rounds, &mut previous, &rng);
+            assert!(d <= Duration::from_secs(2), "{d:?}");
+        }
+        assert_eq!(rounds, 10);
+        assert_eq!(
+            reconnect.delay_before_next(RoundEnd::MovingBack, &mut rounds, &mut previous, &rng),
+            Duration::ZERO
+        );
+    }
 }

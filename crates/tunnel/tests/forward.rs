@@ -49,15 +49,14 @@ async fn tunnel(target: SocketAddr) -> Tunnel {
     tunnel_with(target, &[], 16).await
 }
 
-/// A tunnel whose client tries `dead` endpoints before the live server, which serves at most
-/// `max_clients`.
-async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize) -> Tunnel {
-    let pki = common::pki();
-    let pool = BufPool::builder().budget(64 << 20).build().unwrap();
-
-    // Server.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = listener.local_addr().unwrap();
+/// A forwarding server on `listener` whose rule "echo" goes to `target`.
+fn spawn_server(
+    pki: &common::Pki,
+    listener: TcpListener,
+    max_clients: usize,
+    target: SocketAddr,
+    pool: &BufPool,
+) -> Server {
     let server = Server::new(max_clients);
     let stack = accept_stack(pki.server.clone(), &AcceptOptions::default()).unwrap();
     let targets = Targets::new([("echo".to_owned(), target.to_string())], pool.clone());
@@ -91,11 +90,43 @@ async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize
             })
             .await;
     });
+    server
+}
+
+/// A tunnel whose client tries `dead` endpoints before the live server, which serves at most
+/// `max_clients`.
+async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize) -> Tunnel {
+    let pki = common::pki();
+    let pool = BufPool::builder().budget(64 << 20).build().unwrap();
+
+    // Server.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let server = spawn_server(&pki, listener, max_clients, target, &pool);
 
     // Client.
-    let endpoints = dead
+    let servers: Vec<SocketAddr> = dead.iter().copied().chain([server_addr]).collect();
+    let (local, _reconnect, stop) =
+        spawn_client(&pki, &servers, Some(Duration::from_secs(30)), &pool).await;
+    Tunnel {
+        local,
+        server,
+        server_addr,
+        stop,
+        pool,
+    }
+}
+
+/// A forwarding client for rule "echo" over `servers` (first to last); returns its local
+/// port, its reconnect loop and its stop switch.
+async fn spawn_client(
+    pki: &common::Pki,
+    servers: &[SocketAddr],
+    failback: Option<Duration>,
+    pool: &BufPool,
+) -> (SocketAddr, Arc<Reconnect>, tokio::sync::watch::Sender<bool>) {
+    let endpoints = servers
         .iter()
-        .chain([&server_addr])
         .map(|addr| {
             Endpoint::new(
                 &addr.to_string(),
@@ -106,7 +137,7 @@ async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize
             .unwrap()
         })
         .collect();
-    let reconnect = Arc::new(Reconnect::new(endpoints, LinkConfig::default()));
+    let reconnect = Arc::new(Reconnect::new(endpoints, LinkConfig::default()).failback(failback));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local_addr = local.local_addr().unwrap();
@@ -135,13 +166,7 @@ async fn tunnel_with(target: SocketAddr, dead: &[SocketAddr], max_clients: usize
             )
             .await;
     });
-    Tunnel {
-        local: local_addr,
-        server,
-        server_addr,
-        stop,
-        pool,
-    }
+    (local_addr, reconnect, stop)
 }
 
 /// Writes `data`, half-closes, and reads everything back until the far side closes.
@@ -461,4 +486,58 @@ async fn a_local_client_that_goes_away_stops_the_far_sender() {
     // (socket buffers, credit window, queued output), not by the download's size.
     assert!(sent < 64 << 20, "{sent} bytes sent into a dead stream");
     tunnel.stop.send_replace(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_moves_back_to_the_first_server_once_it_answers() {
+    let target = echo_server().await;
+    let pool = BufPool::builder().budget(64 << 20).build().unwrap();
+    let pki = common::pki();
+    // The first server is down when the client starts; the second is up.
+    let first = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = second_listener.local_addr().unwrap();
+    let _second = spawn_server(&pki, second_listener, 16, target, &pool);
+    let (local, reconnect, stop) = spawn_client(
+        &pki,
+        &[first, second],
+        Some(Duration::from_millis(200)),
+        &pool,
+    )
+    .await;
+    let on = |want: SocketAddr| {
+        let reconnect = Arc::clone(&reconnect);
+        async move {
+            while reconnect.server() != Some(want.to_string()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), on(second))
+        .await
+        .expect("connected to the second server");
+    assert_eq!(
+        round_trip(local, b"on the second".to_vec()).await,
+        b"on the second"
+    );
+
+    // The first server comes up: the client probes it and moves back.
+    let _first = spawn_server(
+        &pki,
+        TcpListener::bind(first).await.unwrap(),
+        16,
+        target,
+        &pool,
+    );
+    tokio::time::timeout(Duration::from_secs(10), on(first))
+        .await
+        .expect("moved back to the first server");
+    assert_eq!(
+        round_trip(local, b"on the first".to_vec()).await,
+        b"on the first"
+    );
+    stop.send_replace(true);
 }

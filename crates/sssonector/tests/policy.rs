@@ -298,11 +298,13 @@ fn a_lowered_session_limit_ends_the_newest_sessions_at_reload() {
     common::wait_for("one session left", || (sessions(admin) == 1).then_some(()));
     // The client's reconnects are refused by the limit; the remaining session still works.
     log_contains(&dir.join("client.log"), "session limit");
-    assert_eq!(
-        through(local, b"still here").as_deref(),
-        Some(&b"still here"[..])
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(sessions(admin), 1, "the limit holds");
+    // (A connection may land on a link still closing on the client; a new one gets through.)
+    common::wait_for("traffic over the remaining session", || {
+        (through(local, b"still here").as_deref() == Some(&b"still here"[..])).then_some(())
+    });
+    for _ in 0..10 {
+        assert_eq!(sessions(admin), 1, "the limit holds");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(tmp);
 }

@@ -33,17 +33,21 @@ fn frame() -> impl Strategy<Value = Frame> {
             prop_oneof![Just(Mode::Tun), Just(Mode::Forward)],
             any::<u16>(),
             any::<u32>(),
-            proptest::collection::vec(address(), 0..4)
+            proptest::collection::vec(address(), 0..4),
+            any::<u32>()
         )
-            .prop_map(|(version, mode, mtu, capabilities, addresses)| {
-                Frame::Hello(Hello {
-                    version,
-                    mode,
-                    mtu,
-                    capabilities,
-                    addresses,
-                })
-            }),
+            .prop_map(
+                |(version, mode, mtu, capabilities, addresses, max_payload)| {
+                    Frame::Hello(Hello {
+                        version,
+                        mode,
+                        mtu,
+                        capabilities,
+                        addresses,
+                        max_payload,
+                    })
+                }
+            ),
         bytes(1600).prop_map(Frame::Packet),
         (any::<u32>(), "[a-z0-9:.-]{0,40}")
             .prop_map(|(id, target)| Frame::StreamOpen { id, target }),
@@ -56,6 +60,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (any::<u16>(), bytes(256)).prop_map(|(kind, body)| Frame::Control { kind, body }),
         (any::<u16>(), ".{0,80}").prop_map(|(code, message)| Frame::Error { code, message }),
         Just(Frame::Goodbye),
+        (0x40u8..=0xff, bytes(256)).prop_map(|(kind, payload)| Frame::Extension { kind, payload }),
     ]
 }
 
@@ -143,9 +148,18 @@ fn oversized_frames_are_refused_both_ways() {
 #[test]
 fn malformed_frames_name_the_problem() {
     let decode = |bytes: &[u8]| Frame::decode(&mut BytesMut::from(bytes), MAX);
+    // An unknown core type ends the session; an unknown extension type is handed up to be
+    // skipped.
     assert_eq!(
-        decode(&[0x7f, 0, 0, 0]),
-        Err(DecodeError::UnknownType(0x7f))
+        decode(&[0x3d, 0, 0, 0]),
+        Err(DecodeError::UnknownType(0x3d))
+    );
+    assert_eq!(
+        decode(&[0x7f, 0, 0, 2, 1, 2]),
+        Ok(Some(Frame::Extension {
+            kind: 0x7f,
+            payload: Bytes::from_static(&[1, 2])
+        }))
     );
     assert_eq!(
         decode(&[0x20, 0, 0, 2, 1, 2]),
@@ -172,4 +186,30 @@ fn malformed_frames_name_the_problem() {
     assert_eq!(Frame::decode(&mut partial, MAX), Ok(None));
     assert_eq!(partial.len(), 5);
     assert_eq!(HEADER_LEN, 4);
+}
+
+#[test]
+fn a_hello_reads_what_it_knows_and_skips_what_a_later_version_adds() {
+    // version 1, forward, MTU 1400, capabilities 3, no addresses: the original layout, with no
+    // maximum payload: the default applies.
+    let original = [0x01, 0, 0, 10, 0, 1, 2, 0x05, 0x78, 0, 0, 0, 3, 0];
+    let Some(Frame::Hello(hello)) = Frame::decode(&mut BytesMut::from(&original[..]), MAX).unwrap()
+    else {
+        panic!("not a hello");
+    };
+    assert_eq!(
+        hello.max_payload,
+        sssonector_tunnel::proto::DEFAULT_MAX_PAYLOAD
+    );
+    assert_eq!(hello.capabilities, 3);
+    // With a maximum payload and then bytes of some later field.
+    let mut later = original.to_vec();
+    later[3] = 10 + 4 + 3;
+    later.extend_from_slice(&[0, 0, 0x40, 0]);
+    later.extend_from_slice(&[9, 9, 9]);
+    let Some(Frame::Hello(hello)) = Frame::decode(&mut BytesMut::from(&later[..]), MAX).unwrap()
+    else {
+        panic!("not a hello");
+    };
+    assert_eq!(hello.max_payload, 16_384);
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sssonector_tunnel::proto::{
-    CloseReason, Event, Frame, Mode, Role, Session, SessionConfig, State, TunnelAddress,
+    CloseReason, Event, Frame, Hello, Mode, Role, Session, SessionConfig, State, TunnelAddress,
 };
 
 fn addr(last: u8) -> TunnelAddress {
@@ -137,7 +137,7 @@ fn a_server_can_refuse_a_client_in_its_hello_answer() {
 fn malformed_bytes_and_early_traffic_close_with_a_code() {
     let now = Instant::now();
     let (_, mut server) = pair(now);
-    server.receive(&[0x7f, 0, 0, 0], now);
+    server.receive(&[0x3d, 0, 0, 0], now);
     assert_eq!(server.malformed(), 1);
     assert!(matches!(
         &events(&mut server)[..],
@@ -470,4 +470,97 @@ fn both_sides_settle_on_the_smaller_mtu() {
     pump(&mut client, &mut server, now);
     assert_eq!((client.mtu(), server.mtu()), (1280, 1280));
     assert!(server.send_packet(&[0u8; 1281]).is_err());
+}
+
+#[test]
+fn extension_frames_are_skipped_and_counted_in_every_state() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    // Before the hello exchange...
+    let mut out = BytesMut::new();
+    Frame::Extension {
+        kind: 0x40,
+        payload: Bytes::from_static(b"later"),
+    }
+    .encode(&mut out, 65_536)
+    .unwrap();
+    server.receive(&out, now);
+    assert_eq!(server.state(), State::Handshaking);
+    pump(&mut client, &mut server, now);
+    assert_eq!(server.state(), State::Established);
+    // ...and after it, between real traffic.
+    Frame::Extension {
+        kind: 0xfe,
+        payload: Bytes::new(),
+    }
+    .encode(&mut out, 65_536)
+    .unwrap();
+    client.receive(&out, now);
+    assert_eq!(client.state(), State::Established);
+    assert_eq!((server.ignored_frames(), client.ignored_frames()), (1, 2));
+    assert_eq!(server.malformed() + client.malformed(), 0);
+}
+
+#[test]
+fn each_side_sends_no_larger_than_the_peer_accepts() {
+    let now = Instant::now();
+    let config = |role, max_payload| {
+        let mut c = SessionConfig::new(role, Mode::Forward);
+        c.max_payload = max_payload;
+        c
+    };
+    // The server accepts 2 KiB payloads; the client would send 64 KiB ones.
+    let mut client = Session::client(config(Role::Client, 65_536), now, vec![]);
+    let mut server = Session::server(config(Role::Server, 2048), now, Box::new(|_| Ok(vec![])));
+    pump(&mut client, &mut server, now);
+    assert_eq!((client.send_limit(), server.send_limit()), (2048, 2048));
+    assert_eq!(
+        client.peer_capabilities() & sssonector_tunnel::proto::capability::STREAM_CREDIT,
+        sssonector_tunnel::proto::capability::STREAM_CREDIT
+    );
+    let id = client.open_stream("web").unwrap();
+    client
+        .send_stream(id, &Bytes::from(vec![1u8; 10_000]))
+        .unwrap();
+    // The server decodes every frame with its own 2 KiB limit: no protocol error.
+    pump(&mut client, &mut server, now);
+    assert_eq!(server.state(), State::Established);
+    assert_eq!(server.malformed(), 0);
+}
+
+#[test]
+fn a_hello_the_session_cannot_work_with_is_refused_by_name() {
+    let now = Instant::now();
+    let refused = |hello: Hello| {
+        let mut server = Session::server(
+            SessionConfig::new(Role::Server, Mode::Forward),
+            now,
+            Box::new(|_| Ok(vec![])),
+        );
+        let mut out = BytesMut::new();
+        Frame::Hello(hello).encode(&mut out, 65_536).unwrap();
+        server.receive(&out, now);
+        match events(&mut server).as_slice() {
+            [Event::Closed(CloseReason::ProtocolError { code: 1, message })] => message.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let hello = Hello {
+        version: 1,
+        mode: Mode::Forward,
+        mtu: 1400,
+        capabilities: sssonector_tunnel::proto::capability::STREAM_CREDIT,
+        addresses: Vec::new(),
+        max_payload: 65_536,
+    };
+    let tiny = refused(Hello {
+        max_payload: 100,
+        ..hello.clone()
+    });
+    assert!(tiny.contains("100 bytes"), "{tiny}");
+    let no_credit = refused(Hello {
+        capabilities: sssonector_tunnel::proto::capability::BATCHING,
+        ..hello
+    });
+    assert!(no_credit.contains("per-stream credit"), "{no_credit}");
 }

@@ -57,11 +57,22 @@ pub struct Hello {
     pub mode: Mode,
     /// The largest IP packet the sender will send or accept.
     pub mtu: u16,
-    /// [`capability`] bits.
+    /// [`capability`] bits; bits this side does not know are ignored.
     pub capabilities: u32,
     /// Tunnel addresses: the server's answer assigns them; a client may ask for some.
     pub addresses: Vec<TunnelAddress>,
+    /// The largest frame payload the sender accepts; the peer sends no larger. A hello
+    /// without it (an older sender) means [`DEFAULT_MAX_PAYLOAD`].
+    pub max_payload: u32,
 }
+
+/// The largest payload a peer that does not announce one accepts.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 64 * 1024;
+
+/// Frame types from here up are extensions: a receiver that does not know one skips it
+/// (and counts it) instead of ending the session, so later versions can add frames that
+/// older peers ignore. An unknown type below it is a protocol error.
+pub const FIRST_EXTENSION_TYPE: u8 = 0x40;
 
 /// Why a peer ends a stream or the session.
 pub type ErrorCode = u16;
@@ -127,6 +138,14 @@ pub enum Frame {
     },
     /// A clean goodbye: no more frames follow.
     Goodbye,
+    /// A frame of an extension type (at or above [`FIRST_EXTENSION_TYPE`]) this side does
+    /// not know; it is ignored.
+    Extension {
+        /// The frame type.
+        kind: u8,
+        /// The payload, unread.
+        payload: Bytes,
+    },
 }
 
 /// Frame type bytes on the wire.
@@ -180,6 +199,7 @@ impl Frame {
                     }
                     out.put_u8(a.prefix);
                 }
+                out.put_u32(hello.max_payload);
             }
             Frame::Packet(packet) => out.put_slice(packet),
             Frame::StreamOpen { id, target } => {
@@ -209,6 +229,14 @@ impl Frame {
                 out.put_slice(message.as_bytes());
             }
             Frame::Goodbye => {}
+            Frame::Extension { kind, payload } => {
+                if *kind < FIRST_EXTENSION_TYPE {
+                    return Err(DecodeError::Invalid(
+                        "an extension frame below the extension range",
+                    ));
+                }
+                out.put_slice(payload);
+            }
         }
         let len = out.len() - start - HEADER_LEN;
         let limit = max_payload.min(MAX_PAYLOAD_LIMIT);
@@ -261,6 +289,7 @@ impl Frame {
             Frame::Control { .. } => kind::CONTROL,
             Frame::Error { .. } => kind::ERROR,
             Frame::Goodbye => kind::GOODBYE,
+            Frame::Extension { kind, .. } => *kind,
         }
     }
 
@@ -323,12 +352,21 @@ impl Frame {
                     }
                     addresses.push(TunnelAddress { addr, prefix });
                 }
+                // Fields added after the address list are read if present; anything after
+                // the fields this side knows is a later version's, and is skipped.
+                let max_payload = if p.len() >= 4 {
+                    take_u32(p, "hello")?
+                } else {
+                    DEFAULT_MAX_PAYLOAD
+                };
+                p.clear();
                 Frame::Hello(Hello {
                     version,
                     mode,
                     mtu,
                     capabilities,
                     addresses,
+                    max_payload,
                 })
             }
             kind::PACKET => Frame::Packet(std::mem::take(p)),
@@ -370,6 +408,10 @@ impl Frame {
                 Frame::Error { code, message }
             }
             kind::GOODBYE => Frame::Goodbye,
+            other if other >= FIRST_EXTENSION_TYPE => Frame::Extension {
+                kind: other,
+                payload: std::mem::take(p),
+            },
             other => return Err(DecodeError::UnknownType(other)),
         };
         if !p.is_empty() {

@@ -7,8 +7,8 @@ mod session;
 
 pub use error::DecodeError;
 pub use frame::{
-    ALPN, ErrorCode, Frame, HEADER_LEN, Hello, MAX_PAYLOAD_LIMIT, Mode, PROTOCOL_VERSION,
-    TunnelAddress, capability,
+    ALPN, DEFAULT_MAX_PAYLOAD, ErrorCode, FIRST_EXTENSION_TYPE, Frame, HEADER_LEN, Hello,
+    MAX_PAYLOAD_LIMIT, Mode, PROTOCOL_VERSION, TunnelAddress, capability,
 };
 pub use session::{
     Assign, CloseReason, Event, Refusal, Role, Session, SessionConfig, State, StreamError,

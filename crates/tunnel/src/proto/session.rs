@@ -15,7 +15,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::proto::{DecodeError, Frame, Hello, Mode, PROTOCOL_VERSION, TunnelAddress};
+use crate::proto::{
+    DecodeError, Frame, Hello, MAX_PAYLOAD_LIMIT, Mode, PROTOCOL_VERSION, TunnelAddress,
+};
+
+/// The smallest payload limit a peer may announce (besides its MTU): room for stream opens,
+/// credits, errors and goodbyes.
+const MIN_PEER_PAYLOAD: usize = 1024;
 
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +259,12 @@ pub struct Session {
     assign: Option<Assign>,
     /// Frames decoded in error: counted for the metrics.
     malformed: u64,
+    /// Extension frames of types this side does not know, skipped.
+    ignored: u64,
+    /// The largest payload sent: this side's own limit until the peer's hello says its own.
+    send_limit: usize,
+    /// The capability bits of the peer's hello.
+    peer_capabilities: u32,
     streams: HashMap<u32, Stream>,
     next_stream: u32,
     close_reason: Option<CloseReason>,
@@ -300,6 +312,9 @@ impl Session {
             },
             assign,
             malformed: 0,
+            ignored: 0,
+            send_limit: config.max_payload,
+            peer_capabilities: 0,
             streams: HashMap::new(),
             close_reason: None,
         }
@@ -313,6 +328,8 @@ impl Session {
             capabilities: crate::proto::capability::BATCHING
                 | crate::proto::capability::STREAM_CREDIT,
             addresses,
+            max_payload: u32::try_from(self.config.max_payload.min(MAX_PAYLOAD_LIMIT))
+                .unwrap_or(u32::MAX),
         }
     }
 
@@ -336,6 +353,22 @@ impl Session {
         self.malformed
     }
 
+    /// Extension frames of unknown types received and skipped.
+    pub fn ignored_frames(&self) -> u64 {
+        self.ignored
+    }
+
+    /// The capability bits the peer announced (0 before its hello).
+    pub fn peer_capabilities(&self) -> u32 {
+        self.peer_capabilities
+    }
+
+    /// The largest frame payload this side sends: the smaller of its own limit and the
+    /// peer's, once the peer's hello has said it.
+    pub fn send_limit(&self) -> usize {
+        self.send_limit
+    }
+
     /// Queues an IP packet or a control message for the peer. Streams use
     /// [`open_stream`](Self::open_stream) and [`send_stream`](Self::send_stream).
     ///
@@ -354,7 +387,7 @@ impl Session {
                 "only packets and control messages are sent as raw frames",
             ));
         }
-        frame.encode(&mut self.outbound, self.config.max_payload)
+        frame.encode(&mut self.outbound, self.send_limit)
     }
 
     /// Queues an IP packet, copied from `packet` into the outbound buffer with no other
@@ -373,7 +406,7 @@ impl Session {
                 max: usize::from(self.config.mtu),
             });
         }
-        Frame::encode_packet(packet, &mut self.outbound, self.config.max_payload)
+        Frame::encode_packet(packet, &mut self.outbound, self.send_limit)
     }
 
     fn send(&mut self, frame: &Frame) {
@@ -434,7 +467,7 @@ impl Session {
             .unwrap_or(usize::MAX)
             .min(data.len());
         stream.send_credit -= allowed as u64;
-        let chunk = self.config.max_payload.saturating_sub(4).max(1);
+        let chunk = self.send_limit.saturating_sub(4).max(1);
         let mut offset = 0;
         while offset < allowed {
             let end = (offset + chunk).min(allowed);
@@ -571,6 +604,8 @@ impl Session {
 
     fn on_frame(&mut self, frame: Frame) {
         match (self.state, frame) {
+            // A later version's frame: skipped, in any state.
+            (_, Frame::Extension { .. }) => self.ignored += 1,
             (State::Handshaking, Frame::Hello(hello)) => self.on_hello(hello),
             (_, Frame::Error { code, message }) => {
                 self.finish(CloseReason::PeerError { code, message });
@@ -619,6 +654,30 @@ impl Session {
         // Both sides use the smaller MTU: neither sends a packet the other refuses. The
         // server's answer carries it; a client sizes its TUN device by it.
         self.config.mtu = self.config.mtu.min(hello.mtu);
+        let peer_limit = usize::try_from(hello.max_payload).unwrap_or(usize::MAX);
+        // A TUN peer must take whole packets; any peer, the session's own small frames.
+        let floor = match self.config.mode {
+            Mode::Tun => usize::from(self.config.mtu).max(MIN_PEER_PAYLOAD),
+            Mode::Forward => MIN_PEER_PAYLOAD,
+        };
+        if peer_limit < floor {
+            return self.fail(
+                code::HELLO_MISMATCH,
+                format!(
+                    "the peer accepts payloads of {peer_limit} bytes, below the {floor} a session needs"
+                ),
+            );
+        }
+        if self.config.mode == Mode::Forward
+            && hello.capabilities & crate::proto::capability::STREAM_CREDIT == 0
+        {
+            return self.fail(
+                code::HELLO_MISMATCH,
+                "forward mode needs per-stream credit, which the peer does not announce".into(),
+            );
+        }
+        self.send_limit = self.config.max_payload.min(peer_limit);
+        self.peer_capabilities = hello.capabilities;
         match self.config.role {
             Role::Client => {
                 self.state = State::Established;
@@ -785,6 +844,7 @@ impl Session {
 fn name(frame: &Frame) -> &'static str {
     match frame {
         Frame::Hello(_) => "hello",
+        Frame::Extension { .. } => "extension",
         Frame::Packet(_) => "packet",
         Frame::StreamOpen { .. } => "stream open",
         Frame::StreamData { .. } => "stream data",

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -74,6 +74,12 @@ pub struct LinkConfig {
     pub read_pacing: Option<Pacing>,
     /// Paces what the link writes.
     pub write_pacing: Option<Pacing>,
+    /// The most memory stream data received but not yet read by the application may hold on
+    /// this link, across all streams (64 MiB by default). Small frames are copied out of the
+    /// read buffer and count their size; a stream keeps at most one frame in the read buffer
+    /// itself, counted as a whole read buffer. A frame that would go past the bound resets its
+    /// stream (code `BUSY`), counted as refused with reason `buffered`.
+    pub max_buffered: usize,
 }
 
 impl Default for LinkConfig {
@@ -85,6 +91,7 @@ impl Default for LinkConfig {
             max_streams: 16_384,
             read_pacing: None,
             write_pacing: None,
+            max_buffered: 64 << 20,
         }
     }
 }
@@ -189,17 +196,45 @@ pub struct LinkStats {
     pub packets_in: u64,
     /// IP packets queued for the peer.
     pub packets_out: u64,
+    /// Memory held now by stream data received but not yet read, as counted against
+    /// [`LinkConfig::max_buffered`].
+    pub buffered: usize,
 }
 
 pub(crate) enum StreamMsg {
-    Data(Bytes),
+    Data(Queued),
     Fin,
     Reset(u16),
+}
+
+/// Frames below this size are copied out of the read buffer before they are queued, so a
+/// trickle of tiny frames cannot each keep a whole read buffer alive.
+const COPY_BELOW: usize = 16 * 1024;
+
+/// Stream data waiting for the application, counted against the link's `max_buffered`
+/// until it is taken or dropped.
+pub(crate) struct Queued {
+    pub(crate) data: Bytes,
+    charge: usize,
+    /// Set when `data` is a slice of a read buffer: the stream's one such frame.
+    in_read_buffer: Option<Arc<AtomicUsize>>,
+    buffered: Arc<AtomicUsize>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.buffered.fetch_sub(self.charge, Ordering::AcqRel);
+        if let Some(pinned) = &self.in_read_buffer {
+            pinned.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 pub(crate) struct StreamSlot {
     tx: mpsc::UnboundedSender<StreamMsg>,
     credit: Arc<Notify>,
+    /// This stream's queued frames that are slices of a read buffer (0 or 1).
+    pinned: Arc<AtomicUsize>,
 }
 
 pub(crate) struct Shared {
@@ -211,6 +246,8 @@ pub(crate) struct Shared {
     pub(crate) drained: Notify,
     pub(crate) closed: watch::Sender<Option<CloseReason>>,
     pub(crate) shutting: AtomicBool,
+    /// What queued stream data holds, counted against `max_buffered`.
+    buffered: Arc<AtomicUsize>,
     /// Taken when the link closes, so the application's queue ends.
     incoming: Mutex<Option<mpsc::Sender<Incoming>>>,
     counters: Counters,
@@ -326,6 +363,7 @@ impl Link {
             drained: Notify::new(),
             closed: watch::channel(None).0,
             shutting: AtomicBool::new(false),
+            buffered: Arc::default(),
             incoming: Mutex::new(Some(incoming_tx)),
             counters: Counters::default(),
             config,
@@ -478,6 +516,7 @@ impl Link {
             streams_opened: c.streams_opened.get(),
             packets_in: c.packets_in.get(),
             packets_out: c.packets_out.get(),
+            buffered: self.shared.buffered.load(Ordering::Acquire),
         }
     }
 }
@@ -495,6 +534,7 @@ fn new_stream(
         StreamSlot {
             tx,
             credit: Arc::clone(&credit),
+            pinned: Arc::default(),
         },
     );
     crate::stream::pair(id, shared, rx, credit)
@@ -549,9 +589,25 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
                 }
             }
             Event::StreamData { id, data } => {
-                let streams = shared.streams.lock();
-                if let Some(slot) = streams.get(&id) {
-                    let _ = slot.tx.send(StreamMsg::Data(data));
+                let mut streams = shared.streams.lock();
+                let Some(slot) = streams.get(&id) else {
+                    continue;
+                };
+                match queue(shared, slot, data) {
+                    Some(queued) => {
+                        let _ = slot.tx.send(StreamMsg::Data(queued));
+                    }
+                    None => {
+                        // Past the link's bound: this stream gives way.
+                        if let Some(slot) = streams.remove(&id) {
+                            let _ = slot.tx.send(StreamMsg::Reset(stream_code::BUSY));
+                        }
+                        let open = streams.len();
+                        drop(streams);
+                        shared.session.lock().close_stream(id, stream_code::BUSY);
+                        shared.output.notify_one();
+                        refused_stream("buffered", open, shared.config.max_streams);
+                    }
                 }
             }
             Event::StreamHalfClosed { id } => {
@@ -589,6 +645,35 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
     if packets > 0 {
         shared.counters.packets_in.add(packets);
     }
+}
+
+/// Readies `data` for `slot`'s queue within the link's `max_buffered`; `None` if it does not
+/// fit. A small frame, or any frame behind one still in its read buffer, is copied, so each
+/// stream keeps at most one read buffer alive.
+fn queue(shared: &Shared, slot: &StreamSlot, data: Bytes) -> Option<Queued> {
+    let zero_copy = data.len() >= COPY_BELOW && slot.pinned.load(Ordering::Acquire) == 0;
+    let charge = if zero_copy {
+        data.len().max(shared.config.read_buffer)
+    } else {
+        data.len()
+    };
+    let before = shared.buffered.fetch_add(charge, Ordering::AcqRel);
+    if before + charge > shared.config.max_buffered {
+        shared.buffered.fetch_sub(charge, Ordering::AcqRel);
+        return None;
+    }
+    let (data, in_read_buffer) = if zero_copy {
+        slot.pinned.fetch_add(1, Ordering::AcqRel);
+        (data, Some(Arc::clone(&slot.pinned)))
+    } else {
+        (Bytes::copy_from_slice(&data), None)
+    };
+    Some(Queued {
+        data,
+        charge,
+        in_read_buffer,
+        buffered: Arc::clone(&shared.buffered),
+    })
 }
 
 /// Counts a stream this side refused, and says why at warn, at most once every 10 s.

@@ -134,7 +134,7 @@ impl StreamReader {
 
     fn on_message(&mut self, message: Option<StreamMsg>) -> Result<Option<Bytes>, LinkError> {
         match message {
-            Some(StreamMsg::Data(data)) => Ok(Some(data)),
+            Some(StreamMsg::Data(mut queued)) => Ok(Some(std::mem::take(&mut queued.data))),
             Some(StreamMsg::Fin) => {
                 self.finished = true;
                 Ok(None)

@@ -209,3 +209,57 @@ async fn a_write_stuck_on_a_full_buffer_does_not_stop_dead_peer_detection() {
     sender.abort();
     drop(hold_tx);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn unread_stream_data_past_the_links_bound_resets_that_stream_only() {
+    use bytes::Bytes;
+    use sssonector_tunnel::proto::{Mode, Role};
+    let forward = |role| SessionConfig::new(role, Mode::Forward);
+    let bounded = LinkConfig {
+        max_buffered: 32 * 1024,
+        ..LinkConfig::default()
+    };
+    let ((client, _ci), (server, mut incoming)) = common::link_pair(
+        (forward(Role::Client), LinkConfig::default()),
+        (forward(Role::Server), bounded),
+    )
+    .await;
+    let mut accept =
+        async || match tokio::time::timeout(Duration::from_secs(5), incoming.recv()).await {
+            Ok(Some(Incoming::Stream { stream, .. })) => stream,
+            other => panic!("{other:?}"),
+        };
+    let (_r, mut flood) = client.open_stream("flood").unwrap().into_split();
+    let (mut stalled, _w) = accept().await.into_split();
+    // 40 KiB in 1 KiB frames to a stream whose application does not read: past 32 KiB the
+    // stream is reset, and the memory it held is given back.
+    for _ in 0..40 {
+        if flood.send(Bytes::from(vec![1u8; 1024])).await.is_err() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = 0;
+    let end = loop {
+        assert!(Instant::now() < deadline, "no reset after {got} bytes");
+        match stalled.recv().await {
+            Ok(Some(data)) => got += data.len(),
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(end, Err(sssonector_tunnel::LinkError::Reset { code, .. }) if code == sssonector_tunnel::stream_code::BUSY),
+        "{end:?} after {got} bytes"
+    );
+    assert!(got <= 32 * 1024, "{got}");
+    assert_eq!(server.stats().buffered, 0);
+    // The link and its other streams carry on.
+    let (_r2, mut other) = client.open_stream("other").unwrap().into_split();
+    let (mut served, _w2) = accept().await.into_split();
+    other.send(Bytes::from_static(b"still fine")).await.unwrap();
+    assert_eq!(
+        served.recv().await.unwrap().unwrap(),
+        Bytes::from_static(b"still fine")
+    );
+}

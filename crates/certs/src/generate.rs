@@ -9,7 +9,6 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     RevokedCertParams, SanType, SerialNumber,
 };
-use sssonector_core::Rng;
 use time::OffsetDateTime;
 
 use crate::error::CertError;
@@ -108,7 +107,6 @@ pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
     key_pem: String,
-    rng: Rng,
     revoked: Mutex<Vec<(Vec<u8>, SystemTime)>>,
     crl_number: Mutex<u64>,
 }
@@ -124,8 +122,7 @@ impl CertificateAuthority {
         let mut params = ca_params(name);
         params.not_before = offset(validity.not_before);
         params.not_after = offset(validity.not_after);
-        let rng = Rng::from_entropy();
-        params.serial_number = Some(serial(&rng));
+        params.serial_number = Some(serial()?);
         let cert = params
             .self_signed(&key)
             .map_err(generate_error("the CA certificate"))?;
@@ -134,7 +131,6 @@ impl CertificateAuthority {
             cert_pem: cert.pem(),
             key_pem,
             issuer: Issuer::new(params, key),
-            rng,
             revoked: Mutex::new(Vec::new()),
             crl_number: Mutex::new(0),
         })
@@ -160,7 +156,7 @@ impl CertificateAuthority {
         let name = identity
             .chain()
             .first()
-            .and_then(|cert| crate::der::common_name(cert))
+            .and_then(|cert| crate::x509::common_name(cert))
             .ok_or_else(|| CertError::Pem {
                 source_: crate::Source::Memory,
                 problem: "the CA certificate has no common name to sign as".into(),
@@ -170,10 +166,75 @@ impl CertificateAuthority {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
             issuer: Issuer::new(params, key),
-            rng: Rng::from_entropy(),
             revoked: Mutex::new(Vec::new()),
             crl_number: Mutex::new(0),
         })
+    }
+
+    /// Takes up where `crl_pem`, a CRL this CA signed earlier, left off: its revoked serials
+    /// (with their dates) are revoked again, and the next [`crl`](Self::crl) gets a higher
+    /// number than it (RFC 5280 requires CRL numbers to increase). Call it after
+    /// [`from_pem`](Self::from_pem) with the CA's current CRL.
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Pem`] if `crl_pem` holds no CRL; [`CertError::Invalid`] if it does not
+    /// parse, names another issuer, or carries no CRL number. `source` names the file in
+    /// either error.
+    pub fn restore_crl(&self, crl_pem: &str, source: crate::Source) -> Result<(), CertError> {
+        use rustls_pki_types::CertificateRevocationListDer;
+        use rustls_pki_types::pem::PemObject;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        use x509_parser::revocation_list::CertificateRevocationList;
+
+        let der =
+            CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes()).map_err(|e| {
+                CertError::Pem {
+                    source_: source.clone(),
+                    problem: format!("no CRL: {e}"),
+                }
+            })?;
+        let invalid = |problem: String| CertError::Invalid {
+            source_: source.clone(),
+            problem,
+        };
+        let (_, crl) = CertificateRevocationList::from_der(&der)
+            .map_err(|e| invalid(format!("the CRL does not parse: {e}")))?;
+        let ca_der = rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| invalid(format!("the CA certificate: {e}")))?;
+        let (_, ca) = X509Certificate::from_der(&ca_der)
+            .map_err(|e| invalid(format!("the CA certificate: {e}")))?;
+        if crl.issuer().as_raw() != ca.subject().as_raw() {
+            return Err(invalid(format!(
+                "the CRL is issued by \"{}\", not by this CA (\"{}\")",
+                crl.issuer(),
+                ca.subject()
+            )));
+        }
+        let digits = crl
+            .crl_number()
+            .ok_or_else(|| invalid("the CRL has no CRL number".into()))?
+            .to_u64_digits();
+        let number = match digits.as_slice() {
+            [] => 0,
+            [n] => *n,
+            _ => return Err(invalid("the CRL number does not fit in 64 bits".into())),
+        };
+        for entry in crl.iter_revoked_certificates() {
+            let at = u64::try_from(entry.revocation_date.timestamp())
+                .map_or(SystemTime::UNIX_EPOCH, |secs| {
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+                });
+            self.revoke_at(entry.raw_serial(), at);
+        }
+        let mut n = self.crl_number.lock().unwrap_or_else(|e| e.into_inner());
+        *n = (*n).max(number);
+        Ok(())
+    }
+
+    /// The number the last CRL signed carried (0 before the first).
+    pub fn crl_number(&self) -> u64 {
+        *self.crl_number.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The serial numbers revoked so far, with when.
@@ -274,7 +335,7 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         params.not_before = offset(validity.not_before);
         params.not_after = offset(validity.not_after);
-        let serial = serial(&self.rng);
+        let serial = serial()?;
         params.serial_number = Some(serial.clone());
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -332,12 +393,19 @@ impl CertificateAuthority {
     }
 }
 
-/// A random positive 16-byte serial number.
-fn serial(rng: &Rng) -> SerialNumber {
+/// A positive 16-byte serial number from the operating system's CSPRNG (ring's
+/// `SystemRandom`): unpredictable, as CA/Browser Forum rules ask of serials (at least 64 random
+/// bits), so nobody can foresee the serial of a certificate not yet issued.
+fn serial() -> Result<SerialNumber, CertError> {
+    use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
-    bytes[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CertError::Generate {
+            what: "a serial number (the system's random number generator failed)",
+            error: rcgen::Error::RingUnspecified,
+        })?;
     bytes[0] &= 0x7f; // positive
     bytes[0] |= 0x01; // no leading zero byte to strip
-    SerialNumber::from_slice(&bytes)
+    Ok(SerialNumber::from_slice(&bytes))
 }

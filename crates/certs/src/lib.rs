@@ -35,7 +35,6 @@
 //! # Ok::<(), sssonector_certs::CertError>(())
 //! ```
 
-mod der;
 mod error;
 mod generate;
 mod identity;
@@ -45,6 +44,8 @@ mod reload;
 mod reload_trust;
 mod tls;
 mod trust;
+mod write;
+mod x509;
 
 pub use error::{CertError, Source, Usage};
 pub use generate::{CertificateAuthority, ClientNames, Issued, Validity};
@@ -75,12 +76,12 @@ pub use trust::TrustStore;
 /// # Ok::<(), sssonector_certs::CertError>(())
 /// ```
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
-    der::common_name(cert_der)
+    x509::common_name(cert_der)
 }
 
 /// The serial number of a DER certificate (big-endian bytes, as
 /// [`TrustReloaded::Replaced`]'s `newly_revoked` lists them), so a server can end the live
 /// sessions of certificates a new CRL revokes.
 pub fn serial_number(cert_der: &[u8]) -> Option<Vec<u8>> {
-    der::serial_and_validity(cert_der).map(|(serial, _, _)| serial)
+    x509::serial_and_validity(cert_der).map(|(serial, _, _)| serial)
 }

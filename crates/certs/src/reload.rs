@@ -9,10 +9,10 @@ use rustls::SignatureScheme;
 use rustls::server::ClientHello;
 use rustls::sign::CertifiedKey;
 
-use crate::der;
 use crate::error::{CertError, Usage};
 use crate::identity::Identity;
 use crate::trust::TrustStore;
+use crate::x509;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,7 +337,8 @@ impl ReloadableIdentity {
         if let Some(trust) = trust {
             trust.verify(&identity, usage, SystemTime::now())?;
         }
-        let (serial, not_before, not_after) = match der::serial_and_validity(&identity.chain()[0]) {
+        let (serial, not_before, not_after) = match x509::serial_and_validity(&identity.chain()[0])
+        {
             Some((serial, start, end)) => (serial, Some(start), Some(end)),
             None => (Vec::new(), None, None),
         };
@@ -458,8 +459,8 @@ impl ReloadableIdentity {
     }
 
     /// When the certificate in use has entered the last third of its lifetime, asks `issuer`
-    /// for a new one, writes it over the files (each to a temporary name, then renamed into
-    /// place), and reloads. Returns the new serial when it renewed.
+    /// for a new one, writes it over the files (each to a temporary file, synced, then renamed
+    /// into place; the key readable by its owner only), and reloads. Returns the new serial when it renewed.
     ///
     /// # Errors
     ///
@@ -475,18 +476,27 @@ impl ReloadableIdentity {
             return Ok(None);
         }
         let issued = issuer.issue(request).await?;
-        for (path, text) in [
-            (&self.key_path, &issued.key_pem),
-            (&self.cert_path, &issued.cert_pem),
-        ] {
-            let tmp = path.with_extension("renewing");
-            let io = |error| CertError::Io {
-                source_: crate::Source::File(path.clone()),
-                error,
-            };
-            std::fs::write(&tmp, text).map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(io)?;
-        }
+        // Blocking file work (and fsync) off the runtime's threads.
+        let files = [
+            (self.key_path.clone(), issued.key_pem, 0o600),
+            (self.cert_path.clone(), issued.cert_pem, 0o644),
+        ];
+        tokio::task::spawn_blocking(move || {
+            for (path, text, mode) in &files {
+                crate::write::atomically(path, text.as_bytes(), *mode).map_err(|error| {
+                    CertError::Io {
+                        source_: crate::Source::File(path.clone()),
+                        error,
+                    }
+                })?;
+            }
+            Ok::<(), CertError>(())
+        })
+        .await
+        .map_err(|e| CertError::Io {
+            source_: crate::Source::File(self.key_path.clone()),
+            error: std::io::Error::other(format!("the writing task failed: {e}")),
+        })??;
         match self.reload()? {
             Reloaded::Replaced { serial } => {
                 tracing::info!(name = %self.history.name(), "certificate renewed");

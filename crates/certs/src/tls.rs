@@ -150,7 +150,8 @@ pub fn client_config_rotating(
 }
 
 /// A client configuration that presents `identity` and accepts only servers whose
-/// certificate chains to `trust`'s CAs and names the server it connects to.
+/// certificate chains to `trust`'s CAs, is not revoked by its CRLs, and names the server it
+/// connects to.
 ///
 /// # Errors
 ///
@@ -160,11 +161,16 @@ pub fn client_config(
     trust: &TrustStore,
     options: &TlsOptions,
 ) -> Result<Arc<ClientConfig>, CertError> {
-    let provider = provider();
-    let mut config = ClientConfig::builder_with_provider(provider)
+    // The CRLs count for servers too: a revoked server certificate is refused.
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(trust.roots(), provider())
+            .with_crls(trust.crls().iter().cloned())
+            .build()
+            .map_err(|e| CertError::Tls(format!("server verifier: {e}")))?;
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(options.versions())
         .map_err(|e| CertError::Tls(e.to_string()))?
-        .with_root_certificates(trust.roots())
+        .with_webpki_verifier(verifier)
         .with_client_cert_resolver(Arc::new(Fixed(identity.certified_key())));
     config.alpn_protocols.clone_from(&options.alpn);
     Ok(Arc::new(config))

@@ -37,7 +37,7 @@ impl TrustStore {
     ) -> Result<Self, CertError> {
         let mut crls = Vec::new();
         for file in crl_files {
-            crls.extend(load::crls(Input::File(file.as_ref()))?);
+            crls.extend(checked_crls(Input::File(file.as_ref()))?);
         }
         Self::build(Input::File(ca_bundle.as_ref()), crls)
     }
@@ -50,7 +50,7 @@ impl TrustStore {
     pub fn from_pem(ca_pem: &str, crl_pems: &[&str]) -> Result<Self, CertError> {
         let mut crls = Vec::new();
         for pem in crl_pems {
-            crls.extend(load::crls(Input::Text(pem))?);
+            crls.extend(checked_crls(Input::Text(pem))?);
         }
         Self::build(Input::Text(ca_pem), crls)
     }
@@ -65,12 +65,6 @@ impl TrustStore {
             roots.add(ca.clone()).map_err(|e| CertError::Invalid {
                 source_: cas.source(),
                 problem: format!("not usable as a CA: {e}"),
-            })?;
-        }
-        for crl in &crls {
-            BorrowedCertRevocationList::from_der(crl).map_err(|e| CertError::Invalid {
-                source_: cas.source(),
-                problem: format!("CRL: {e}"),
             })?;
         }
         Ok(Self {
@@ -100,7 +94,7 @@ impl TrustStore {
     pub fn ca_not_after(&self) -> Option<SystemTime> {
         self.cas
             .iter()
-            .filter_map(|ca| crate::der::serial_and_validity(ca).map(|(_, _, end)| end))
+            .filter_map(|ca| crate::x509::serial_and_validity(ca).map(|(_, _, end)| end))
             .min()
     }
 
@@ -108,7 +102,7 @@ impl TrustStore {
     pub fn crl_next_update(&self) -> Option<SystemTime> {
         self.crls
             .iter()
-            .filter_map(|crl| crate::der::crl_next_update(crl))
+            .filter_map(|crl| crate::x509::crl_next_update(crl))
             .min()
     }
 
@@ -196,4 +190,16 @@ impl TrustStore {
             Err(other) => Err(invalid(other.to_string())),
         }
     }
+}
+
+/// The CRLs in `input`, each checked to parse; an error names `input` (the CRL's file).
+fn checked_crls(input: Input<'_>) -> Result<Vec<CertificateRevocationListDer<'static>>, CertError> {
+    let crls = load::crls(input)?;
+    for crl in &crls {
+        BorrowedCertRevocationList::from_der(crl).map_err(|e| CertError::Invalid {
+            source_: input.source(),
+            problem: format!("CRL: {e}"),
+        })?;
+    }
+    Ok(crls)
 }

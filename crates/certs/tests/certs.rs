@@ -303,3 +303,106 @@ fn a_ca_loaded_from_its_files_issues_certificates_its_certificate_verifies() {
         Err(CertError::KeyMismatch { .. })
     ));
 }
+
+/// The CRL number of a PEM CRL.
+fn crl_number(pem: &str) -> u64 {
+    use rustls_pki_types::CertificateRevocationListDer;
+    use rustls_pki_types::pem::PemObject;
+    use x509_parser::prelude::FromDer;
+    let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+    crl.crl_number().unwrap().to_u64_digits()[0]
+}
+
+#[test]
+fn a_reloaded_ca_takes_up_its_crl_where_it_left_off() {
+    let ca = CertificateAuthority::generate("crl CA", Validity::days(10)).unwrap();
+    let a = ca.issue_client("a", Validity::days(1)).unwrap();
+    let b = ca.issue_client("b", Validity::days(1)).unwrap();
+    ca.revoke(&a.serial);
+    let _first = ca.crl(Duration::from_secs(3600)).unwrap();
+    ca.revoke(&b.serial);
+    let second = ca.crl(Duration::from_secs(3600)).unwrap();
+    assert_eq!(crl_number(&second), 2);
+
+    // Loaded again from its files (a new process): without its CRL it would start over at 1
+    // and forget both revocations.
+    let again = CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+    again.restore_crl(&second, Source::Memory).unwrap();
+    let mut revoked: Vec<Vec<u8>> = again.revoked().into_iter().map(|(s, _)| s).collect();
+    revoked.sort();
+    let mut expected = vec![a.serial.clone(), b.serial.clone()];
+    expected.sort();
+    assert_eq!(revoked, expected);
+    let third = again.crl(Duration::from_secs(3600)).unwrap();
+    assert_eq!(crl_number(&third), 3, "CRL numbers keep increasing");
+
+    // Another CA's CRL, or no CRL at all, is refused naming the file.
+    let other = CertificateAuthority::generate("other CA", Validity::days(10)).unwrap();
+    let foreign = other.crl(Duration::from_secs(3600)).unwrap();
+    let file = Source::File("/etc/pki/ca.crl".into());
+    let e = again.restore_crl(&foreign, file.clone()).unwrap_err();
+    assert!(e.to_string().contains("/etc/pki/ca.crl"), "{e}");
+    assert!(e.to_string().contains("not by this CA"), "{e}");
+    let e = again.restore_crl("not a crl", file).unwrap_err();
+    assert!(e.to_string().contains("/etc/pki/ca.crl"), "{e}");
+}
+
+#[test]
+fn serial_numbers_are_positive_16_byte_and_distinct() {
+    let ca = CertificateAuthority::generate("serial CA", Validity::days(1)).unwrap();
+    let serials: std::collections::BTreeSet<Vec<u8>> = (0..200)
+        .map(|i| {
+            ca.issue_client(&format!("c{i}"), Validity::days(1))
+                .unwrap()
+                .serial
+        })
+        .collect();
+    assert_eq!(serials.len(), 200);
+    for s in &serials {
+        assert!(s.len() <= 16 && s[0] & 0x80 == 0, "{s:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_refuses_a_revoked_server() {
+    let ca = ca();
+    let server = ca.issue_server(&["localhost"], Validity::days(1)).unwrap();
+    let alice = ca.issue_client("alice", Validity::days(1)).unwrap();
+    let options = TlsOptions::new().with_alpn(["sssonector/1"]);
+    let plain = TrustStore::from_pem(ca.cert_pem(), &[]).unwrap();
+    let server_cfg = server_config(&identity(&server), &plain, &options).unwrap();
+    ca.revoke(&server.serial);
+    let crl = ca.crl(DAY).unwrap();
+    // The client's trust store has the CRL: the server's certificate is refused.
+    let trust = TrustStore::from_pem(ca.cert_pem(), &[&crl]).unwrap();
+    let client = client_config(&identity(&alice), &trust, &options).unwrap();
+    let refused = handshake(server_cfg.clone(), client, "localhost").await;
+    let error = refused.expect_err("a revoked server is refused");
+    assert!(
+        error.to_string().to_lowercase().contains("revoked"),
+        "{error}"
+    );
+    // Without it, the same server is accepted.
+    let client = client_config(&identity(&alice), &plain, &options).unwrap();
+    assert_eq!(
+        handshake(server_cfg, client, "localhost").await.unwrap(),
+        b"hello"
+    );
+}
+
+#[test]
+fn a_crl_that_does_not_parse_is_named_by_its_file() {
+    let dir = TempDir::new("bad-crl");
+    let ca = ca();
+    let ca_file = dir.write("ca.pem", ca.cert_pem());
+    // A PEM block of the right type whose contents are not a CRL.
+    let bad = dir.write(
+        "ca.crl",
+        "-----BEGIN X509 CRL-----\nMAMCAQE=\n-----END X509 CRL-----\n",
+    );
+    let err = TrustStore::load(&ca_file, &[&bad]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with(&bad.display().to_string()), "{text}");
+    assert!(!text.starts_with(&ca_file.display().to_string()), "{text}");
+}

@@ -483,12 +483,23 @@ async fn a_certificate_in_its_last_third_is_renewed_by_the_local_ca() {
     assert_ne!(serial, first.serial);
     assert_eq!(identity.serial(), serial);
     assert!(!identity.renewal_due(now, 1.0 / 3.0));
-    // The files on disk are the new ones.
+    // The files on disk are the new ones, and the new key is its owner's alone (even where
+    // the old one was not).
     let on_disk = Identity::load(&cert, &key).unwrap();
     assert_eq!(
         on_disk.chain()[0],
         CertificateDer::from_pem_file(&cert).unwrap()
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the renewed key is readable by others: {mode:o}"
+        );
+    }
 }
 
 /// Records the OCSP response the server staples, then verifies as usual.

@@ -105,6 +105,12 @@ fn load_ca(dir: &Path) -> Result<CertificateAuthority, Error> {
             .map_err(|_| Error::field(line(), "bad revocation time"))?;
         ca.revoke_at(&serial, SystemTime::UNIX_EPOCH + Duration::from_secs(at));
     }
+    // The current CRL: its number, so the next one's is higher (RFC 5280), and its entries.
+    let crl_path = dir.join("ca.crl");
+    if let Ok(crl) = std::fs::read_to_string(&crl_path) {
+        ca.restore_crl(&crl, sssonector_certs::Source::File(crl_path.clone()))
+            .map_err(cert_error(dir))?;
+    }
     Ok(ca)
 }
 

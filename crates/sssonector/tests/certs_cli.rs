@@ -85,6 +85,26 @@ fn init_issue_and_revoke() {
         .verify(&load(&dir, "bob"), Usage::Client, now)
         .unwrap();
 
+    // Each CRL written gets a higher number than the last, across separate runs (RFC 5280):
+    // init wrote 1, the revoke above 2.
+    let crl_number = || {
+        use rustls_pki_types::pem::PemObject;
+        use x509_parser::prelude::FromDer;
+        let pem = std::fs::read(dir.join("ca.crl")).unwrap();
+        let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&pem).unwrap();
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        crl.crl_number().unwrap().to_u64_digits()[0]
+    };
+    assert_eq!(crl_number(), 2);
+    let bob_serial = load(&dir, "bob").chain()[0].to_vec();
+    let bob_serial = sssonector_certs::serial_number(&bob_serial).unwrap();
+    let bob_hex: String = bob_serial.iter().map(|b| format!("{b:02x}")).collect();
+    let (ok, out, err) = sssonector(&["certs", "revoke", "--dir", d, &bob_hex]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 revoked in all"), "{out}");
+    assert_eq!(crl_number(), 3);
+
     let (ok, _, err) = sssonector(&["certs", "revoke", "--dir", d, "xyz"]);
     assert!(!ok);
     assert!(err.contains("expected hex digits"), "{err}");

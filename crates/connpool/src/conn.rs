@@ -18,6 +18,8 @@ pub(crate) struct Live<C> {
     pub(crate) expires: Option<Instant>,
     /// Set by [`Pooled::discard`]: closed on return, never handed on.
     pub(crate) doomed: bool,
+    /// Set by a health check: back to the idle set with this idle time, not as just used.
+    pub(crate) resume_idle_since: Option<Instant>,
 }
 
 /// A connection checked out of a [`Pool`](crate::Pool), used through `Deref`. Dropping it
@@ -58,6 +60,13 @@ impl<M: Manager> Pooled<M> {
             // A doomed connection is closed by the return path.
             live.doomed = true;
             shared.put_back(self.endpoint, live);
+        }
+    }
+
+    /// On return to the idle set, keeps `since` as its idle time (a health check, not a use).
+    pub(crate) fn keep_idle_since(&mut self, since: Instant) {
+        if let Some(live) = self.live.as_mut() {
+            live.resume_idle_since = Some(since);
         }
     }
 

@@ -242,6 +242,7 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let started = Instant::now();
         let deadline = started + shared.config.checkout_timeout;
+        let mut rejoining = false;
         loop {
             // Under load most checkouts wait: allocating the waiter's channel before taking
             // the lock keeps the allocation out of the critical section.
@@ -262,8 +263,15 @@ impl<M: Manager> Pool<M> {
                         Step::Connect
                     }
                     None => {
+                        // A caller back in the queue (its connection failed its check) keeps
+                        // its place by deadline, ahead of later callers: the queue stays in
+                        // deadline order, which `expire_waiters` relies on.
+                        if rejoining && deadline <= Instant::now() {
+                            return Err(PoolError::Timeout(shared.config.checkout_timeout));
+                        }
                         let (tx, rx) = channel.take().unwrap_or_else(oneshot::channel);
-                        st.waiters.push_back(Waiter { deadline, tx });
+                        let at = st.waiters.partition_point(|w| w.deadline <= deadline);
+                        st.waiters.insert(at, Waiter { deadline, tx });
                         st.waits += 1;
                         if !st.expiring {
                             st.expiring = true;
@@ -288,6 +296,7 @@ impl<M: Manager> Pool<M> {
                 }
                 Step::Connect => return shared.connect_new(deadline).await,
                 Step::Wait(rx) => {
+                    rejoining = true;
                     // No timer per waiter: `expire_waiters` sends `Expired` at the deadline.
                     let Ok(grant) = rx.await else {
                         return Err(PoolError::Closed);
@@ -591,6 +600,7 @@ impl<M: Manager> Shared<M> {
             idle_since: now,
             expires: self.lifetime_end(now),
             doomed: false,
+            resume_idle_since: None,
         };
         let mut st = self.state.lock();
         let state = &mut st.eps[ep];
@@ -672,6 +682,8 @@ impl<M: Manager> Shared<M> {
         // line, which the other worker would then have to fetch back).
         while let Some(waiter) = st.waiters.pop_front() {
             drop(st);
+            // Handed on: it is in use, whatever a health check meant to keep.
+            live.resume_idle_since = None;
             let pooled = Pooled::new(this, ep, live);
             match waiter.tx.send(Grant::Conn(pooled)) {
                 Ok(()) => return,
@@ -693,7 +705,7 @@ impl<M: Manager> Shared<M> {
             return this.close_returned(st, live);
         }
         if st.eps[ep].idle.len() < this.config.max_idle_per_endpoint {
-            live.idle_since = now;
+            live.idle_since = live.resume_idle_since.take().unwrap_or(now);
             st.eps[ep].idle.push_back(live);
         } else {
             st.total -= 1;
@@ -802,30 +814,44 @@ impl<M: Manager> Shared<M> {
         drop(to_close);
     }
 
-    /// Checks every idle connection; failing ones are closed.
+    /// Checks the idle connections one at a time, so the rest stay available meanwhile;
+    /// failing ones are closed, healthy ones go back to a waiter, or to the idle set with
+    /// their idle time kept (a check is not use: the idle timeout still applies).
     async fn check_idle(self: &Arc<Self>) {
-        let taken: Vec<(usize, Live<M::Connection>)> = {
-            let mut st = self.state.lock();
-            let mut taken = Vec::new();
-            for (i, ep) in st.eps.iter_mut().enumerate() {
-                ep.in_use += ep.idle.len();
-                taken.extend(ep.idle.drain(..).map(|live| (i, live)));
+        let counts: Vec<usize> = self
+            .state
+            .lock()
+            .eps
+            .iter()
+            .map(|ep| ep.idle.len())
+            .collect();
+        for (ep, count) in counts.into_iter().enumerate() {
+            // Oldest first; bounded by what was idle when the round began.
+            for _ in 0..count {
+                let live = {
+                    let mut st = self.state.lock();
+                    let Some(live) = st.eps[ep].idle.pop_front() else {
+                        break;
+                    };
+                    st.eps[ep].in_use += 1;
+                    live
+                };
+                let idle_since = live.idle_since;
+                let mut pooled = Pooled::new(Arc::clone(self), ep, live);
+                let healthy = matches!(
+                    timeout(self.config.check_timeout, self.manager.check(&mut *pooled)).await,
+                    Ok(Ok(()))
+                );
+                if healthy {
+                    pooled.keep_idle_since(idle_since);
+                } else {
+                    self.counters
+                        .health_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    pooled.discard();
+                }
+                // Returned (or closed) as the guard drops.
             }
-            taken
-        };
-        for (ep, live) in taken {
-            let mut pooled = Pooled::new(Arc::clone(self), ep, live);
-            let healthy = matches!(
-                timeout(self.config.check_timeout, self.manager.check(&mut *pooled)).await,
-                Ok(Ok(()))
-            );
-            if !healthy {
-                self.counters
-                    .health_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                pooled.discard();
-            }
-            // Healthy ones go back (to a waiter, or idle) as the guard drops.
         }
     }
 

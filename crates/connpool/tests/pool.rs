@@ -511,3 +511,91 @@ async fn a_connection_past_its_lifetime_is_not_handed_to_a_waiter() {
     assert_eq!((stats.connects, stats.size, stats.waiters), (2, 1, 0));
     assert_eq!(manager.attempts(0), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_back_in_the_queue_still_times_out_at_its_own_deadline() {
+    let manager = Faulty::new(1);
+    let pool = Pool::builder(manager.clone())
+        .endpoint(0)
+        .max_size(1)
+        .checkout_timeout(Duration::from_secs(1))
+        .check_on_checkout(true)
+        .build()
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    let start = tokio::time::Instant::now();
+    // Three callers queue 100 ms apart: deadlines at 1.0, 1.1 and 1.2 s.
+    let first = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let result = pool.get().await.map(drop);
+            (result, start.elapsed())
+        })
+    };
+    settle().await;
+    advance(Duration::from_millis(100)).await;
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    let second = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let conn = pool.get().await;
+            let _ = hold_rx.await; // keeps whatever it got
+            drop(conn);
+        })
+    };
+    settle().await;
+    advance(Duration::from_millis(100)).await;
+    let third = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(drop) })
+    };
+    settle().await;
+    assert_eq!(pool.stats().waiters, 3);
+    // The returned connection fails its check at the first caller; the freed slot goes to the
+    // second, which connects and keeps it; the first queues again, behind the third.
+    manager.fail_checks(0, true);
+    drop(held);
+    settle().await;
+    manager.fail_checks(0, false);
+    let (result, waited) = first.await.unwrap();
+    assert!(matches!(result, Err(PoolError::Timeout(_))), "{result:?}");
+    assert_eq!(
+        waited,
+        Duration::from_secs(1),
+        "timed out at its own deadline"
+    );
+    assert!(third.await.unwrap().is_err());
+    drop(hold_tx);
+    second.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_check_round_leaves_the_other_idle_connections_available() {
+    let manager = Faulty::new(1);
+    let pool = Pool::builder(manager.clone())
+        .endpoint(0)
+        .max_size(4)
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .health_check_interval(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let three = futures_take(&pool, 3).await;
+    drop(three);
+    assert_eq!(pool.stats().idle, 3);
+    manager.slow_checks(Duration::from_secs(2));
+    tokio::spawn(pool.maintenance(Duration::from_millis(500)));
+    // A check round is under way (each check takes 2 s): a caller gets an idle connection,
+    // not a new one.
+    sleep(Duration::from_millis(1500)).await;
+    let during = pool.get().await.unwrap();
+    assert_eq!(manager.attempts(0), 3, "served from the idle set");
+    drop(during);
+    // Checks are not uses: connections idle past the timeout still close (bar the minimum).
+    manager.slow_checks(Duration::ZERO);
+    sleep(Duration::from_secs(70)).await;
+    assert_eq!(
+        pool.stats().idle,
+        0,
+        "idle connections timed out despite their checks"
+    );
+}

@@ -26,6 +26,8 @@ pub(crate) struct Faulty {
     pub(crate) attempts: Arc<Mutex<Vec<usize>>>,
     /// Connections alive (made and not yet dropped).
     pub(crate) alive: Arc<AtomicUsize>,
+    /// How long each health check takes.
+    pub(crate) check_time: Arc<Mutex<std::time::Duration>>,
 }
 
 impl Faulty {
@@ -35,7 +37,12 @@ impl Faulty {
             failing_checks: Arc::new(Mutex::new(vec![false; endpoints])),
             attempts: Arc::new(Mutex::new(vec![0; endpoints])),
             alive: Arc::new(AtomicUsize::new(0)),
+            check_time: Arc::new(Mutex::new(std::time::Duration::ZERO)),
         }
+    }
+
+    pub(crate) fn slow_checks(&self, time: std::time::Duration) {
+        *self.check_time.lock() = time;
     }
 
     pub(crate) fn set(&self, endpoint: usize, behaviour: Behaviour) {
@@ -96,6 +103,10 @@ impl Manager for Faulty {
     }
 
     async fn check(&self, conn: &mut Conn) -> io::Result<()> {
+        let time = *self.check_time.lock();
+        if !time.is_zero() {
+            tokio::time::sleep(time).await;
+        }
         if self.failing_checks.lock()[conn.endpoint] {
             Err(io::Error::other("health check failed"))
         } else {

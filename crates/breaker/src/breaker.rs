@@ -58,7 +58,7 @@ pub(crate) struct Inner {
     /// The state in the low bits, a generation above them. Every transition increments the
     /// generation, so a permit taken under one state cannot affect another.
     word: AtomicU64,
-    /// When an open period ends, in timeline nanoseconds.
+    /// When an open period ends, in timeline nanoseconds; while half-open, when that began.
     open_until: AtomicU64,
     consecutive_failures: AtomicU32,
     count_window: Option<CountWindow>,
@@ -288,6 +288,15 @@ pub struct Permit {
 }
 
 impl Permit {
+    /// Starts the slow-call clock now: for a permit taken before the call itself begins (in
+    /// a tower `poll_ready`, say), so waiting for readiness does not count as call time.
+    #[inline]
+    pub fn start_clock(&mut self) {
+        if self.breaker.inner.config.slow_call.is_some() {
+            self.started = self.breaker.inner.timeline.now_nanos();
+        }
+    }
+
     /// The call succeeded.
     #[inline]
     pub fn success(self) {
@@ -356,6 +365,16 @@ impl Inner {
                     let tag = generation_tag(word);
                     let limit = u64::from(self.config.half_open_probes);
                     let mut probes = self.probes.load(Ordering::Acquire);
+                    // Probes still out past the half-open wait (a hung call, a leaked permit)
+                    // give their slots up: the circuit opens again and probes afresh later.
+                    if probes & !0xFFFF_FFFF == tag && probes & 0xFFFF_FFFF > 0 {
+                        let since = self.open_until.load(Ordering::Acquire);
+                        let wait = duration_to_nanos(self.config.half_open_wait);
+                        if self.timeline.now_nanos() >= since.saturating_add(wait) {
+                            self.transition(Some(word), State::Open, Cause::ProbesTimedOut);
+                            continue;
+                        }
+                    }
                     loop {
                         if probes & !0xFFFF_FFFF != tag {
                             // The half-open period this word belongs to is over.
@@ -556,6 +575,8 @@ impl Inner {
                 open_for = Some(duration);
             }
             State::HalfOpen => {
+                // While half-open, `open_until` holds when it began (for the half-open wait).
+                self.open_until.store(now, Ordering::Release);
                 let tag = generation_tag(word);
                 self.probes.store(tag, Ordering::Release);
                 self.probe_successes.store(tag, Ordering::Release);

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) window: Window,
     pub(crate) minimum_calls: u32,
     pub(crate) half_open_probes: u32,
+    pub(crate) half_open_wait: Duration,
     pub(crate) success_threshold: u32,
     pub(crate) open_duration: Duration,
     pub(crate) open_multiplier: f64,
@@ -89,6 +90,7 @@ impl Default for BreakerBuilder {
                 window: Window::Count(100),
                 minimum_calls: 10,
                 half_open_probes: 1,
+                half_open_wait: Duration::from_secs(60),
                 success_threshold: 2,
                 open_duration: Duration::from_secs(30),
                 open_multiplier: 1.0,
@@ -144,6 +146,16 @@ impl BreakerBuilder {
     /// Concurrent probe calls admitted while half-open (default 1).
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.config.half_open_probes = n;
+        self
+    }
+
+    /// The longest the circuit stays half-open with probes out that have not reported
+    /// (default 60 s): a probe that never reports (a hung call, a leaked permit) would
+    /// otherwise hold its slot, and the circuit half-open, forever. Past it the next call
+    /// opens the circuit again, to probe afresh after the open duration; outcomes of the old
+    /// probes are ignored.
+    pub fn half_open_wait(mut self, wait: Duration) -> Self {
+        self.config.half_open_wait = wait;
         self
     }
 
@@ -231,6 +243,9 @@ impl BreakerBuilder {
                     return Err(ConfigError::WindowTooShort { span, buckets });
                 }
             }
+        }
+        if c.half_open_wait.is_zero() {
+            return Err(ConfigError::Zero("half_open_wait"));
         }
         if c.half_open_probes == 0 {
             return Err(ConfigError::Zero("half_open_probes"));

@@ -92,6 +92,8 @@ pub enum Cause {
     ProbesSucceeded(u32),
     /// The open period ended.
     OpenPeriodEnded,
+    /// The probes did not report within the half-open wait.
+    ProbesTimedOut,
     /// An operator called `force_open`, `force_closed` or `reset`.
     Manual,
 }
@@ -106,6 +108,7 @@ impl fmt::Display for Cause {
             Cause::ProbesSucceeded(1) => f.write_str("a half-open probe succeeded"),
             Cause::ProbesSucceeded(n) => write!(f, "{n} half-open probes succeeded"),
             Cause::OpenPeriodEnded => f.write_str("the open period ended"),
+            Cause::ProbesTimedOut => f.write_str("the probes did not report in time"),
             Cause::Manual => f.write_str("manual override"),
         }
     }

@@ -819,3 +819,38 @@ fn config(cases: u32) -> ProptestConfig {
         ..ProptestConfig::with_cases(cases)
     }
 }
+
+#[test]
+fn a_probe_that_never_reports_does_not_hold_the_circuit_half_open() {
+    let clock = ManualClock::new();
+    let b = clocked(&clock)
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(10))
+        .half_open_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    fail(&b);
+    clock.advance(Duration::from_secs(10));
+    // The one probe slot goes to a call that hangs: its permit is never recorded.
+    let hung = b.try_acquire().expect("a probe");
+    assert_eq!(b.state(), State::HalfOpen);
+    clock.advance(Duration::from_secs(4));
+    assert!(b.try_acquire().is_err(), "the slot is still taken");
+    // Past the half-open wait the circuit opens again, and probes afresh after the open
+    // duration; the hung probe's late outcome counts for nothing.
+    clock.advance(Duration::from_secs(1));
+    let open = b.try_acquire().unwrap_err();
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(open.retry_after, Some(Duration::from_secs(10)));
+    clock.advance(Duration::from_secs(10));
+    let probe = b.try_acquire().expect("a fresh probe");
+    hung.failure();
+    assert_eq!(
+        b.state(),
+        State::HalfOpen,
+        "the stale probe's failure is ignored"
+    );
+    probe.success();
+    succeed(&b);
+    assert_eq!(b.state(), State::Closed);
+}

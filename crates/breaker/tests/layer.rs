@@ -149,3 +149,35 @@ fn calling_without_readiness_panics_with_the_contract() {
     let mut svc = CircuitBreakerLayer::new(breaker(&clock)).layer(svc);
     drop(svc.call(()));
 }
+
+#[tokio::test]
+async fn time_waiting_for_readiness_is_not_call_time() {
+    let clock = ManualClock::new();
+    let b = CircuitBreaker::builder()
+        .consecutive_failures(100)
+        .slow_calls(Duration::from_millis(500), 0.5)
+        .minimum_calls(2)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let (svc, mut handle) = mock::pair::<(), ()>();
+    let mut svc = mock::Spawn::new(CircuitBreakerLayer::new(b.clone()).layer(svc));
+    for _ in 0..4 {
+        // Admitted, then 2 s waiting for the inner service to be ready...
+        handle.allow(0);
+        assert_pending!(svc.poll_ready());
+        clock.advance(Duration::from_secs(2));
+        handle.allow(1);
+        assert_ready_ok!(svc.poll_ready());
+        // ...then a call that answers at once: not a slow call.
+        let response = svc.call(());
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(());
+        response.await.unwrap();
+    }
+    assert_eq!(
+        b.state(),
+        State::Closed,
+        "readiness waits counted as slow calls"
+    );
+}

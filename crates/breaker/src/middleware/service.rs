@@ -107,7 +107,9 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         match std::mem::replace(&mut self.admission, Admission::Undecided) {
-            Admission::Admitted(permit) => {
+            Admission::Admitted(mut permit) => {
+                // Admitted in `poll_ready`; the call's time starts now.
+                permit.start_clock();
                 ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
             }
             Admission::Rejected(open) => {

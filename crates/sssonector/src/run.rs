@@ -556,29 +556,39 @@ async fn start_client(
                 .tun
                 .as_ref()
                 .ok_or_else(|| Error::field("tun", "mode = \"tun\" needs a [tun] section"))?;
+            let device_failed = {
+                let fatal = fatal.clone();
+                Arc::new(move |error| {
+                    let _ = fatal.try_send(Error::Tun {
+                        field: "TUN device",
+                        error,
+                    });
+                }) as tun::OnDeviceError
+            };
+            let tun_client = Arc::new(tun::Client::new(
+                tun_section.name.clone(),
+                tun_section.mtu,
+                tun_section.offload,
+                reconnect.current(),
+                device_failed,
+            ));
             let name = tun_section.name.clone();
-            let mtu = tun_section.mtu;
-            let offload = tun_section.offload;
-            let device: Arc<Mutex<Option<Arc<tun::Device>>>> = Arc::default();
             let observed = running.observed.clone();
-            let requested: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();
             let runner = Arc::clone(&reconnect);
             tokio::spawn(async move {
-                let requested_for_session = Arc::clone(&requested);
+                let for_session = Arc::clone(&tun_client);
                 runner
                     .run(
                         move || {
                             Session::client(
                                 session_config.clone(),
                                 Instant::now(),
-                                requested_for_session.lock().clone(),
+                                for_session.requested(),
                             )
                         },
                         |link, hello, incoming| {
-                            let device = Arc::clone(&device);
-                            let requested = Arc::clone(&requested);
+                            let tun_client = Arc::clone(&tun_client);
                             let fatal = fatal.clone();
-                            let current = reconnect.current();
                             let name = name.clone();
                             let (id, registered) = client_session(
                                 &observed,
@@ -588,38 +598,28 @@ async fn start_client(
                             );
                             async move {
                                 let _registered = registered;
-                                let existing = device.lock().clone();
-                                let dev = match existing {
-                                    Some(dev) => {
-                                        if *requested.lock() != hello.addresses {
-                                            tracing::warn!(
-                                                old = ?requested.lock(),
-                                                new = ?hello.addresses,
-                                                "the server assigned other addresses; the TUN device keeps its first ones"
-                                            );
+                                let dev = match tun_client.prepare(&hello).await {
+                                    Ok((dev, prepared)) => {
+                                        match prepared {
+                                            tun::Prepared::Opened => tracing::info!(device = name, addresses = ?hello.addresses, "TUN device up"),
+                                            tun::Prepared::Reopened { old } => tracing::info!(device = name, ?old, new = ?hello.addresses, "the server assigned other addresses: TUN device reopened with them"),
+                                            tun::Prepared::NewMtu { old } => tracing::info!(device = name, old, new = hello.mtu, "TUN device MTU changed for this session"),
+                                            _ => {}
                                         }
                                         dev
                                     }
-                                    None => match tun::open(&name, &hello.addresses, hello.mtu.min(mtu), offload) {
-                                        Ok(dev) => {
-                                            tracing::info!(device = name, addresses = ?hello.addresses, "TUN device up");
-                                            *requested.lock() = hello.addresses.clone();
-                                            *device.lock() = Some(Arc::clone(&dev));
-                                            let pump = Arc::clone(&dev);
-                                            let fatal = fatal.clone();
-                                            tokio::spawn(async move {
-                                                if let Err(e) = tun::client_device_loop(pump, current, hello.mtu.min(mtu)).await {
-                                                    let _ = fatal.send(Error::Tun { field: "TUN device", error: e }).await;
-                                                }
-                                            });
-                                            dev
-                                        }
-                                        Err(e) => {
-                                            let _ = fatal.send(Error::Tun { field: "tun.name", error: e }).await;
-                                            link.close();
-                                            return;
-                                        }
-                                    },
+                                    Err(e) if tun_client.requested().is_empty() => {
+                                        // The first open failed: nothing can work.
+                                        let _ = fatal.send(Error::Tun { field: "tun.name", error: e }).await;
+                                        link.close();
+                                        return;
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(device = name, error = %e, "cannot give the TUN device this session's addresses or MTU; reconnecting");
+                                        link.close();
+                                        link.closed().await;
+                                        return;
+                                    }
                                 };
                                 tun::client_link_loop(incoming, dev).await;
                                 link.closed().await;

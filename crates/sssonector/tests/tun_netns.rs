@@ -552,3 +552,75 @@ fn the_policy_limits_tun_traffic_and_applies_live() {
     );
     println!("client-to-client denied, then granted by a reload without reconnecting");
 }
+
+/// A client that reconnects to a server which now assigns it another address takes that
+/// address: its traffic gets through (before, the kept device went on sending from the old
+/// address, and the server's anti-spoofing dropped it all).
+#[test]
+fn a_reconnecting_client_takes_the_address_the_server_now_assigns() {
+    if let Some(reason) = missing_prerequisite() {
+        println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
+        return;
+    }
+    let mut net = Net::new("d");
+    let dir = net.dir.clone();
+    pki(&dir, "192.168.77.1", &["client"]);
+    let server_config = dir.join("server.toml");
+    let server_with = |fixed: &str| {
+        std::fs::write(
+            &server_config,
+            format!(
+                "role = \"server\"\nmode = \"tun\"\n\
+                 [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+                 [server]\nlisten = \"192.168.77.1:8443\"\n\
+                 [tun]\nname = \"sss-srv\"\naddress = \"10.77.0.1/24\"\npool = \"10.77.0.0/24\"\nmtu = 1400\n\
+                 [[tun.clients]]\nidentity = \"client\"\naddress = \"{fixed}\"\n\
+                 [keepalive]\ninterval = \"1s\"\ntimeout = \"3s\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    server_with("10.77.0.5");
+    std::fs::write(
+        dir.join("client.toml"),
+        "role = \"client\"\nmode = \"tun\"\n\
+         [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+         [client]\nservers = [\"192.168.77.1:8443\"]\n\
+         [tun]\nname = \"sss-cli\"\nmtu = 1400\n\
+         [keepalive]\ninterval = \"1s\"\ntimeout = \"3s\"\n",
+    )
+    .unwrap();
+    let (server_ns, client_ns) = (net.server_ns.clone(), net.client_ns.clone());
+    let server = net.start(&server_ns, &server_config, "server.log");
+    net.start(&client_ns, &dir.join("client.toml"), "client.log");
+    assert!(
+        net.ping_within(&client_ns, "10.77.0.1", Duration::from_secs(15))
+            .is_some(),
+        "first session\n{}\n{}",
+        net.log("server.log"),
+        net.log("client.log")
+    );
+    assert!(net.ping(&server_ns, "10.77.0.5"), "server → client at .5");
+
+    // The server restarts assigning .9: the client reconnects and must use it.
+    let _ = net.children[server].kill();
+    let _ = net.children[server].wait();
+    server_with("10.77.0.9");
+    net.start(&server_ns, &server_config, "server2.log");
+    let back = net.ping_within(&client_ns, "10.77.0.1", Duration::from_secs(20));
+    assert!(
+        back.is_some(),
+        "after the new address\n{}\n{}",
+        net.log("server2.log"),
+        net.log("client.log")
+    );
+    assert!(net.ping(&server_ns, "10.77.0.9"), "server → client at .9");
+    assert!(
+        net.log("client.log").contains("TUN device reopened"),
+        "{}",
+        net.log("client.log")
+    );
+    println!(
+        "client moved from 10.77.0.5 to 10.77.0.9 across a server restart; traffic after {back:?}"
+    );
+}

@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
 use crate::count::Count;
-use crate::link::{Incoming, Link};
+use crate::link::{Incoming, Link, LinkError};
 use crate::proto::TunnelAddress;
 use crate::server::Cidr;
 
@@ -394,6 +394,11 @@ impl Router {
 pub use device::*;
 
 #[cfg(all(target_os = "linux", feature = "tun"))]
+mod client;
+#[cfg(all(target_os = "linux", feature = "tun"))]
+pub use client::{Client, OnDeviceError, Prepared};
+
+#[cfg(all(target_os = "linux", feature = "tun"))]
 mod device {
     use bytes::{Bytes, BytesMut};
     use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
@@ -642,12 +647,23 @@ mod device {
                 link = current.borrow_and_update().clone();
             }
             for i in 0..n {
-                if let Some(l) = &link {
-                    if l.send_packet(reader.packet(i)).await.is_err() {
-                        link = None;
-                    }
-                }
+                send_from_device(&mut link, reader.packet(i)).await;
             }
+        }
+    }
+
+    /// Sends one packet the device read on `link`. A packet larger than the session's MTU (a
+    /// new session agreed a smaller one than the device has) is dropped and counted, and the
+    /// link kept; a closed link is let go until the next one.
+    pub(crate) async fn send_from_device(link: &mut Option<Link>, packet: &[u8]) {
+        let Some(l) = link.as_ref() else { return };
+        match l.send_packet(packet).await {
+            Ok(()) => {}
+            Err(LinkError::Packet(_)) => {
+                metrics::counter!("sssonector_tun_packets_total", "outcome" => "too_large")
+                    .increment(1);
+            }
+            Err(_) => *link = None,
         }
     }
 
@@ -857,5 +873,49 @@ mod tests {
         assert_eq!(addresses(&[0x45; 10]), None);
         assert_eq!(addresses(&[]), None);
         assert_eq!(addresses(&[0x10; 60]), None);
+    }
+
+    #[cfg(all(target_os = "linux", feature = "tun"))]
+    #[tokio::test]
+    async fn a_packet_over_the_sessions_mtu_is_dropped_alone() {
+        use crate::LinkConfig;
+        use crate::proto::{Mode, Role, Session, SessionConfig};
+        use std::time::Instant;
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut client_config = SessionConfig::new(Role::Client, Mode::Tun);
+        client_config.mtu = 1400;
+        let mut server_config = SessionConfig::new(Role::Server, Mode::Tun);
+        server_config.mtu = 1300;
+        let client = Link::establish(
+            a,
+            Session::client(client_config, Instant::now(), Vec::new()),
+            LinkConfig::default(),
+        );
+        let server = Link::establish(
+            b,
+            Session::server(server_config, Instant::now(), Box::new(|_| Ok(Vec::new()))),
+            LinkConfig::default(),
+        );
+        let (client, server) = tokio::join!(client, server);
+        let (client, _, _ci) = client.unwrap();
+        let (server, _, mut incoming) = server.unwrap();
+        let mut link = Some(client.clone());
+        // The device's MTU is 1400; this session agreed 1300.
+        let mut big = vec![0x45u8; 1400];
+        big[1] = 1;
+        send_from_device(&mut link, &big).await;
+        assert!(link.is_some(), "one oversized packet does not drop the link");
+        let small = vec![0x45u8; 1200];
+        send_from_device(&mut link, &small).await;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), incoming.recv()).await {
+            Ok(Some(Incoming::Packet(p))) => assert_eq!(p.len(), 1200),
+            other => panic!("{other:?}"),
+        }
+        // A closed link is let go.
+        client.close();
+        server.closed().await;
+        client.closed().await;
+        send_from_device(&mut link, &small).await;
+        assert!(link.is_none());
     }
 }

@@ -178,7 +178,12 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
             .field("reason", reason)
             .field("by", "policy")
             .emit();
-        who.shield.failure(peer, "policy");
+        // An identity the policy does not know counts toward a ban; one over its session
+        // limit does not (a client with more connections than it may hold would otherwise
+        // ban its own address, and lose the sessions it may hold).
+        if matches!(why, Denied::NoRule) {
+            who.shield.failure(peer, "policy");
+        }
     }
     let session = Session::server(session_config, Instant::now(), assign);
     let established = sssonector_tunnel::Link::establish(tls, session, link_config).await;
@@ -253,6 +258,15 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
             for addr in &addresses {
                 router.insert(*addr, link.clone());
             }
+            // One session per identity in TUN mode: a new one (a roaming client back before
+            // its old connection was noticed dead) replaces the old, and keeps its address.
+            let replaced = observed.sessions().close_identity(&identity, &id);
+            if replaced > 0 {
+                tracing::info!(%peer, identity, replaced, "a new session of this identity replaces its older one");
+                who.event("session.replaced")
+                    .field("replaced", replaced)
+                    .emit();
+            }
             tokio::spawn(
                 tun::server_link_loop_filtered(
                     incoming,
@@ -269,7 +283,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
     watcher.abort();
     if let ServerMode::Tun { router, .. } = &*mode {
         for addr in &addresses {
-            router.remove(*addr);
+            router.remove_link(*addr, &link);
         }
     }
     metrics::gauge!("sssonector_server_clients").decrement(1.0);

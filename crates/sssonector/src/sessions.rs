@@ -135,6 +135,20 @@ impl Sessions {
         closed
     }
 
+    /// Closes the live sessions of identity `name` other than `except` (a session id);
+    /// returns how many.
+    pub(crate) fn close_identity(&self, name: &str, except: &str) -> usize {
+        let mut closed = 0;
+        for (id, entry) in self.entries() {
+            let same = entry.identity.as_ref().is_some_and(|i| i.name() == name);
+            if same && id != except && !entry.link.is_closed() {
+                entry.link.close();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     fn entries(&self) -> Vec<(String, Arc<Entry>)> {
         self.inner
             .lock()

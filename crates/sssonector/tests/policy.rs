@@ -268,7 +268,11 @@ fn a_lowered_session_limit_ends_the_newest_sessions_at_reload() {
     let dir = tmp.0.clone();
     pki(&dir, "localhost", &["alice"]);
     let target = echo_target();
-    let limit = |n: usize| server_toml(target, &format!("[\"echo\"]\nmax_sessions = {n}"));
+    // Bans after 3 failures: refusals over the session limit must not count (the client's
+    // reconnects would ban its own address, ending the session it may keep).
+    let limit = |n: usize| {
+        server_toml(target, &format!("[\"echo\"]\nmax_sessions = {n}")) + "[bans]\nfailures = 3\n"
+    };
     std::fs::write(dir.join("server.toml"), limit(3)).unwrap();
     let (server, server_notify) = start(&dir, "server.toml", "server");
     let ready = expect(&server_notify, "READY=1");

@@ -624,3 +624,77 @@ fn a_reconnecting_client_takes_the_address_the_server_now_assigns() {
         "client moved from 10.77.0.5 to 10.77.0.9 across a server restart; traffic after {back:?}"
     );
 }
+
+/// A second session of one identity replaces the first (OpenVPN's behaviour without
+/// `duplicate-cn`): a client that roams to another network while its old connection still
+/// looks alive gets its address back, and traffic to that address reaches it.
+#[test]
+fn a_roaming_client_replaces_its_old_session_and_keeps_its_address() {
+    if let Some(reason) = missing_prerequisite() {
+        println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
+        return;
+    }
+    let mut net = Net::new("e");
+    let roamed = net.add_client(79);
+    let dir = net.dir.clone();
+    pki(&dir, "192.168.77.1,192.168.79.1", &["client"]);
+    std::fs::write(
+        dir.join("server.toml"),
+        "role = \"server\"\nmode = \"tun\"\n\
+         [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+         [server]\nlisten = \"0.0.0.0:8443\"\n\
+         [tun]\nname = \"sss-srv\"\naddress = \"10.77.0.1/24\"\npool = \"10.77.0.0/24\"\n\
+         [audit]\npath = \"audit.jsonl\"\n\
+         [keepalive]\ninterval = \"1s\"\ntimeout = \"60s\"\n",
+    )
+    .unwrap();
+    for (name, server) in [("here", "192.168.77.1"), ("there", "192.168.79.1")] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "role = \"client\"\nmode = \"tun\"\n\
+                 [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+                 [client]\nservers = [\"{server}:8443\"]\n\
+                 [tun]\nname = \"sss-cli\"\n\
+                 [keepalive]\ninterval = \"1s\"\ntimeout = \"60s\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    let (server_ns, here_ns) = (net.server_ns.clone(), net.client_ns.clone());
+    net.start(&server_ns, &dir.join("server.toml"), "server.log");
+    let here = net.start(&here_ns, &dir.join("here.toml"), "here.log");
+    assert!(
+        net.ping_within(&here_ns, "10.77.0.1", Duration::from_secs(15))
+            .is_some(),
+        "first session\n{}\n{}",
+        net.log("server.log"),
+        net.log("here.log")
+    );
+    // The client "moves": its first connection freezes (it still looks alive to the server,
+    // whose dead-peer timeout is a minute), and it connects again from another network.
+    let pid = net.children[here].id().to_string();
+    must(&["kill", "-STOP", &pid]);
+    net.start(&roamed, &dir.join("there.toml"), "there.log");
+    let back = net.ping_within(&roamed, "10.77.0.1", Duration::from_secs(15));
+    assert!(
+        back.is_some(),
+        "roamed session\n{}\n{}",
+        net.log("server.log"),
+        net.log("there.log")
+    );
+    // The address is the same, and it leads to the new session.
+    assert!(
+        net.ping(&server_ns, "10.77.0.2"),
+        "server → 10.77.0.2 reaches the roamed client\n{}\n{}",
+        net.log("server.log"),
+        net.log("there.log")
+    );
+    assert!(
+        net.log("server.log").contains("replaces its older one"),
+        "{}",
+        net.log("server.log")
+    );
+    must(&["kill", "-CONT", &pid]);
+    println!("the roamed client kept 10.77.0.2; traffic after {back:?}");
+}

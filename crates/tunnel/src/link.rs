@@ -480,6 +480,11 @@ impl Link {
         new_stream(&self.shared, streams, id)
     }
 
+    /// Whether `other` is a clone of this link (the same session).
+    pub fn same(&self, other: &Link) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Starts a clean shutdown: a goodbye is sent, and the link closes once the peer answers
     /// (or the transport ends).
     pub fn close(&self) {

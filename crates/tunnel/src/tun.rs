@@ -73,7 +73,11 @@ pub struct AddressPool {
     fixed: HashMap<String, IpAddr>,
     /// Each identity keeps the address it had, while nobody else needs it.
     leases: HashMap<String, IpAddr>,
-    in_use: HashMap<IpAddr, String>,
+    /// Addresses in use: by which identity, and by how many of its sessions (a new session of
+    /// an identity takes over the address its old one still holds; see [`lease`]).
+    ///
+    /// [`lease`]: Self::lease
+    in_use: HashMap<IpAddr, (String, usize)>,
 }
 
 /// How many addresses of a large (IPv6) pool are considered.
@@ -125,18 +129,31 @@ impl AddressPool {
         requested: Option<IpAddr>,
     ) -> Result<IpAddr, PoolError> {
         if let Some(&addr) = self.fixed.get(identity) {
-            if self.in_use.contains_key(&addr) {
-                return Err(PoolError::InUse {
-                    identity: identity.to_owned(),
-                    addr,
-                });
+            match self.in_use.get_mut(&addr) {
+                // Its own older session still holds it (a roaming client back before the
+                // server noticed the old one gone): the new session takes it over.
+                Some((holder, sessions)) if holder == identity => *sessions += 1,
+                Some(_) => {
+                    return Err(PoolError::InUse {
+                        identity: identity.to_owned(),
+                        addr,
+                    });
+                }
+                None => {
+                    self.in_use.insert(addr, (identity.to_owned(), 1));
+                }
             }
-            self.in_use.insert(addr, identity.to_owned());
             return Ok(addr);
         }
         let previous = self.leases.get(identity).copied();
         let candidates = previous.into_iter().chain(requested);
         for addr in candidates {
+            if let Some((holder, sessions)) = self.in_use.get_mut(&addr) {
+                if holder == identity {
+                    *sessions += 1;
+                    return Ok(addr);
+                }
+            }
             if self.available(addr) {
                 return Ok(self.take(identity, addr));
             }
@@ -186,7 +203,7 @@ impl AddressPool {
     }
 
     fn take(&mut self, identity: &str, addr: IpAddr) -> IpAddr {
-        self.in_use.insert(addr, identity.to_owned());
+        self.in_use.insert(addr, (identity.to_owned(), 1));
         self.leases.insert(identity.to_owned(), addr);
         addr
     }
@@ -194,7 +211,12 @@ impl AddressPool {
     /// Returns `addr` to the pool (it stays leased to its identity until someone else needs
     /// it).
     pub fn release(&mut self, addr: IpAddr) {
-        self.in_use.remove(&addr);
+        if let Some((_, sessions)) = self.in_use.get_mut(&addr) {
+            *sessions -= 1;
+            if *sessions == 0 {
+                self.in_use.remove(&addr);
+            }
+        }
     }
 
     /// Addresses in use now.
@@ -330,6 +352,15 @@ impl Router {
     /// Removes the route for `addr`.
     pub fn remove(&self, addr: IpAddr) {
         self.routes.write().remove(&addr);
+    }
+
+    /// Removes the route for `addr` if it still goes to `link` (a newer session of the same
+    /// client may have taken the address over).
+    pub fn remove_link(&self, addr: IpAddr, link: &Link) {
+        let mut routes = self.routes.write();
+        if routes.get(&addr).is_some_and(|l| l.same(link)) {
+            routes.remove(&addr);
+        }
     }
 
     /// Whether a client holds `addr`.
@@ -904,7 +935,10 @@ mod tests {
         let mut big = vec![0x45u8; 1400];
         big[1] = 1;
         send_from_device(&mut link, &big).await;
-        assert!(link.is_some(), "one oversized packet does not drop the link");
+        assert!(
+            link.is_some(),
+            "one oversized packet does not drop the link"
+        );
         let small = vec![0x45u8; 1200];
         send_from_device(&mut link, &small).await;
         match tokio::time::timeout(std::time::Duration::from_secs(5), incoming.recv()).await {
@@ -917,5 +951,29 @@ mod tests {
         client.closed().await;
         send_from_device(&mut link, &small).await;
         assert!(link.is_none());
+    }
+
+    #[test]
+    fn a_new_session_of_an_identity_takes_over_the_address_its_old_one_holds() {
+        let mut pool = AddressPool::new(net("10.8.0.0/24"), []);
+        let first = pool.lease("roamer", None).unwrap();
+        // The old session has not ended yet; the new one gets the same address.
+        assert_eq!(pool.lease("roamer", None).unwrap(), first);
+        assert_ne!(pool.lease("other", Some(first)).unwrap(), first);
+        // The old session ends: the address stays with the new one.
+        pool.release(first);
+        assert_ne!(pool.lease("third", Some(first)).unwrap(), first);
+        pool.release(first);
+        assert_eq!(
+            pool.lease("fourth", Some(first)).unwrap(),
+            first,
+            "free once both ended"
+        );
+        // The same for a fixed address.
+        let mut fixed = AddressPool::new(net("10.9.0.0/24"), []);
+        let addr: IpAddr = "10.9.0.50".parse().unwrap();
+        fixed.fix("roamer", addr).unwrap();
+        assert_eq!(fixed.lease("roamer", None).unwrap(), addr);
+        assert_eq!(fixed.lease("roamer", None).unwrap(), addr);
     }
 }

@@ -119,6 +119,8 @@ impl AddressPool {
 
     /// An address for `identity`: its fixed one; else the one it had before; else the one it
     /// asks for (a client reconnecting after a server restart) if free; else the first free.
+    /// An address the identity's older session still holds is shared with the new session
+    /// (which replaces it); it is free again once both have released it.
     ///
     /// # Errors
     ///
@@ -853,11 +855,11 @@ mod tests {
             pool.lease("alice", None).unwrap(),
             "10.8.0.50".parse::<IpAddr>().unwrap()
         );
-        // A second session of the same fixed identity is refused, not given another address.
-        assert!(matches!(
-            pool.lease("alice", None),
-            Err(PoolError::InUse { .. })
-        ));
+        // A second session of the same fixed identity shares it (it replaces the first).
+        assert_eq!(
+            pool.lease("alice", None).unwrap(),
+            "10.8.0.50".parse::<IpAddr>().unwrap()
+        );
         // Nobody else gets alice's fixed address, even when asking for it.
         let bob = pool
             .lease("bob", Some("10.8.0.50".parse().unwrap()))

@@ -19,7 +19,12 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     // The TUN end-to-end test pings through the tunnel between two network namespaces.
     ("ping", "-V", "iputils-ping"),
     ("ip", "-V", "iproute2"),
+    // libfuzzer-sys builds libFuzzer from C++ for the fuzz targets.
+    ("g++", "--version", "g++"),
 ];
+
+/// Seconds each fuzz target runs in CI.
+const FUZZ_SECONDS: u64 = 15;
 
 /// Examples that run to completion on their own, with no network beyond loopback and no root.
 const UNATTENDED_EXAMPLES: &[&str] = &[
@@ -108,6 +113,19 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 example,
             ]),
         )?;
+    }
+    // The fuzz targets build, and each runs briefly on the committed seeds and what it finds
+    // (longer runs: `cargo xtask fuzz --seconds N`).
+    let targets: Vec<String> = crate::fuzz::TARGETS
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    let outcomes = crate::fuzz::fuzz(&targets, FUZZ_SECONDS)?;
+    if let Some(crashed) = outcomes.iter().find(|o| o.crashed) {
+        return Err(format!(
+            "fuzz {}: crashed; the input is in target/fuzz/artifacts/{}/",
+            crashed.target, crashed.target
+        ));
     }
     step(
         "dependency policy",

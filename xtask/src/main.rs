@@ -3,6 +3,8 @@
 //! - `cargo xtask ci`: exactly what CI runs (format, lints, tests, docs, benchmark and example
 //!   builds, the unattended examples, dependency policy). Installs missing tools itself.
 //! - `cargo xtask bench tunnel`: the tunnel end to end beside loopback and veth baselines.
+//! - `cargo xtask fuzz [--seconds N] [TARGET…]`: the cargo-fuzz targets in `fuzz/`, N seconds
+//!   each, on the stable toolchain.
 //! - `cargo xtask bench [FILTER]`: runs the criterion benchmarks that set our crates beside
 //!   their anchors and prints the overhead ratios the crate READMEs quote.
 
@@ -12,6 +14,7 @@
 mod bench;
 mod ci;
 mod cmd;
+mod fuzz;
 mod tunnel;
 
 use std::process::ExitCode;
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("tunnel") => tunnel::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
@@ -41,6 +45,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci              run everything CI runs (installs cargo-deny if missing)
+  fuzz [--seconds N] [TARGET...]
+                  run the cargo-fuzz targets (frame_decode, session, certs_load) N seconds
+                  each (60 by default) and print executions and crashes (installs cargo-fuzz)
   bench [FILTER]  run the comparative criterion benchmarks and print overhead ratios
   bench tunnel    the tunnel as a whole process: demo (forward mode) and iperf3 through
                   TUN mode in two network namespaces, each beside its baseline (root)";

@@ -11,15 +11,20 @@
 //! plain code, tested without it.
 
 use std::collections::HashMap;
+#[cfg(all(target_os = "linux", feature = "tun"))]
 use std::io;
 use std::net::IpAddr;
+#[cfg(all(target_os = "linux", feature = "tun"))]
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+#[cfg(all(target_os = "linux", feature = "tun"))]
 use tokio::sync::{mpsc, watch};
 
 use crate::count::Count;
-use crate::link::{Incoming, Link, LinkError};
+use crate::link::Link;
+#[cfg(all(target_os = "linux", feature = "tun"))]
+use crate::link::{Incoming, LinkError};
 use crate::proto::TunnelAddress;
 use crate::server::Cidr;
 

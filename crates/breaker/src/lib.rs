@@ -81,7 +81,8 @@ pub use breaker::{CircuitBreaker, Outcome, Permit, Stats};
 pub use call::BreakerError;
 pub use config::{BreakerBuilder, ConfigError, Window};
 pub use middleware::{
-    CircuitBreakerLayer, CircuitBreakerService, Fallback, NoFallback, ResponseFuture,
+    AllOk, CircuitBreakerLayer, CircuitBreakerService, ClassifyResponse, Fallback, NoFallback,
+    ResponseFuture,
 };
 pub use registry::BreakerRegistry;
 pub use sssonector_core::{AnyError, BoxError, CircuitOpen, Classify, ErrorClass};

@@ -181,3 +181,37 @@ async fn time_waiting_for_readiness_is_not_call_time() {
         "readiness waits counted as slow calls"
     );
 }
+
+#[tokio::test]
+async fn a_response_can_count_as_a_failure() {
+    use sssonector_breaker::Outcome;
+    let clock = ManualClock::new();
+    let b = breaker(&clock);
+    let (svc, mut handle) = mock::pair::<(), u16>();
+    // An "HTTP status" of 503 is a failure; other responses are successes.
+    let mut svc = mock::Spawn::new(
+        CircuitBreakerLayer::new(b.clone())
+            .responses(|status: &u16| {
+                if *status == 503 {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }
+            })
+            .layer(svc),
+    );
+    handle.allow(2);
+    assert_ready_ok!(svc.poll_ready());
+    let ok = svc.call(());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(200);
+    assert_eq!(ok.await.unwrap(), 200);
+    assert_eq!(b.state(), State::Closed);
+    assert_ready_ok!(svc.poll_ready());
+    let unavailable = svc.call(());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(503);
+    // The caller still gets the response; the breaker counted it as a failure.
+    assert_eq!(unavailable.await.unwrap(), 503);
+    assert_eq!(b.state(), State::Open);
+}

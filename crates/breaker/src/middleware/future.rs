@@ -7,16 +7,17 @@ use pin_project_lite::pin_project;
 use sssonector_core::{BoxError, Classify};
 
 use crate::breaker::{Outcome, Permit};
+use crate::middleware::responses::{AllOk, ClassifyResponse};
 
 pin_project! {
     /// The response future of [`CircuitBreakerService`](crate::CircuitBreakerService).
     ///
     /// Dropping it before completion counts nothing and frees a half-open probe slot.
-    pub struct ResponseFuture<Fut, C, Res> {
+    pub struct ResponseFuture<Fut, C, Res, R = AllOk> {
         #[pin]
         kind: Kind<Fut, Res>,
         permit: Option<Permit>,
-        classifier: Option<C>,
+        classifier: Option<(C, R)>,
     }
 }
 
@@ -28,13 +29,13 @@ pin_project! {
     }
 }
 
-impl<Fut, C, Res> ResponseFuture<Fut, C, Res> {
+impl<Fut, C, Res, R> ResponseFuture<Fut, C, Res, R> {
     #[inline]
-    pub(crate) fn called(future: Fut, permit: Permit, classifier: C) -> Self {
+    pub(crate) fn called(future: Fut, permit: Permit, classifier: C, responses: R) -> Self {
         Self {
             kind: Kind::Called { future },
             permit: Some(permit),
-            classifier: Some(classifier),
+            classifier: Some((classifier, responses)),
         }
     }
 
@@ -49,11 +50,12 @@ impl<Fut, C, Res> ResponseFuture<Fut, C, Res> {
     }
 }
 
-impl<Fut, C, Res, E> Future for ResponseFuture<Fut, C, Res>
+impl<Fut, C, Res, E, R> Future for ResponseFuture<Fut, C, Res, R>
 where
     Fut: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
     C: Classify<E>,
+    R: ClassifyResponse<Res>,
 {
     type Output = Result<Res, BoxError>;
 
@@ -65,12 +67,16 @@ where
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = this.permit.take() {
                     match &result {
-                        Ok(_) => permit.success(),
+                        Ok(response) => permit.record(
+                            this.classifier
+                                .as_ref()
+                                .map_or(Outcome::Success, |(_, r)| r.outcome(response)),
+                        ),
                         Err(e) => {
                             let class = this
                                 .classifier
                                 .as_ref()
-                                .map(|c| c.classify(e))
+                                .map(|(c, _)| c.classify(e))
                                 .unwrap_or(sssonector_core::ErrorClass::Transient);
                             permit.record(Outcome::from(class));
                         }
@@ -87,7 +93,7 @@ where
     }
 }
 
-impl<Fut, C, Res> fmt::Debug for ResponseFuture<Fut, C, Res> {
+impl<Fut, C, Res, R> fmt::Debug for ResponseFuture<Fut, C, Res, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("admitted", &self.permit.is_some())

@@ -3,6 +3,7 @@ use tower_layer::Layer;
 
 use crate::breaker::CircuitBreaker;
 use crate::middleware::fallback::NoFallback;
+use crate::middleware::responses::AllOk;
 use crate::middleware::service::CircuitBreakerService;
 
 /// Guards the wrapped service with a [`CircuitBreaker`].
@@ -37,10 +38,11 @@ use crate::middleware::service::CircuitBreakerService;
 /// # }
 /// ```
 #[derive(Clone, Debug)]
-pub struct CircuitBreakerLayer<C = AnyError, F = NoFallback> {
+pub struct CircuitBreakerLayer<C = AnyError, F = NoFallback, R = AllOk> {
     breaker: CircuitBreaker,
     classifier: C,
     fallback: F,
+    responses: R,
 }
 
 impl CircuitBreakerLayer {
@@ -50,26 +52,41 @@ impl CircuitBreakerLayer {
             breaker,
             classifier: AnyError,
             fallback: NoFallback,
+            responses: AllOk,
         }
     }
 }
 
-impl<C, F> CircuitBreakerLayer<C, F> {
+impl<C, F, R> CircuitBreakerLayer<C, F, R> {
     /// Uses `classifier` to decide which errors count as failures.
-    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2, F> {
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2, F, R> {
         CircuitBreakerLayer {
             breaker: self.breaker,
             classifier,
             fallback: self.fallback,
+            responses: self.responses,
         }
     }
 
     /// Answers rejected requests with `fallback` instead of an error.
-    pub fn fallback<F2>(self, fallback: F2) -> CircuitBreakerLayer<C, F2> {
+    pub fn fallback<F2>(self, fallback: F2) -> CircuitBreakerLayer<C, F2, R> {
         CircuitBreakerLayer {
             breaker: self.breaker,
             classifier: self.classifier,
             fallback,
+            responses: self.responses,
+        }
+    }
+
+    /// Uses `responses` (a [`ClassifyResponse`](crate::ClassifyResponse), such as a closure
+    /// `Fn(&Response) -> Outcome`) to decide how successful responses count: an HTTP 503 can
+    /// be a failure. By default every response is a success.
+    pub fn responses<R2>(self, responses: R2) -> CircuitBreakerLayer<C, F, R2> {
+        CircuitBreakerLayer {
+            breaker: self.breaker,
+            classifier: self.classifier,
+            fallback: self.fallback,
+            responses,
         }
     }
 
@@ -79,8 +96,8 @@ impl<C, F> CircuitBreakerLayer<C, F> {
     }
 }
 
-impl<S, C: Clone, F: Clone> Layer<S> for CircuitBreakerLayer<C, F> {
-    type Service = CircuitBreakerService<S, C, F>;
+impl<S, C: Clone, F: Clone, R: Clone> Layer<S> for CircuitBreakerLayer<C, F, R> {
+    type Service = CircuitBreakerService<S, C, F, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CircuitBreakerService::new(
@@ -89,5 +106,6 @@ impl<S, C: Clone, F: Clone> Layer<S> for CircuitBreakerLayer<C, F> {
             self.classifier.clone(),
             self.fallback.clone(),
         )
+        .with_responses(self.responses.clone())
     }
 }

@@ -4,9 +4,11 @@
 mod fallback;
 mod future;
 mod layer;
+mod responses;
 mod service;
 
 pub use fallback::{Fallback, NoFallback};
 pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
+pub use responses::{AllOk, ClassifyResponse};
 pub use service::CircuitBreakerService;

@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Counter, Gauge};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use crate::breaker::CircuitBreaker;
 use crate::config::{BreakerBuilder, ConfigError};
@@ -13,9 +14,14 @@ use crate::state::State;
 
 /// A keyed set of breakers built from one template, holding at most `capacity` of them.
 ///
-/// When full, adding a key evicts the least recently used closed breaker (or, if none is closed,
-/// the least recently used one), so an unbounded stream of keys cannot grow memory. Each breaker
-/// is named `"{template name}:{key}"`.
+/// When full, adding a key evicts the least recently used closed breakers (or, if none is
+/// closed, the least recently used ones), so an unbounded stream of keys cannot grow memory.
+/// Each breaker is named `"{template name}:{key}"`.
+///
+/// Keys are spread over shards (one per 1024 of capacity, at most 16), each with its own
+/// read-write lock: a `get` of a known key takes only its shard's read lock, and a full shard
+/// evicts a sixteenth of its breakers at a time, so a flood of new keys pays one scan per
+/// batch rather than one per key.
 ///
 /// # Examples
 ///
@@ -32,20 +38,17 @@ use crate::state::State;
 /// ```
 pub struct BreakerRegistry<K> {
     template: BreakerBuilder,
-    capacity: usize,
-    entries: Mutex<Entries<K>>,
+    shard_capacity: usize,
+    shards: Box<[RwLock<HashMap<K, Entry>>]>,
+    hasher: RandomState,
+    tick: AtomicU64,
     size: Gauge,
     evictions: Counter,
 }
 
-struct Entries<K> {
-    map: HashMap<K, Entry>,
-    tick: u64,
-}
-
 struct Entry {
     breaker: CircuitBreaker,
-    last_used: u64,
+    last_used: AtomicU64,
 }
 
 impl<K> BreakerRegistry<K>
@@ -64,66 +67,91 @@ where
         }
         template.clone().build()?;
         let name = template.config.name.to_string();
+        let shards = (capacity / 1024).clamp(1, 16);
         Ok(Self {
             size: metrics::gauge!("sssonector_breaker_registry_entries", "registry" => name.clone()),
             evictions: metrics::counter!("sssonector_breaker_registry_evictions_total", "registry" => name),
             template,
-            capacity,
-            entries: Mutex::new(Entries {
-                map: HashMap::new(),
-                tick: 0,
-            }),
+            shard_capacity: capacity / shards,
+            shards: (0..shards).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            tick: AtomicU64::new(0),
         })
+    }
+
+    fn shard(&self, key: &K) -> &RwLock<HashMap<K, Entry>> {
+        let index = usize::try_from(self.hasher.hash_one(key)).unwrap_or(0) % self.shards.len();
+        &self.shards[index]
     }
 
     /// The breaker for `key`, made from the template if there is none yet.
     pub fn get(&self, key: &K) -> CircuitBreaker {
-        let mut entries = self.entries.lock();
-        entries.tick += 1;
-        let tick = entries.tick;
-        if let Some(entry) = entries.map.get_mut(key) {
-            entry.last_used = tick;
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let shard = self.shard(key);
+        if let Some(entry) = shard.read().get(key) {
+            entry.last_used.store(tick, Ordering::Relaxed);
             return entry.breaker.clone();
         }
-        if entries.map.len() >= self.capacity {
-            self.evict_one(&mut entries);
+        let mut map = shard.write();
+        if let Some(entry) = map.get(key) {
+            entry.last_used.store(tick, Ordering::Relaxed);
+            return entry.breaker.clone();
+        }
+        if map.len() >= self.shard_capacity {
+            self.evict(&mut map);
         }
         let name = format!("{}:{key}", self.template.config.name);
         let breaker = CircuitBreaker::from_builder(self.template.clone().name(name));
-        entries.map.insert(
+        map.insert(
             key.clone(),
             Entry {
                 breaker: breaker.clone(),
-                last_used: tick,
+                last_used: AtomicU64::new(tick),
             },
         );
-        self.size.set(entries.map.len() as f64);
+        drop(map);
+        self.publish_size();
         breaker
     }
 
-    fn evict_one(&self, entries: &mut Entries<K>) {
-        let victim = entries
-            .map
+    /// Evicts a sixteenth of a full shard (at least one): closed breakers first, the least
+    /// recently used first.
+    fn evict(&self, map: &mut HashMap<K, Entry>) {
+        let count = (map.len() / 16).max(1);
+        let mut ranked: Vec<((bool, u64), K)> = map
             .iter()
-            .min_by_key(|(_, e)| (e.breaker.state() != State::Closed, e.last_used))
-            .map(|(k, _)| k.clone());
-        if let Some(key) = victim {
-            entries.map.remove(&key);
+            .map(|(k, e)| {
+                let rank = (
+                    e.breaker.state() != State::Closed,
+                    e.last_used.load(Ordering::Relaxed),
+                );
+                (rank, k.clone())
+            })
+            .collect();
+        if count < ranked.len() {
+            ranked.select_nth_unstable_by_key(count - 1, |(rank, _)| *rank);
+        }
+        for (_, key) in ranked.into_iter().take(count) {
+            map.remove(&key);
             self.evictions.increment(1);
         }
     }
 
+    #[allow(clippy::cast_precision_loss)] // breaker counts are far below 2^52
+    fn publish_size(&self) {
+        self.size.set(self.len() as f64);
+    }
+
     /// Forgets `key`'s breaker; returns it if there was one.
     pub fn remove(&self, key: &K) -> Option<CircuitBreaker> {
-        let mut entries = self.entries.lock();
-        let removed = entries.map.remove(key).map(|e| e.breaker);
-        self.size.set(entries.map.len() as f64);
+        let removed = self.shard(key).write().remove(key).map(|e| e.breaker);
+        self.publish_size();
         removed
     }
 
     /// How many breakers are kept.
     pub fn len(&self) -> usize {
-        self.entries.lock().map.len()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Whether no breaker is kept.
@@ -133,11 +161,14 @@ where
 
     /// Each key with its breaker's state.
     pub fn states(&self) -> Vec<(K, State)> {
-        self.entries
-            .lock()
-            .map
+        self.shards
             .iter()
-            .map(|(k, e)| (k.clone(), e.breaker.state()))
+            .flat_map(|s| {
+                s.read()
+                    .iter()
+                    .map(|(k, e)| (k.clone(), e.breaker.state()))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }
@@ -146,8 +177,8 @@ impl<K> fmt::Debug for BreakerRegistry<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerRegistry")
             .field("template", &self.template)
-            .field("capacity", &self.capacity)
-            .field("len", &self.entries.lock().map.len())
+            .field("capacity", &(self.shard_capacity * self.shards.len()))
+            .field("shards", &self.shards.len())
             .finish()
     }
 }

@@ -854,3 +854,33 @@ fn a_probe_that_never_reports_does_not_hold_the_circuit_half_open() {
     succeed(&b);
     assert_eq!(b.state(), State::Closed);
 }
+
+#[test]
+fn a_large_registry_stays_bounded_across_its_shards_and_keeps_what_is_in_use() {
+    let registry = BreakerRegistry::new(
+        CircuitBreaker::builder()
+            .name("big")
+            .consecutive_failures(1),
+        20_000,
+    )
+    .unwrap();
+    let open = registry.get(&"tripped".to_string());
+    fail(&open);
+    let hot = "hot".to_string();
+    for i in 0..100_000 {
+        registry.get(&format!("flood-{i}"));
+        if i % 1000 == 0 {
+            // Used all along: never the least recently used.
+            registry.get(&hot);
+        }
+    }
+    assert!(registry.len() <= 20_000, "{}", registry.len());
+    assert!(
+        registry.len() > 18_000,
+        "evicting in batches keeps most: {}",
+        registry.len()
+    );
+    let states = registry.states();
+    assert!(states.contains(&("tripped".to_string(), State::Open)));
+    assert!(states.iter().any(|(k, _)| *k == hot));
+}

@@ -212,19 +212,20 @@ pub(crate) enum StreamMsg {
 const COPY_BELOW: usize = 16 * 1024;
 
 /// Stream data waiting for the application, counted against the link's `max_buffered`
-/// until it is taken or dropped.
+/// until the stream's reader takes it or drops it ([`Queued::release`]). Plain data: queuing
+/// a frame clones no handle.
 pub(crate) struct Queued {
     pub(crate) data: Bytes,
     charge: usize,
-    /// Set when `data` is a slice of a read buffer: the stream's one such frame.
-    in_read_buffer: Option<Arc<AtomicUsize>>,
-    buffered: Arc<AtomicUsize>,
+    /// `data` is a slice of a read buffer: the stream's one such frame.
+    in_read_buffer: bool,
 }
 
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.buffered.fetch_sub(self.charge, Ordering::AcqRel);
-        if let Some(pinned) = &self.in_read_buffer {
+impl Queued {
+    /// Gives back what it was charged: to the link's count, and its stream's read-buffer slot.
+    pub(crate) fn release(&self, shared: &Shared, pinned: &AtomicUsize) {
+        shared.buffered.fetch_sub(self.charge, Ordering::AcqRel);
+        if self.in_read_buffer {
             pinned.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -247,7 +248,7 @@ pub(crate) struct Shared {
     pub(crate) closed: watch::Sender<Option<CloseReason>>,
     pub(crate) shutting: AtomicBool,
     /// What queued stream data holds, counted against `max_buffered`.
-    buffered: Arc<AtomicUsize>,
+    buffered: AtomicUsize,
     /// Taken when the link closes, so the application's queue ends.
     incoming: Mutex<Option<mpsc::Sender<Incoming>>>,
     counters: Counters,
@@ -363,7 +364,7 @@ impl Link {
             drained: Notify::new(),
             closed: watch::channel(None).0,
             shutting: AtomicBool::new(false),
-            buffered: Arc::default(),
+            buffered: AtomicUsize::new(0),
             incoming: Mutex::new(Some(incoming_tx)),
             counters: Counters::default(),
             config,
@@ -533,16 +534,17 @@ fn new_stream(
 ) -> TunnelStream {
     let (tx, rx) = mpsc::unbounded_channel();
     let credit = Arc::new(Notify::new());
+    let pinned = Arc::new(AtomicUsize::new(0));
     shared.counters.streams_opened.add(1);
     streams.insert(
         id,
         StreamSlot {
             tx,
             credit: Arc::clone(&credit),
-            pinned: Arc::default(),
+            pinned: Arc::clone(&pinned),
         },
     );
-    crate::stream::pair(id, shared, rx, credit)
+    crate::stream::pair(id, shared, rx, credit, pinned)
 }
 
 /// Moves the session's events into `into`, a vector the caller keeps, so that no batch of
@@ -600,7 +602,12 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
                 };
                 match queue(shared, slot, data) {
                     Some(queued) => {
-                        let _ = slot.tx.send(StreamMsg::Data(queued));
+                        if let Err(mpsc::error::SendError(StreamMsg::Data(queued))) =
+                            slot.tx.send(StreamMsg::Data(queued))
+                        {
+                            // The reader is gone: nothing holds it.
+                            queued.release(shared, &slot.pinned);
+                        }
                     }
                     None => {
                         // Past the link's bound: this stream gives way.
@@ -667,17 +674,16 @@ fn queue(shared: &Shared, slot: &StreamSlot, data: Bytes) -> Option<Queued> {
         shared.buffered.fetch_sub(charge, Ordering::AcqRel);
         return None;
     }
-    let (data, in_read_buffer) = if zero_copy {
+    let data = if zero_copy {
         slot.pinned.fetch_add(1, Ordering::AcqRel);
-        (data, Some(Arc::clone(&slot.pinned)))
+        data
     } else {
-        (Bytes::copy_from_slice(&data), None)
+        Bytes::copy_from_slice(&data)
     };
     Some(Queued {
         data,
         charge,
-        in_read_buffer,
-        buffered: Arc::clone(&shared.buffered),
+        in_read_buffer: zero_copy,
     })
 }
 

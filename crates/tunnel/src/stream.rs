@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
@@ -92,6 +92,8 @@ pub struct StreamReader {
     id: u32,
     end: Arc<End>,
     rx: mpsc::UnboundedReceiver<StreamMsg>,
+    /// This stream's frames queued as slices of a read buffer (shared with the link's slot).
+    pinned: Arc<AtomicUsize>,
     finished: bool,
 }
 
@@ -134,7 +136,10 @@ impl StreamReader {
 
     fn on_message(&mut self, message: Option<StreamMsg>) -> Result<Option<Bytes>, LinkError> {
         match message {
-            Some(StreamMsg::Data(mut queued)) => Ok(Some(std::mem::take(&mut queued.data))),
+            Some(StreamMsg::Data(queued)) => {
+                queued.release(&self.end.shared, &self.pinned);
+                Ok(Some(queued.data))
+            }
             Some(StreamMsg::Fin) => {
                 self.finished = true;
                 Ok(None)
@@ -171,6 +176,13 @@ impl StreamReader {
 
 impl Drop for StreamReader {
     fn drop(&mut self) {
+        // What is still queued is nobody's now: give its charge back.
+        self.rx.close();
+        while let Ok(message) = self.rx.try_recv() {
+            if let StreamMsg::Data(queued) = message {
+                queued.release(&self.end.shared, &self.pinned);
+            }
+        }
         if !self.finished {
             // Nobody will read the rest: tell the peer to stop sending now.
             self.end.reset(stream_code::CANCELLED);
@@ -274,6 +286,7 @@ pub(crate) fn pair(
     shared: &Arc<Shared>,
     rx: mpsc::UnboundedReceiver<StreamMsg>,
     credit: Arc<Notify>,
+    pinned: Arc<AtomicUsize>,
 ) -> TunnelStream {
     let end = Arc::new(End {
         id,
@@ -285,6 +298,7 @@ pub(crate) fn pair(
             id,
             end: Arc::clone(&end),
             rx,
+            pinned,
             finished: false,
         },
         writer: StreamWriter {

@@ -263,3 +263,33 @@ async fn unread_stream_data_past_the_links_bound_resets_that_stream_only() {
         Bytes::from_static(b"still fine")
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn unread_data_is_given_back_when_its_reader_goes() {
+    use bytes::Bytes;
+    use sssonector_tunnel::proto::{Mode, Role};
+    let forward = |role| SessionConfig::new(role, Mode::Forward);
+    let ((client, _ci), (server, mut incoming)) = common::link_pair(
+        (forward(Role::Client), LinkConfig::default()),
+        (forward(Role::Server), LinkConfig::default()),
+    )
+    .await;
+    let (_r, mut writer) = client.open_stream("x").unwrap().into_split();
+    let Some(Incoming::Stream { stream, .. }) = incoming.recv().await else {
+        panic!("no stream");
+    };
+    for _ in 0..8 {
+        writer.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().buffered < 8000 {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        tokio::task::yield_now().await;
+    }
+    drop(stream);
+    assert_eq!(
+        server.stats().buffered,
+        0,
+        "dropped unread data is no longer counted"
+    );
+}

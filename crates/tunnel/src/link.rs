@@ -793,6 +793,11 @@ where
     F: std::future::Future<Output = std::io::Result<()>>,
 {
     tokio::pin!(written);
+    // Most writes complete at once: then no lock is taken and no timer registered.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(written.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(result) = first {
+        return Ok(result);
+    }
     loop {
         let deadline = shared.session.lock().next_deadline();
         let sleep = async {

@@ -19,6 +19,9 @@ pub enum GiveUpReason {
     /// The error asked for a wait the policy does not honour (see
     /// [`RetryAfterPolicy`](crate::RetryAfterPolicy)).
     RetryAfter,
+    /// The request could not be copied for another attempt (its
+    /// [`CloneRequest`](crate::CloneRequest) declined).
+    NotRepeatable,
 }
 
 impl GiveUpReason {
@@ -30,15 +33,17 @@ impl GiveUpReason {
             GiveUpReason::Deadline => "deadline",
             GiveUpReason::Budget => "budget",
             GiveUpReason::RetryAfter => "retry_after",
+            GiveUpReason::NotRepeatable => "not_repeatable",
         }
     }
 
-    pub(crate) const ALL: [GiveUpReason; 5] = [
+    pub(crate) const ALL: [GiveUpReason; 6] = [
         GiveUpReason::Permanent,
         GiveUpReason::Exhausted,
         GiveUpReason::Deadline,
         GiveUpReason::Budget,
         GiveUpReason::RetryAfter,
+        GiveUpReason::NotRepeatable,
     ];
 
     fn describe(self) -> &'static str {
@@ -48,6 +53,7 @@ impl GiveUpReason {
             GiveUpReason::Deadline => "deadline reached",
             GiveUpReason::Budget => "retry budget exhausted",
             GiveUpReason::RetryAfter => "requested wait not honoured",
+            GiveUpReason::NotRepeatable => "request cannot be repeated",
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! - [`retry`] runs any async operation under a [`RetryPolicy`]; [`retry_notify`] also reports
 //!   each failure.
-//! - [`RetryLayer`] does the same for a tower service.
+//! - [`RetryLayer`] does the same for a tower service. It can retry responses as well as errors
+//!   ([`ClassifyResponse`]: an HTTP 503 with its `Retry-After`), and retry requests that are not
+//!   `Clone` when they can be copied ([`CloneRequest`]: a buffered body yes, a stream no).
 //! - Errors are classified by one [`Classify`] trait shared with `sssonector-breaker`: transient
 //!   errors are retried, permanent ones are not. A circuit breaker's
 //!   [`CircuitOpen`](sssonector_core::CircuitOpen) or a rate limiter's
@@ -43,7 +45,7 @@
 //!
 //! Through the `metrics` facade, labelled by `policy`: `sssonector_retry_attempts_total`,
 //! `sssonector_retry_retries_total`, `sssonector_retry_give_ups_total` (with `reason`:
-//! `permanent`, `exhausted`, `deadline`, `budget`, `retry_after`) and
+//! `permanent`, `exhausted`, `deadline`, `budget`, `retry_after`, `not_repeatable`) and
 //! `sssonector_retry_budget_exhausted_total`. Handles are registered when a policy is built, so
 //! install the recorder first.
 
@@ -61,7 +63,10 @@ mod retry_fn;
 pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;
 pub use error::{AttemptTimedOut, ConfigError, Failure, GiveUpReason, RetryError};
-pub use middleware::{ResponseFuture, Retry, RetryLayer};
+pub use middleware::{
+    AcceptAll, ClassifyResponse, CloneAll, CloneRequest, ResponseFuture, ResponseVerdict, Retry,
+    RetryLayer,
+};
 pub use policy::{RetryAfterPolicy, RetryEvent, RetryPolicy, RetryPolicyBuilder};
 pub use retry_fn::{retry, retry_notify};
 pub use sssonector_core::{AnyError, BoxError, Classify, DefaultClassifier, ErrorClass};

@@ -108,7 +108,7 @@ pub(crate) struct Shared {
 pub(crate) struct Metrics {
     pub(crate) attempts: Counter,
     pub(crate) retries: Counter,
-    pub(crate) give_ups: [Counter; 5],
+    pub(crate) give_ups: [Counter; 6],
     pub(crate) budget_exhausted: Counter,
 }
 
@@ -472,13 +472,15 @@ impl Attempts {
     }
 
     /// Decides what follows a failed attempt, charging the budget and recording metrics, and
-    /// calls the hook and logs when it decides to retry.
+    /// calls the hook and logs when it decides to retry. `repeatable` is false when the request
+    /// cannot be sent again.
     pub(crate) fn on_failure<C, E>(
         &mut self,
         plan: &Plan,
         shared: Option<&Shared>,
         classifier: &C,
         failure: &Failure<E>,
+        repeatable: bool,
     ) -> Decision
     where
         C: Classify<E>,
@@ -488,7 +490,41 @@ impl Attempts {
             Failure::Error(e) => (classifier.classify(e), classifier.retry_after(e)),
             Failure::TimedOut(_) => (ErrorClass::Transient, None),
         };
-        let decision = self.decide(plan, shared, class, retry_after);
+        self.judge(plan, shared, class, retry_after, repeatable, failure)
+    }
+
+    /// As [`Self::on_failure`], for a response its classifier asked to retry.
+    pub(crate) fn on_response(
+        &mut self,
+        plan: &Plan,
+        shared: Option<&Shared>,
+        retry_after: Option<Duration>,
+        repeatable: bool,
+    ) -> Decision {
+        self.judge(
+            plan,
+            shared,
+            ErrorClass::Transient,
+            retry_after,
+            repeatable,
+            &"response classified as retryable",
+        )
+    }
+
+    fn judge(
+        &mut self,
+        plan: &Plan,
+        shared: Option<&Shared>,
+        class: ErrorClass,
+        retry_after: Option<Duration>,
+        repeatable: bool,
+        failure: &dyn fmt::Display,
+    ) -> Decision {
+        let decision = if repeatable || !class.is_retryable() {
+            self.decide(plan, shared, class, retry_after)
+        } else {
+            Decision::GiveUp(GiveUpReason::NotRepeatable)
+        };
         let name = shared.map_or("default", |s| &*s.name);
         let metrics = shared.and_then(|s| s.metrics.as_ref());
         match decision {

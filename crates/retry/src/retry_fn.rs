@@ -120,6 +120,7 @@ where
             policy.shared.as_deref(),
             &policy.classifier,
             &failure,
+            true,
         ) {
             Decision::Retry(delay) => {
                 notify(&failure, delay);

@@ -11,20 +11,25 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::error::{AttemptTimedOut, Failure};
+use crate::middleware::requests::{CloneAll, CloneRequest};
+use crate::middleware::responses::{AcceptAll, ClassifyResponse, ResponseVerdict};
 use crate::plan::Plan;
 use crate::policy::{Attempts, Decision, RetryPolicy, Shared, resolve_plan};
 
 pin_project! {
     /// The response future of [`Retry`](crate::Retry).
-    pub struct ResponseFuture<S, Req, C>
+    pub struct ResponseFuture<S, Req, C, Q = CloneAll, R = AcceptAll>
     where
         S: Service<Req>,
     {
         #[pin]
         state: State<S::Future>,
         service: S,
-        request: Req,
+        // The copy the next attempt sends; `None` when the request could not be copied.
+        spare: Option<Req>,
         classifier: C,
+        requests: Q,
+        responses: R,
         plan: &'static Plan,
         extras: Extras,
     }
@@ -102,12 +107,26 @@ pin_project! {
     }
 }
 
-impl<S, Req, C> ResponseFuture<S, Req, C>
+/// How an attempt ended when it did not simply succeed.
+enum Ended<T, E> {
+    Failed(Failure<E>),
+    /// A response its classifier asked to retry, with the wait it asked for.
+    Refused(T, Option<Duration>),
+}
+
+impl<S, Req, C, Q, R> ResponseFuture<S, Req, C, Q, R>
 where
     S: Service<Req>,
 {
     #[inline]
-    pub(crate) fn new(future: S::Future, service: S, request: Req, policy: &RetryPolicy<C>) -> Self
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        spare: Option<Req>,
+        policy: &RetryPolicy<C>,
+        requests: Q,
+        responses: R,
+    ) -> Self
     where
         C: Clone,
     {
@@ -119,8 +138,10 @@ where
         Self {
             state: State::Calling { future },
             service,
-            request,
+            spare,
             classifier: policy.classifier.clone(),
+            requests,
+            responses,
             plan: policy.interned_plan(),
             extras: Extras {
                 shared: policy.shared.clone(),
@@ -130,12 +151,13 @@ where
     }
 }
 
-impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+impl<S, Req, C, Q, R> Future for ResponseFuture<S, Req, C, Q, R>
 where
     S: Service<Req>,
     S::Error: Into<BoxError> + fmt::Display,
     C: Classify<S::Error>,
-    Req: Clone,
+    Q: CloneRequest<Req>,
+    R: ClassifyResponse<S::Response>,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -145,14 +167,20 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let failure = match future.poll(cx) {
-                        Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
-                        Poll::Ready(Err(e)) => Failure::Error(e),
+                    let ended = match future.poll(cx) {
+                        Poll::Ready(Ok(response)) => match this.responses.verdict(&response) {
+                            ResponseVerdict::Accept => return Poll::Ready(Ok(response)),
+                            ResponseVerdict::Retry => Ended::Refused(response, None),
+                            ResponseVerdict::RetryAfter(wait) => {
+                                Ended::Refused(response, Some(wait))
+                            }
+                        },
+                        Poll::Ready(Err(e)) => Ended::Failed(Failure::Error(e)),
                         Poll::Pending => match this.extras.retrying.as_mut() {
                             Some(r) => match (r.attempt_timeout, r.sleep.as_mut()) {
                                 (Some(timeout), Some(sleep)) => {
                                     ready!(sleep.as_mut().poll(cx));
-                                    Failure::TimedOut(timeout)
+                                    Ended::Failed(Failure::TimedOut(timeout))
                                 }
                                 _ => return Poll::Pending,
                             },
@@ -165,15 +193,29 @@ where
                         .extras
                         .retrying
                         .get_or_insert_with(|| Retrying::new(Attempts::new(plan), None));
-                    match retrying
-                        .attempts
-                        .on_failure(plan, shared, &*this.classifier, &failure)
-                    {
-                        Decision::Retry(delay) => {
+                    let repeatable = this.spare.is_some();
+                    let decision = match &ended {
+                        Ended::Failed(failure) => retrying.attempts.on_failure(
+                            plan,
+                            shared,
+                            &*this.classifier,
+                            failure,
+                            repeatable,
+                        ),
+                        Ended::Refused(_, wait) => retrying
+                            .attempts
+                            .on_response(plan, shared, *wait, repeatable),
+                    };
+                    match (decision, ended) {
+                        (Decision::Retry(delay), _) => {
                             retrying.arm(delay);
                             this.state.set(State::Waiting);
                         }
-                        Decision::GiveUp(_) => {
+                        // The last response is what the service said: the caller gets it.
+                        (Decision::GiveUp(_), Ended::Refused(response, _)) => {
+                            return Poll::Ready(Ok(response));
+                        }
+                        (Decision::GiveUp(_), Ended::Failed(failure)) => {
                             return Poll::Ready(Err(match failure {
                                 Failure::Error(e) => e.into(),
                                 Failure::TimedOut(timeout) => Box::new(AttemptTimedOut { timeout }),
@@ -191,7 +233,12 @@ where
                 }
                 StateProj::Readying => {
                     ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
-                    let future = this.service.call(this.request.clone());
+                    let request = this
+                        .spare
+                        .take()
+                        .expect("a retry is decided only when a copy of the request is kept");
+                    *this.spare = this.requests.clone_request(&request);
+                    let future = this.service.call(request);
                     let plan = resolve_plan(this.plan, this.extras.shared.as_deref());
                     if let Some(retrying) = this.extras.retrying.as_mut() {
                         let timeout = retrying.attempts.attempt_timeout(plan);
@@ -204,7 +251,7 @@ where
     }
 }
 
-impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
+impl<S, Req, C, Q, R> fmt::Debug for ResponseFuture<S, Req, C, Q, R>
 where
     S: Service<Req>,
 {

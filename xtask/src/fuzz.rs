@@ -17,7 +17,13 @@ use crate::cmd::{available, cargo, workspace_root};
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Every target in `fuzz/Cargo.toml`.
-pub(crate) const TARGETS: &[&str] = &["frame_decode", "session", "certs_load"];
+pub(crate) const TARGETS: &[&str] = &[
+    "frame_decode",
+    "session",
+    "certs_load",
+    "config_parse",
+    "policy_parse",
+];
 
 /// One target's run.
 #[derive(Debug)]

@@ -374,6 +374,16 @@ pub(crate) fn load(
         file: path.to_owned(),
         error,
     })?;
+    from_text(&text, path, env)
+}
+
+/// [`load`] of a file's text already read; `path` names it in errors and anchors relative
+/// paths.
+pub(crate) fn from_text(
+    text: &str,
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Vec<String>), ConfigError> {
     let located = |overrides: &[String], e: toml::de::Error| ConfigError::Parse {
         file: path.to_owned(),
         overrides: overrides.to_vec(),
@@ -396,11 +406,11 @@ pub(crate) fn load(
     let base = path.parent().unwrap_or(Path::new(""));
     if overrides.is_empty() {
         // Straight from the text, so errors keep their line numbers.
-        return toml::from_str::<Config>(&text)
+        return toml::from_str::<Config>(text)
             .map(|c| (c.rebased(base, path), Vec::new()))
             .map_err(|e| located(&[], e));
     }
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| located(&[], e))?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| located(&[], e))?;
     let mut applied = Vec::new();
     for (field, variable, raw) in overrides {
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))

@@ -1,6 +1,10 @@
 //! The `sssonector` command: `run` a server or client, `check-config`, `certs init | issue |
 //! revoke` (a private CA, its certificates and CRL in one directory), and `demo`, which shows
 //! the whole product on loopback with nothing configured.
+//!
+//! This library is the command itself ([`main`]); it is a library so that the fuzz targets
+//! reach the configuration and policy parsers ([`fuzzing`]). Its API is not stable: depend on
+//! the `sssonector-*` crates instead.
 
 // A command-line program writes to standard output.
 #![allow(clippy::print_stdout)]
@@ -19,6 +23,7 @@ mod config;
 mod demo;
 mod error;
 mod forwarder;
+pub mod fuzzing;
 mod notify;
 mod observe;
 mod persist;
@@ -153,7 +158,8 @@ struct Dir {
     dir: PathBuf,
 }
 
-fn main() -> ExitCode {
+/// Runs the command line in `std::env::args`, printing any error to standard error.
+pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

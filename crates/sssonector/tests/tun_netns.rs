@@ -10,184 +10,11 @@
 
 mod common;
 
+use common::netns::{first_line, missing_prerequisite, must, sh, Net};
 use common::pki;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn missing_prerequisite() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root".into());
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("no /dev/net/tun".into());
-    }
-    for tool in ["ip", "ping", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn must(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two namespaces and a veth pair, named after this process; removed on drop, with every
-/// process started in them.
-struct Net {
-    server_ns: String,
-    client_ns: String,
-    /// More client namespaces, joined to the server's by their own veth pairs.
-    extra: Vec<String>,
-    tag: String,
-    dir: PathBuf,
-    children: Vec<Child>,
-}
-
-impl Net {
-    /// `tag` (one letter) keeps the names of tests run in one process apart.
-    fn new(tag: &str) -> Self {
-        let id = std::process::id();
-        let net = Net {
-            server_ns: format!("sss-s{tag}-{id}"),
-            client_ns: format!("sss-c{tag}-{id}"),
-            extra: Vec::new(),
-            tag: tag.to_owned(),
-            dir: std::env::temp_dir().join(format!("sss-netns{tag}-{id}")),
-            children: Vec::new(),
-        };
-        let (a, b) = (format!("sv{tag}{id}a"), format!("sv{tag}{id}b"));
-        must(&["ip", "netns", "add", &net.server_ns]);
-        must(&["ip", "netns", "add", &net.client_ns]);
-        must(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
-        must(&["ip", "link", "set", &a, "netns", &net.server_ns]);
-        must(&["ip", "link", "set", &b, "netns", &net.client_ns]);
-        for (ns, dev, addr) in [
-            (&net.server_ns, &a, "192.168.77.1/24"),
-            (&net.client_ns, &b, "192.168.77.2/24"),
-        ] {
-            must(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        std::fs::create_dir_all(&net.dir).unwrap();
-        net
-    }
-
-    /// Another client namespace whose veth reaches the server's as `192.168.{subnet}.1`.
-    fn add_client(&mut self, subnet: u8) -> String {
-        let id = std::process::id();
-        let ns = format!("sss-c{}{subnet}-{id}", self.tag);
-        let (a, b) = (
-            format!("s{}{subnet}{id}a", self.tag),
-            format!("s{}{subnet}{id}b", self.tag),
-        );
-        must(&["ip", "netns", "add", &ns]);
-        self.extra.push(ns.clone());
-        must(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
-        must(&["ip", "link", "set", &a, "netns", &self.server_ns]);
-        must(&["ip", "link", "set", &b, "netns", &ns]);
-        for (n, dev, addr) in [
-            (&self.server_ns, &a, format!("192.168.{subnet}.1/24")),
-            (&ns, &b, format!("192.168.{subnet}.2/24")),
-        ] {
-            must(&["ip", "-n", n, "addr", "add", &addr, "dev", dev]);
-            must(&["ip", "-n", n, "link", "set", dev, "up"]);
-            must(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
-        ns
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", ns]).args(args);
-        command
-    }
-
-    fn ping(&self, ns: &str, addr: &str) -> bool {
-        self.exec(ns, &["ping", "-c", "1", "-W", "1", addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    /// Pings until it answers or `limit` passes; returns how long it took.
-    fn ping_within(&self, ns: &str, addr: &str, limit: Duration) -> Option<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if self.ping(ns, addr) {
-                return Some(started.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
-    fn start(&mut self, ns: &str, config: &Path, log: &str) -> usize {
-        let log = std::fs::File::create(self.dir.join(log)).unwrap();
-        let child = self
-            .exec(
-                ns,
-                &[
-                    env!("CARGO_BIN_EXE_sssonector"),
-                    "run",
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--log-level",
-                    "debug",
-                ],
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        sh(&["ip", "netns", "del", &self.server_ns]);
-        sh(&["ip", "netns", "del", &self.client_ns]);
-        for ns in &self.extra {
-            sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 const SINK: &str = r#"
 import hashlib, socket, sys
@@ -238,17 +65,6 @@ while not os.path.exists(sys.argv[2]) and time.time() < deadline:
 c.sendall(b"after"); print("after ok" if c.recv(16) == b"after" else "after wrong", flush=True)
 "#;
 
-fn first_line(child: &mut Child) -> String {
-    use std::io::BufRead;
-    let mut line = String::new();
-    let stdout = child.stdout.as_mut().unwrap();
-    // One byte at a time through a BufReader that is dropped: fine for one short line.
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    line.trim().to_owned()
-}
-
 /// 100 MiB from the client namespace to `addr` in the server namespace; returns the
 /// sender's Mbit/s and the sha256 both ends agreed on.
 fn transfer(net: &Net, addr: &str) -> (f64, String) {
@@ -281,7 +97,7 @@ fn transfer(net: &Net, addr: &str) -> (f64, String) {
 
 #[test]
 fn tun_mode_between_two_namespaces() {
-    if let Some(reason) = missing_prerequisite() {
+    if let Some(reason) = missing_prerequisite(&["ip", "ping", "python3"]) {
         println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
         return;
     }
@@ -408,7 +224,7 @@ fn tun_mode_between_two_namespaces() {
 
 #[test]
 fn the_server_routes_between_two_clients() {
-    if let Some(reason) = missing_prerequisite() {
+    if let Some(reason) = missing_prerequisite(&["ip", "ping", "python3"]) {
         println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
         return;
     }
@@ -469,7 +285,7 @@ fn the_server_routes_between_two_clients() {
 /// that grants it applies to the live sessions at once.
 #[test]
 fn the_policy_limits_tun_traffic_and_applies_live() {
-    if let Some(reason) = missing_prerequisite() {
+    if let Some(reason) = missing_prerequisite(&["ip", "ping", "python3"]) {
         println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
         return;
     }
@@ -558,7 +374,7 @@ fn the_policy_limits_tun_traffic_and_applies_live() {
 /// address, and the server's anti-spoofing dropped it all).
 #[test]
 fn a_reconnecting_client_takes_the_address_the_server_now_assigns() {
-    if let Some(reason) = missing_prerequisite() {
+    if let Some(reason) = missing_prerequisite(&["ip", "ping", "python3"]) {
         println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
         return;
     }
@@ -630,7 +446,7 @@ fn a_reconnecting_client_takes_the_address_the_server_now_assigns() {
 /// looks alive gets its address back, and traffic to that address reaches it.
 #[test]
 fn a_roaming_client_replaces_its_old_session_and_keeps_its_address() {
-    if let Some(reason) = missing_prerequisite() {
+    if let Some(reason) = missing_prerequisite(&["ip", "ping", "python3"]) {
         println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
         return;
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+pub mod netns;
 pub mod process;
 pub mod redis;
 

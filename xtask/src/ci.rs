@@ -19,6 +19,9 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     // The TUN end-to-end test pings through the tunnel between two network namespaces.
     ("ping", "-V", "iputils-ping"),
     ("ip", "-V", "iproute2"),
+    // The fault suite drops packets with nft and measures OpenVPN's recovery beside ours.
+    ("nft", "--version", "nftables"),
+    ("openvpn", "--version", "openvpn"),
     // libfuzzer-sys builds libFuzzer from C++ for the fuzz targets.
     ("g++", "--version", "g++"),
 ];

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::netns::{first_line, missing_prerequisite, must, sh, Net};
+use common::netns::{Net, first_line, missing_prerequisite, must, sh, tun_client_toml};
 use common::pki;
 
 use std::process::Stdio;
@@ -116,15 +116,7 @@ fn tun_mode_between_two_namespaces() {
     )
     .unwrap();
     let client_config = dir.join("client.toml");
-    std::fs::write(
-        &client_config,
-        "role = \"client\"\nmode = \"tun\"\n\
-         [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
-         [client]\nservers = [\"192.168.77.1:8443\"]\n\
-         [tun]\nname = \"sss-cli\"\nmtu = 1400\n\
-         [keepalive]\ninterval = \"1s\"\ntimeout = \"3s\"\n",
-    )
-    .unwrap();
+    std::fs::write(&client_config, tun_client_toml("3s")).unwrap();
     let (server_ns, client_ns) = (net.server_ns.clone(), net.client_ns.clone());
     let server = net.start(&server_ns, &server_config, "server.log");
     net.start(&client_ns, &client_config, "client.log");
@@ -397,15 +389,7 @@ fn a_reconnecting_client_takes_the_address_the_server_now_assigns() {
         .unwrap();
     };
     server_with("10.77.0.5");
-    std::fs::write(
-        dir.join("client.toml"),
-        "role = \"client\"\nmode = \"tun\"\n\
-         [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
-         [client]\nservers = [\"192.168.77.1:8443\"]\n\
-         [tun]\nname = \"sss-cli\"\nmtu = 1400\n\
-         [keepalive]\ninterval = \"1s\"\ntimeout = \"3s\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("client.toml"), tun_client_toml("3s")).unwrap();
     let (server_ns, client_ns) = (net.server_ns.clone(), net.client_ns.clone());
     let server = net.start(&server_ns, &server_config, "server.log");
     net.start(&client_ns, &dir.join("client.toml"), "client.log");

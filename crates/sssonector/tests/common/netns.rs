@@ -217,6 +217,18 @@ impl Drop for Net {
     }
 }
 
+/// A TUN client's configuration for the server at `192.168.77.1:8443`, with the CA's client
+/// certificate, a keepalive each second and the peer dead after `timeout` of silence.
+pub fn tun_client_toml(timeout: &str) -> String {
+    format!(
+        "role = \"client\"\nmode = \"tun\"\n\
+         [tls]\ncert = \"pki/client.pem\"\nkey = \"pki/client.key\"\nca = \"pki/ca.pem\"\n\
+         [client]\nservers = [\"192.168.77.1:8443\"]\n\
+         [tun]\nname = \"sss-cli\"\nmtu = 1400\n\
+         [keepalive]\ninterval = \"1s\"\ntimeout = \"{timeout}\"\n"
+    )
+}
+
 /// The first line a child writes to its piped standard output.
 pub fn first_line(child: &mut Child) -> String {
     use std::io::BufRead;

@@ -5,6 +5,8 @@
 //! - `cargo xtask bench tunnel`: the tunnel end to end beside loopback and veth baselines.
 //! - `cargo xtask fuzz [--seconds N] [TARGET…]`: the cargo-fuzz targets in `fuzz/`, N seconds
 //!   each, on the stable toolchain.
+//! - `cargo xtask soak [--minutes N] [--rate R]`: new forwarded connections at R a second for
+//!   N minutes, in release; fails on errors, descriptor leaks or resident-set growth.
 //! - `cargo xtask bench [FILTER]`: runs the criterion benchmarks that set our crates beside
 //!   their anchors and prints the overhead ratios the crate READMEs quote.
 
@@ -15,6 +17,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod fuzz;
+mod soak;
 mod tunnel;
 
 use std::process::ExitCode;
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("tunnel") => tunnel::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
@@ -46,8 +50,12 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci              run everything CI runs (installs cargo-deny if missing)
   fuzz [--seconds N] [TARGET...]
-                  run the cargo-fuzz targets (frame_decode, session, certs_load) N seconds
-                  each (60 by default) and print executions and crashes (installs cargo-fuzz)
+                  run the cargo-fuzz targets (frame_decode, session, certs_load,
+                  config_parse, policy_parse) N seconds each (60 by default) and print
+                  executions and crashes (installs cargo-fuzz)
+  soak [--minutes N] [--rate R]
+                  R new forwarded connections a second (500) for N minutes (10), in
+                  release: fails on any error, leaked descriptor or RSS growth of 5% or more
   bench [FILTER]  run the comparative criterion benchmarks and print overhead ratios
   bench tunnel    the tunnel as a whole process: demo (forward mode) and iperf3 through
                   TUN mode in two network namespaces, each beside its baseline (root)";

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{Process, address_after, expect, start};
+use common::process::{Process, address_after, forward_pair, rss_kib};
 use common::{TempDir, pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -89,47 +89,19 @@ fn echo_child() -> (Process, SocketAddr) {
     (Process(child), line.parse().unwrap())
 }
 
-/// A child's resident set, from /proc.
-fn rss_kib(process: &Process) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", process.0.id()))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn ten_thousand_connections_through_one_client_connection() {
     let tmp = TempDir::new("many");
     let dir = tmp.0.clone();
     pki(&dir, "localhost", &["alice"]);
     let (_echo, target) = echo_child();
-    std::fs::write(
-        dir.join("server.toml"),
-        format!(
-            "role = \"server\"\nmode = \"forward\"\n\
-             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
-             [server]\nlisten = \"127.0.0.1:0\"\n\
-             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n"
-        ),
-    )
-    .unwrap();
-    let (server, server_notify) = start(&dir, "server.toml", "server");
-    let server_addr = address_after(&expect(&server_notify, "READY=1"), "serving on ");
-    std::fs::write(
-        dir.join("client.toml"),
-        format!(
-            "role = \"client\"\nmode = \"forward\"\n\
-             [tls]\ncert = \"pki/alice.pem\"\nkey = \"pki/alice.key\"\nca = \"pki/ca.pem\"\n\
-             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\nconnections = 1\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\
-             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .unwrap();
-    let (client, client_notify) = start(&dir, "client.toml", "client");
-    let ready = expect(&client_notify, "READY=1");
+    let (server, client, ready) = forward_pair(
+        &dir,
+        target,
+        "",
+        "alice",
+        "connections = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
     let local = address_after(&ready, "echo on ");
     let admin = address_after(&ready, "admin on ");
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::process::{address_after, echo_target, expect, start, through};
+use common::process::{address_after, echo_target, expect, forward_pair, start, through};
 use common::{TempDir, pki};
 
 use std::path::Path;
@@ -197,31 +197,9 @@ fn a_client_upload_limit_paces_its_bytes() {
     let dir = tmp.0.clone();
     pki(&dir, "localhost", &["bob"]);
     let target = echo_target();
-    std::fs::write(
-        dir.join("server.toml"),
-        format!(
-            "role = \"server\"\nmode = \"forward\"\n\
-             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
-             [server]\nlisten = \"127.0.0.1:0\"\n\
-             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n\
-             [limits]\nupload_mbps = 40\n"
-        ),
-    )
-    .unwrap();
-    let (_server, server_notify) = start(&dir, "server.toml", "server");
-    let server_addr = address_after(&expect(&server_notify, "READY=1"), "serving on ");
-    std::fs::write(
-        dir.join("client.toml"),
-        format!(
-            "role = \"client\"\nmode = \"forward\"\n\
-             [tls]\ncert = \"pki/bob.pem\"\nkey = \"pki/bob.key\"\nca = \"pki/ca.pem\"\n\
-             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n\
-             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .unwrap();
-    let (_client, client_notify) = start(&dir, "client.toml", "client");
-    let local = address_after(&expect(&client_notify, "READY=1"), "echo on ");
+    let (_server, _client, ready) =
+        forward_pair(&dir, target, "[limits]\nupload_mbps = 40\n", "bob", "");
+    let local = address_after(&ready, "echo on ");
     // Warm up (the tunnel connects), then time 4 MiB through the 40 Mbit/s upload limit.
     assert!(through(local, b"warm").is_some());
     let payload = vec![5u8; 4 << 20];

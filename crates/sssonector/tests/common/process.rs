@@ -18,6 +18,21 @@ impl Drop for Process {
     }
 }
 
+/// A child's resident set in KiB, from /proc.
+pub fn rss_kib(process: &Process) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", process.0.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many file descriptors a child holds, from /proc.
+pub fn open_fds(process: &Process) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", process.0.id())).map_or(0, Iterator::count)
+}
+
 /// Starts `sssonector run` with its own notify socket; returns the process and the socket.
 pub fn start(dir: &Path, config: &str, name: &str) -> (Process, UnixDatagram) {
     let socket_path = dir.join(format!("{name}.notify"));
@@ -35,6 +50,44 @@ pub fn start(dir: &Path, config: &str, name: &str) -> (Process, UnixDatagram) {
         .spawn()
         .unwrap();
     (Process(child), socket)
+}
+
+/// A forward-mode server (`server.toml`, forwarding `echo` to `target`, then `server_extra`)
+/// and a client (`client.toml`, certificate `user`, one `echo` forward on a loopback port, with
+/// `client_extra` in its `[client]` table) started in `dir`, which must hold `pki(dir,
+/// "localhost", &[user])`. Returns both processes and the client's READY notification.
+pub fn forward_pair(
+    dir: &Path,
+    target: SocketAddr,
+    server_extra: &str,
+    user: &str,
+    client_extra: &str,
+) -> (Process, Process, String) {
+    std::fs::write(
+        dir.join("server.toml"),
+        format!(
+            "role = \"server\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n\
+             [[forward]]\nname = \"echo\"\ntarget = \"{target}\"\n{server_extra}"
+        ),
+    )
+    .unwrap();
+    let (server, server_notify) = start(dir, "server.toml", "server");
+    let server_addr = address_after(&expect(&server_notify, "READY=1"), "serving on ");
+    std::fs::write(
+        dir.join("client.toml"),
+        format!(
+            "role = \"client\"\nmode = \"forward\"\n\
+             [tls]\ncert = \"pki/{user}.pem\"\nkey = \"pki/{user}.key\"\nca = \"pki/ca.pem\"\n\
+             [client]\nservers = [\"{server_addr}\"]\nserver_name = \"localhost\"\n{client_extra}\
+             [[forward]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let (client, client_notify) = start(dir, "client.toml", "client");
+    let ready = expect(&client_notify, "READY=1");
+    (server, client, ready)
 }
 
 /// The next notification that contains `wanted`.

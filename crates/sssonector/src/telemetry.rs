@@ -376,6 +376,31 @@ pub(crate) const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often the recorder's histogram samples are folded into their buckets (the exporter's
+/// own default).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The name of the thread that keeps the recorder's memory bounded.
+const UPKEEP_THREAD: &str = "metrics-upkeep";
+
+/// Folds the recorder's pending histogram samples into their buckets every `every`, for the
+/// life of the process. A recorder installed without the exporter's own HTTP listener keeps
+/// every sample recorded until something does this or a scrape of `/metrics` renders them, so
+/// without it a process nobody scrapes grows with each paced wait.
+fn spawn_upkeep(handle: PrometheusHandle, every: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name(UPKEEP_THREAD.to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; histograms grow until /metrics is scraped");
+    }
+}
+
 /// Installs the Prometheus recorder for the whole process (once; later calls return the same
 /// handle) and describes every metric in [`METRICS`].
 ///
@@ -387,6 +412,7 @@ pub(crate) fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus:
         return Ok(handle.clone());
     }
     let handle = PrometheusBuilder::new().install_recorder()?;
+    spawn_upkeep(handle.clone(), UPKEEP_EVERY);
     for &(name, kind, unit, help) in METRICS {
         match (kind, unit) {
             (Kind::Counter, Some(u)) => metrics::describe_counter!(name, u, help),
@@ -410,6 +436,23 @@ pub(crate) fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus:
 mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
+
+    /// The names of this process's threads.
+    fn threads() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn installing_starts_one_upkeep_thread() {
+        install().unwrap();
+        install().unwrap();
+        let upkeep = threads().iter().filter(|t| *t == UPKEEP_THREAD).count();
+        assert_eq!(upkeep, 1, "threads: {:?}", threads());
+    }
 
     fn root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -257,6 +257,15 @@ pub(crate) struct Limits {
     /// The most forwarded streams open at once on one tunnel connection.
     #[serde(default = "default_max_streams")]
     pub(crate) max_streams: usize,
+    /// Each forwarded stream's first receive window, in bytes.
+    #[serde(default = "default_stream_window")]
+    pub(crate) stream_window: u32,
+    /// The largest a stream's window grows to on a long path.
+    #[serde(default = "default_max_stream_window")]
+    pub(crate) max_stream_window: u32,
+    /// What all of one connection's stream windows may grow by together, in bytes.
+    #[serde(default = "default_receive_budget")]
+    pub(crate) receive_budget: u64,
 }
 
 impl Default for Limits {
@@ -265,12 +274,24 @@ impl Default for Limits {
             upload_mbps: None,
             download_mbps: None,
             max_streams: default_max_streams(),
+            stream_window: default_stream_window(),
+            max_stream_window: default_max_stream_window(),
+            receive_budget: default_receive_budget(),
         }
     }
 }
 
 fn default_max_streams() -> usize {
     16_384
+}
+fn default_stream_window() -> u32 {
+    256 * 1024
+}
+fn default_max_stream_window() -> u32 {
+    16 * 1024 * 1024
+}
+fn default_receive_budget() -> u64 {
+    32 * 1024 * 1024
 }
 fn default_expiry_warning() -> Dur {
     Dur::secs(7 * 86_400)
@@ -719,6 +740,25 @@ impl Config {
             errors.push(format!(
                 "limits.max_streams: {} must be 1 to 1000000",
                 self.limits.max_streams
+            ));
+        }
+        let limits = &self.limits;
+        if !(4096..=16 << 20).contains(&limits.stream_window) {
+            errors.push(format!(
+                "limits.stream_window: {} must be 4096 to 16777216 bytes",
+                limits.stream_window
+            ));
+        }
+        if limits.max_stream_window < limits.stream_window || limits.max_stream_window > 1 << 30 {
+            errors.push(format!(
+                "limits.max_stream_window: {} must be at least limits.stream_window ({}) and at most 1073741824 bytes",
+                limits.max_stream_window, limits.stream_window
+            ));
+        }
+        if limits.receive_budget > 1 << 34 {
+            errors.push(format!(
+                "limits.receive_budget: {} must be at most 17179869184 bytes (16 GiB)",
+                limits.receive_budget
             ));
         }
         if let Some(admin) = &self.admin {

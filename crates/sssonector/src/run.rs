@@ -75,6 +75,13 @@ pub(crate) fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, Error> {
         .map_err(|e| Error::field("limits", e))
 }
 
+/// The most unread stream data one link holds: room for every window grown to the budget,
+/// twice over, and never below the link's default.
+pub(crate) fn link_bound(receive_budget: u64) -> usize {
+    let twice = usize::try_from(receive_budget.saturating_mul(2)).unwrap_or(usize::MAX);
+    twice.max(LinkConfig::default().max_buffered)
+}
+
 fn session_config(config: &Config, role: SessionRole) -> SessionConfig {
     let mode = match config.mode {
         Mode::Tun => proto::Mode::Tun,
@@ -83,6 +90,9 @@ fn session_config(config: &Config, role: SessionRole) -> SessionConfig {
     let mut session = SessionConfig::new(role, mode);
     session.keepalive = config.keepalive.interval.0;
     session.dead_peer_timeout = config.keepalive.timeout.0;
+    session.stream_window = config.limits.stream_window;
+    session.max_stream_window = config.limits.max_stream_window;
+    session.receive_budget = config.limits.receive_budget;
     if let Some(tun) = &config.tun {
         session.mtu = tun.mtu;
     }
@@ -493,6 +503,7 @@ async fn start_client(
         read_pacing: pacing(config.limits.download_mbps)?,
         write_pacing: pacing(config.limits.upload_mbps)?,
         max_streams: config.limits.max_streams,
+        max_buffered: link_bound(config.limits.receive_budget),
         ..LinkConfig::default()
     };
     running.observed.set_listen(section.servers.join(", "));

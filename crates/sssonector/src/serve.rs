@@ -136,6 +136,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         read_pacing,
         write_pacing,
         max_streams,
+        max_buffered: crate::run::link_bound(session_config.receive_budget),
         ..LinkConfig::default()
     };
     let assigned: Arc<Mutex<Vec<TunnelAddress>>> = Arc::default();

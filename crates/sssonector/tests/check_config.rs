@@ -221,14 +221,17 @@ fn the_policy_is_checked_with_its_paths_and_its_absence_warned() {
     assert!(out.contains("policy: 1 rule, version "), "{out}");
 }
 
+/// A forward-mode server with the certificates of [`setup`], to append sections to.
+const FORWARD_SERVER: &str = "role = \"server\"\nmode = \"forward\"\n\
+    [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
+    [server]\nlisten = \"127.0.0.1:1\"\n\
+    [[forward]]\nname = \"echo\"\ntarget = \"127.0.0.1:9\"\n";
+
 #[test]
 fn shared_bans_settings_are_checked_without_touching_redis() {
     let tmp = setup("shared-bans");
     let config = tmp.0.join("bans.toml");
-    let server = "role = \"server\"\nmode = \"forward\"\n\
-        [tls]\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\nca = \"pki/ca.pem\"\n\
-        [server]\nlisten = \"127.0.0.1:1\"\n\
-        [[forward]]\nname = \"echo\"\ntarget = \"127.0.0.1:9\"\n";
+    let server = FORWARD_SERVER;
     for (section, expected) in [
         (
             "url = \"http://user:hunter2@cache:6379\"",
@@ -265,5 +268,41 @@ fn shared_bans_settings_are_checked_without_touching_redis() {
     )
     .unwrap();
     let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "bans.toml"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn stream_windows_are_checked_against_each_other() {
+    let tmp = setup("windows");
+    let config = tmp.0.join("windows.toml");
+    let server = FORWARD_SERVER;
+    for (limits, expected) in [
+        (
+            "stream_window = 1024",
+            "limits.stream_window: 1024 must be 4096 to 16777216 bytes",
+        ),
+        (
+            "stream_window = 1048576\nmax_stream_window = 65536",
+            "limits.max_stream_window: 65536 must be at least limits.stream_window (1048576)",
+        ),
+        (
+            "receive_budget = 100000000000",
+            "limits.receive_budget: 100000000000 must be at most",
+        ),
+    ] {
+        std::fs::write(&config, format!("{server}[limits]\n{limits}\n")).unwrap();
+        let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "windows.toml"]);
+        assert!(
+            !ok && out.contains(expected),
+            "missing {expected:?} in:\n{out}"
+        );
+    }
+    // Fixed windows: the largest equal to the first.
+    std::fs::write(
+        &config,
+        format!("{server}[limits]\nstream_window = 65536\nmax_stream_window = 65536\n"),
+    )
+    .unwrap();
+    let (ok, out) = sssonector(&tmp.0, &["check-config", "--config", "windows.toml"]);
     assert!(ok, "{out}");
 }

@@ -23,6 +23,10 @@ use crate::proto::{
 /// credits, errors and goodbyes.
 const MIN_PEER_PAYLOAD: usize = 1024;
 
+/// Set in the value of a ping that probes the round trip for window growth, so that its pong
+/// is told from a keepalive's.
+const PROBE: u64 = 1 << 63;
+
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -104,6 +108,11 @@ struct Stream {
     recv_allowed: u64,
     /// Bytes the application consumed since we last granted credit.
     consumed: u64,
+    /// This stream's receive window: the configured one, grown while the peer fills it
+    /// within one round trip.
+    window: u64,
+    /// Bytes received during the current window probe.
+    probe_bytes: u64,
     sent_half_close: bool,
     received_half_close: bool,
 }
@@ -125,13 +134,23 @@ pub struct SessionConfig {
     pub keepalive: Duration,
     /// How long a silent peer is given before the session is closed.
     pub dead_peer_timeout: Duration,
-    /// Each stream's credit window, in bytes, each way: the most a side may have in flight
-    /// on one stream before the other grants more (bounded memory per stream).
+    /// Each stream's first credit window, in bytes, each way: the most a side may have in
+    /// flight on one stream before the other grants more (bounded memory per stream).
     pub stream_window: u32,
+    /// The largest a stream's receive window grows to. A window doubles each round trip in
+    /// which the peer sends at least half of it while the application keeps up, so a
+    /// stream over a long path is limited by the path, not by the window. Equal to
+    /// `stream_window`, windows stay fixed.
+    pub max_stream_window: u32,
+    /// The most all of a session's receive windows together may grow to beyond their first
+    /// windows' size, in bytes: the memory one connection may hold for streams whose
+    /// applications fall behind.
+    pub receive_budget: u64,
 }
 
 impl SessionConfig {
-    /// Defaults: MTU 1400, 64 KiB frames, 10 s handshake, ping every 10 s, dead after 30 s.
+    /// Defaults: MTU 1400, 64 KiB frames, 10 s handshake, ping every 10 s, dead after 30 s,
+    /// stream windows of 256 KiB growing to 16 MiB within 32 MiB per session.
     pub fn new(role: Role, mode: Mode) -> Self {
         Self {
             role,
@@ -142,6 +161,8 @@ impl SessionConfig {
             keepalive: Duration::from_secs(10),
             dead_peer_timeout: Duration::from_secs(30),
             stream_window: 256 * 1024,
+            max_stream_window: 16 * 1024 * 1024,
+            receive_budget: 32 * 1024 * 1024,
         }
     }
 }
@@ -267,6 +288,13 @@ pub struct Session {
     peer_capabilities: u32,
     streams: HashMap<u32, Stream>,
     next_stream: u32,
+    /// What stream windows have grown by beyond the first window, summed over open streams:
+    /// bounded by [`SessionConfig::receive_budget`].
+    grown: u64,
+    /// The value of the window probe in flight: a ping whose pong ends one round trip.
+    probe: Option<u64>,
+    /// The streams that received data during the probe.
+    probed: Vec<u32>,
     close_reason: Option<CloseReason>,
 }
 
@@ -316,6 +344,9 @@ impl Session {
             send_limit: config.max_payload,
             peer_capabilities: 0,
             streams: HashMap::new(),
+            grown: 0,
+            probe: None,
+            probed: Vec::new(),
             close_reason: None,
         }
     }
@@ -442,6 +473,8 @@ impl Session {
                 send_credit: window,
                 recv_allowed: window,
                 consumed: 0,
+                window,
+                probe_bytes: 0,
                 sent_half_close: false,
                 received_half_close: false,
             },
@@ -483,10 +516,10 @@ impl Session {
     /// Reports that the application consumed `bytes` received on stream `id`; once half the
     /// window has been consumed, credit for it is granted to the peer.
     pub fn consumed(&mut self, id: u32, bytes: usize) {
-        let half = u64::from(self.config.stream_window / 2).max(1);
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        let half = (stream.window / 2).max(1);
         stream.consumed += bytes as u64;
         if stream.consumed >= half && !stream.received_half_close {
             let grant = stream.consumed;
@@ -511,7 +544,7 @@ impl Session {
             let done = stream.received_half_close;
             self.send(&Frame::StreamHalfClose { id });
             if done {
-                self.streams.remove(&id);
+                self.remove_stream(id);
             }
         }
         Ok(())
@@ -519,8 +552,70 @@ impl Session {
 
     /// Ends stream `id` both ways; a non-zero `code` is a reset.
     pub fn close_stream(&mut self, id: u32, code: u16) {
-        if self.streams.remove(&id).is_some() {
+        if self.remove_stream(id) {
             self.send(&Frame::StreamClose { id, code });
+        }
+    }
+
+    /// Forgets stream `id`, giving back what its window grew by; whether it was open.
+    fn remove_stream(&mut self, id: u32) -> bool {
+        match self.streams.remove(&id) {
+            Some(stream) => {
+                let first = u64::from(self.config.stream_window);
+                self.grown = self
+                    .grown
+                    .saturating_sub(stream.window.saturating_sub(first));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The receive window of stream `id` now, if it is open.
+    pub fn stream_window(&self, id: u32) -> Option<u64> {
+        self.streams.get(&id).map(|s| s.window)
+    }
+
+    /// A probe's pong came back: one round trip has passed since counting began. A stream
+    /// whose peer sent at least half its window in that time, while the application kept up
+    /// (at most half the window waits unread), was limited by the window — credit comes back
+    /// in halves of it — so it doubles, within the largest window and the session's budget,
+    /// and the growth is granted at once.
+    fn on_probe_answered(&mut self) {
+        self.probe = None;
+        let first = u64::from(self.config.stream_window);
+        let max = u64::from(self.config.max_stream_window).max(first);
+        let budget = self.config.receive_budget;
+        for id in self.probed.drain(..) {
+            let Some(stream) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let received = std::mem::take(&mut stream.probe_bytes);
+            let unread = stream
+                .window
+                .saturating_sub(stream.recv_allowed + stream.consumed);
+            if stream.received_half_close
+                || received * 2 < stream.window
+                || unread > stream.window / 2
+            {
+                continue;
+            }
+            let growth = stream
+                .window
+                .min(max.saturating_sub(stream.window))
+                .min(budget.saturating_sub(self.grown))
+                .min(u64::from(u32::MAX));
+            if growth == 0 {
+                continue;
+            }
+            stream.window += growth;
+            stream.recv_allowed += growth;
+            self.grown += growth;
+            let _ = Frame::StreamCredit {
+                id,
+                bytes: u32::try_from(growth).unwrap_or(u32::MAX),
+            }
+            .encode(&mut self.outbound, crate::proto::MAX_PAYLOAD_LIMIT);
         }
     }
 
@@ -617,7 +712,11 @@ impl Session {
                 self.finish(CloseReason::Goodbye);
             }
             (State::Established | State::Draining, Frame::Ping(v)) => self.send(&Frame::Pong(v)),
-            (State::Established | State::Draining, Frame::Pong(_)) => {}
+            (State::Established | State::Draining, Frame::Pong(v)) => {
+                if self.probe == Some(v) {
+                    self.on_probe_answered();
+                }
+            }
             (State::Established | State::Draining, frame) => self.on_traffic(frame),
             (_, other) => self.fail(
                 code::UNEXPECTED_FRAME,
@@ -742,6 +841,22 @@ impl Session {
                     );
                 }
                 stream.recv_allowed -= data.len() as u64;
+                let growable = stream.window < u64::from(self.config.max_stream_window);
+                if self.probe.is_none() && growable && self.grown < self.config.receive_budget {
+                    // Measure one round trip, from this data to the pong's arrival: what a
+                    // window-limited peer sends in it is its whole window.
+                    let value = PROBE | self.next_ping;
+                    self.next_ping += 1;
+                    self.probe = Some(value);
+                    let _ = Frame::Ping(value)
+                        .encode(&mut self.outbound, crate::proto::MAX_PAYLOAD_LIMIT);
+                }
+                if self.probe.is_some() {
+                    if stream.probe_bytes == 0 {
+                        self.probed.push(id);
+                    }
+                    stream.probe_bytes += data.len() as u64;
+                }
                 Event::StreamData { id, data }
             }
             Frame::StreamHalfClose { id } => {
@@ -750,12 +865,12 @@ impl Session {
                 };
                 stream.received_half_close = true;
                 if stream.sent_half_close {
-                    self.streams.remove(&id);
+                    self.remove_stream(id);
                 }
                 Event::StreamHalfClosed { id }
             }
             Frame::StreamClose { id, code } => {
-                if self.streams.remove(&id).is_none() {
+                if !self.remove_stream(id) {
                     return;
                 }
                 Event::StreamClosed { id, code }

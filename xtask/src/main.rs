@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask ci`: exactly what CI runs (format, lints, tests, docs, benchmark and example
 //!   builds, the unattended examples, dependency policy). Installs missing tools itself.
-//! - `cargo xtask bench tunnel`: the tunnel end to end beside loopback and veth baselines.
+//! - `cargo xtask bench tunnel [--rounds N] [--seconds S] [--only PARTS]`: the tunnel beside
+//!   stunnel, OpenVPN, socat and the bare path, measured in one run.
 //! - `cargo xtask fuzz [--seconds N] [TARGET…]`: the cargo-fuzz targets in `fuzz/`, N seconds
 //!   each, on the stable toolchain.
 //! - `cargo xtask soak [--minutes N] [--rate R]`: new forwarded connections at R a second for
@@ -28,7 +29,9 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
-        Some("bench") if args.get(1).map(String::as_str) == Some("tunnel") => tunnel::run(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("tunnel") => {
+            tunnel::run(&args[2..])
+        }
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             eprintln!("{}", USAGE);
@@ -57,5 +60,10 @@ commands:
                   R new forwarded connections a second (500) for N minutes (10), in
                   release: fails on any error, leaked descriptor or RSS growth of 5% or more
   bench [FILTER]  run the comparative criterion benchmarks and print overhead ratios
-  bench tunnel    the tunnel as a whole process: demo (forward mode) and iperf3 through
-                  TUN mode in two network namespaces, each beside its baseline (root)";
+  bench tunnel [--rounds N] [--seconds S] [--connections N] [--idle N]
+               [--only forward,latency,delay,tun,memory]
+                  sssonector beside stunnel, socat, OpenVPN and the bare path, in one
+                  run, contenders alternated: port forward, new-connection latency, a
+                  path with 20 and 50 ms delay, TUN mode, idle-connection memory (root
+                  for delay and tun; installs iperf3, stunnel4, socat, openvpn); writes
+                  docs/bench/tunnel.json and tunnel.svg";

@@ -58,30 +58,65 @@ pub type LinkEnd = (
     tokio::sync::mpsc::Receiver<sssonector_tunnel::Incoming>,
 );
 
+/// One side's session and link settings.
+pub type Side = (
+    sssonector_tunnel::proto::SessionConfig,
+    sssonector_tunnel::LinkConfig,
+);
+
 /// A client and a server link established over an in-memory transport, each with its session
 /// and link settings (for TUN mode: the server assigns no addresses).
-pub async fn link_pair(
-    (client_session, client_link): (
-        sssonector_tunnel::proto::SessionConfig,
-        sssonector_tunnel::LinkConfig,
-    ),
-    (server_session, server_link): (
-        sssonector_tunnel::proto::SessionConfig,
-        sssonector_tunnel::LinkConfig,
-    ),
-) -> (LinkEnd, LinkEnd) {
+pub async fn link_pair(client: Side, server: Side) -> (LinkEnd, LinkEnd) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    establish_pair((a, client), (b, server)).await
+}
+
+/// [`link_pair`] over TLS 1.3 with mutual certificates ([`pki`]) on a loopback TCP
+/// connection: the transport the binary uses.
+pub async fn tls_link_pair(client: Side, server: Side) -> (LinkEnd, LinkEnd) {
+    let pki = pki();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tokio_rustls::TlsAcceptor::from(pki.server.clone())
+            .accept(tcp)
+            .await
+            .unwrap()
+    };
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(pki.client.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    };
+    let (accepted, connected) = tokio::join!(accept, connect);
+    establish_pair((connected, client), (accepted, server)).await
+}
+
+async fn establish_pair<C, S>(
+    (client_io, (client_session, client_link)): (C, Side),
+    (server_io, (server_session, server_link)): (S, Side),
+) -> (LinkEnd, LinkEnd)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     use sssonector_tunnel::Link;
     use sssonector_tunnel::proto::Session;
     use std::time::Instant;
 
-    let (a, b) = tokio::io::duplex(1 << 20);
     let client = Link::establish(
-        a,
+        client_io,
         Session::client(client_session, Instant::now(), Vec::new()),
         client_link,
     );
     let server = Link::establish(
-        b,
+        server_io,
         Session::server(server_session, Instant::now(), Box::new(|_| Ok(Vec::new()))),
         server_link,
     );

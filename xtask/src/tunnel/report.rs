@@ -226,7 +226,7 @@ pub(crate) fn svg(measures: &[Measure], caption: &str) -> String {
         .filter(|m| m.median(OURS).is_some() && m.median(m.peer).is_some())
         .collect();
     let height = 40.0 + ROW * shown.len() as f64 + 30.0;
-    let width = LABEL + BAR + 160.0;
+    let width = LABEL + BAR + 240.0;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -271,7 +271,7 @@ pub(crate) fn svg(measures: &[Measure], caption: &str) -> String {
             m.peer,
             figure(peer),
             m.unit,
-            LABEL + BAR + 100.0,
+            LABEL + BAR + 175.0,
             y + 24.0,
             m.advantage().unwrap_or(0.0),
         );

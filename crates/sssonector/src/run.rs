@@ -95,6 +95,12 @@ fn session_config(config: &Config, role: SessionRole) -> SessionConfig {
     session.receive_budget = config.limits.receive_budget;
     if let Some(tun) = &config.tun {
         session.mtu = tun.mtu;
+        if config.mode == Mode::Tun && tun.offload {
+            // Super-packets cross whole when both sides' devices have offload: room for
+            // 64 KiB and the virtio header in a frame.
+            session.gso = true;
+            session.max_payload = session.max_payload.max(96 * 1024);
+        }
     }
     if let Some(server) = &config.server {
         session.handshake_timeout = server.handshake_timeout.0;
@@ -357,7 +363,7 @@ async fn start_server(
     let audit = running.audit.clone();
     running.observed.set_guard(guard.clone());
 
-    let session_config = session_config(config, SessionRole::Server);
+    let mut session_config = session_config(config, SessionRole::Server);
     // Per client: each connection gets its own budgets. Client → server upload is what the
     // server reads. (Checked here once, so the per-connection builds cannot fail.)
     let limits = Arc::new(Mutex::new(session_limits(config)));
@@ -384,6 +390,8 @@ async fn start_server(
                 field: "tun.name",
                 error,
             })?;
+            // A kernel that refused offload gets no super-packets whole.
+            session_config.gso &= device.tcp_gso();
             let mtu = tun_section.mtu;
             let router = Arc::new(tun::Router::new());
             let loop_device = Arc::clone(&device);

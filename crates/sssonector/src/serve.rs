@@ -220,7 +220,7 @@ pub(crate) async fn serve_client(handshaken: Handshaken, id: String, options: Se
         addresses.clone(),
         link.clone(),
     );
-    tracing::info!(%peer, identity, ?addresses, rule = admitted.verdict.rule(), "client connected");
+    tracing::info!(%peer, identity, ?addresses, rule = admitted.verdict.rule(), super_packets = link.gso(), "client connected");
     who.event("session.start")
         .field("rule", admitted.verdict.rule())
         .field("serial", peer_identity.serial_hex())

@@ -2,7 +2,8 @@
 //! veth pair. Ping both ways (IPv4 and IPv6), 100 MiB through the tunnel with matching
 //! sha256, and `kill -9` of the server: after a restart the client reconnects and traffic
 //! resumes within 10 s. Two clients route through the server, and an access policy limits
-//! client-to-client traffic until a reload grants it.
+//! client-to-client traffic until a reload grants it. Segmentation-offload super-packets cross
+//! whole when both sides have offload, and are split for a client without it.
 //!
 //! Needs root, `/dev/net/tun`, `ip` (iproute2), `ping` and `python3` (for the transfer's two
 //! ends); without them it prints why and passes. CI runs as root.
@@ -68,14 +69,19 @@ c.sendall(b"after"); print("after ok" if c.recv(16) == b"after" else "after wron
 /// 100 MiB from the client namespace to `addr` in the server namespace; returns the
 /// sender's Mbit/s and the sha256 both ends agreed on.
 fn transfer(net: &Net, addr: &str) -> (f64, String) {
+    transfer_between(net, &net.client_ns, &net.server_ns, addr)
+}
+
+/// 100 MiB from namespace `from` to `addr` in namespace `to`, as [`transfer`].
+fn transfer_between(net: &Net, from: &str, to: &str, addr: &str) -> (f64, String) {
     let mut sink = net
-        .exec(&net.server_ns, &["python3", "-c", SINK, addr])
+        .exec(to, &["python3", "-c", SINK, addr])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     assert_eq!(first_line(&mut sink), "listening");
     let source = net
-        .exec(&net.client_ns, &["python3", "-c", SOURCE, addr])
+        .exec(from, &["python3", "-c", SOURCE, addr])
         .output()
         .unwrap();
     let sent = String::from_utf8_lossy(&source.stdout).to_string();
@@ -95,13 +101,14 @@ fn transfer(net: &Net, addr: &str) -> (f64, String) {
     (sent[2].parse().unwrap(), sent[1].to_owned())
 }
 
-#[test]
-fn tun_mode_between_two_namespaces() {
+/// Namespaces `tag` with certificates and a TUN server configuration (IPv4 and IPv6 pools,
+/// offload on by default); `None`, with the reason printed, where the test cannot run.
+fn server_setup(tag: &str) -> Option<(Net, std::path::PathBuf)> {
     if let Some(reason) = missing_prerequisite(&["ip", "ping", "python3"]) {
         println!("skipped: {reason}; this test needs root, /dev/net/tun, ip, ping and python3");
-        return;
+        return None;
     }
-    let mut net = Net::new("a");
+    let net = Net::new(tag);
     let dir = net.dir.clone();
     pki(&dir, "192.168.77.1", &["client"]);
     let server_config = dir.join("server.toml");
@@ -115,6 +122,15 @@ fn tun_mode_between_two_namespaces() {
          [keepalive]\ninterval = \"1s\"\ntimeout = \"3s\"\n",
     )
     .unwrap();
+    Some((net, server_config))
+}
+
+#[test]
+fn tun_mode_between_two_namespaces() {
+    let Some((mut net, server_config)) = server_setup("a") else {
+        return;
+    };
+    let dir = net.dir.clone();
     let client_config = dir.join("client.toml");
     std::fs::write(&client_config, tun_client_toml("3s")).unwrap();
     let (server_ns, client_ns) = (net.server_ns.clone(), net.client_ns.clone());
@@ -497,4 +513,48 @@ fn a_roaming_client_replaces_its_old_session_and_keeps_its_address() {
     );
     must(&["kill", "-CONT", &pid]);
     println!("the roamed client kept 10.77.0.2; traffic after {back:?}");
+}
+
+#[test]
+fn super_packets_cross_whole_between_offload_devices_and_split_for_others() {
+    let Some((mut net, server_config)) = server_setup("g") else {
+        return;
+    };
+    let dir = net.dir.clone();
+    let (server_ns, client_ns) = (net.server_ns.clone(), net.client_ns.clone());
+    net.start(&server_ns, &server_config, "server.log");
+    for (offload, whole) in [(true, "super_packets=true"), (false, "super_packets=false")] {
+        let client_config = dir.join(format!("client-{offload}.toml"));
+        let text = tun_client_toml("3s").replace(
+            "mtu = 1400\n",
+            &format!("mtu = 1400\noffload = {offload}\n"),
+        );
+        std::fs::write(&client_config, text).unwrap();
+        let log = format!("client-{offload}.log");
+        let client = net.start(&client_ns, &client_config, &log);
+        assert!(
+            net.ping_within(&client_ns, "10.77.0.1", Duration::from_secs(15))
+                .is_some(),
+            "client (offload {offload}) → server ping\nserver:\n{}\nclient:\n{}",
+            net.log("server.log"),
+            net.log(&log)
+        );
+        // Both ways: the client's device reads super-packets (whole or split by it), and the
+        // server's (whole, or split by the server for this client).
+        let (up, _) = transfer_between(&net, &client_ns, &server_ns, "10.77.0.1");
+        let (down, _) = transfer_between(&net, &server_ns, &client_ns, "10.77.0.2");
+        println!(
+            "client offload {offload}: 100 MiB up at {up:.0} Mbit/s, down at {down:.0}, sha256 equal"
+        );
+        assert!(
+            net.log("server.log").contains(whole),
+            "the server did not log {whole}:\n{}",
+            net.log("server.log")
+        );
+        let child = &mut net.children[client];
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Its device goes with it.
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

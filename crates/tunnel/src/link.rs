@@ -102,6 +102,9 @@ impl Default for LinkConfig {
 pub enum Incoming {
     /// An IP packet.
     Packet(Bytes),
+    /// A segmentation-offload super-packet: the 10-byte `virtio_net_hdr`, then the IP
+    /// packet; write it to a TUN device with offload as it is, or split it.
+    GsoPacket(Bytes),
     /// The peer opened a stream to a forwarding rule.
     Stream {
         /// The rule's name.
@@ -396,19 +399,21 @@ impl Link {
     ///
     /// The link is closed, or the packet is too large.
     pub async fn send_packet(&self, packet: &[u8]) -> Result<(), LinkError> {
+        self.send_queued(packet, false).await
+    }
+
+    async fn send_queued(&self, packet: &[u8], gso: bool) -> Result<(), LinkError> {
         loop {
             let drained = self.shared.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            match self.queue_packet(packet)? {
-                true => return Ok(()),
-                false => {
-                    let mut closed = self.shared.closed.subscribe();
-                    tokio::select! {
-                        () = drained => {}
-                        () = async { let _ = closed.wait_for(Option::is_some).await; } => return Err(LinkError::Closed),
-                    }
-                }
+            if self.queue_packet(packet, gso)? {
+                return Ok(());
+            }
+            let mut closed = self.shared.closed.subscribe();
+            tokio::select! {
+                () = drained => {}
+                () = async { let _ = closed.wait_for(Option::is_some).await; } => return Err(LinkError::Closed),
             }
         }
     }
@@ -420,14 +425,44 @@ impl Link {
     ///
     /// The link is closed, or the packet is too large.
     pub fn try_send_packet(&self, packet: &[u8]) -> Result<bool, LinkError> {
-        let queued = self.queue_packet(packet)?;
+        let queued = self.queue_packet(packet, false)?;
         if !queued {
             self.shared.counters.packets_dropped.add(1);
         }
         Ok(queued)
     }
 
-    fn queue_packet(&self, packet: &[u8]) -> Result<bool, LinkError> {
+    /// Whether super-packets go whole on this link (both sides announced GSO).
+    pub fn gso(&self) -> bool {
+        self.shared.session.lock().gso()
+    }
+
+    /// [`try_send_packet`](Self::try_send_packet) for a super-packet (`virtio_net_hdr` and
+    /// IP packet), whole.
+    ///
+    /// # Errors
+    ///
+    /// The link is closed, the peer does not take super-packets ([`gso`](Self::gso)), or it
+    /// is too large for the peer: split it and send the packets.
+    pub fn try_send_gso_packet(&self, raw: &[u8]) -> Result<bool, LinkError> {
+        let queued = self.queue_packet(raw, true)?;
+        if !queued {
+            self.shared.counters.packets_dropped.add(1);
+        }
+        Ok(queued)
+    }
+
+    /// [`send_packet`](Self::send_packet) for a super-packet, whole, waiting while the
+    /// outbound buffer is over its limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send_gso_packet`](Self::try_send_gso_packet).
+    pub async fn send_gso_packet(&self, raw: &[u8]) -> Result<(), LinkError> {
+        self.send_queued(raw, true).await
+    }
+
+    fn queue_packet(&self, packet: &[u8], gso: bool) -> Result<bool, LinkError> {
         if self.shared.shutting.load(Ordering::Acquire) {
             return Err(LinkError::Closed);
         }
@@ -439,9 +474,12 @@ impl Link {
             return Ok(false);
         }
         let was_empty = session.pending_output() == 0;
-        session
-            .send_packet(packet)
-            .map_err(|e| LinkError::Packet(e.to_string()))?;
+        if gso {
+            session.send_gso_packet(packet)
+        } else {
+            session.send_packet(packet)
+        }
+        .map_err(|e| LinkError::Packet(e.to_string()))?;
         drop(session);
         self.shared.counters.packets_out.add(1);
         if was_empty {
@@ -567,6 +605,12 @@ fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
                 // A full queue drops the packet, as a router would; TCP inside recovers.
                 let dropped = incoming.try_send(Incoming::Packet(packet)).is_err();
                 if dropped {
+                    shared.counters.packets_dropped.add(1);
+                }
+            }
+            Event::GsoPacket(raw) => {
+                packets += 1;
+                if incoming.try_send(Incoming::GsoPacket(raw)).is_err() {
                     shared.counters.packets_dropped.add(1);
                 }
             }

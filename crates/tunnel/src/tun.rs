@@ -370,6 +370,11 @@ impl Router {
         }
     }
 
+    /// The link of the client holding `addr`.
+    pub fn route(&self, addr: IpAddr) -> Option<Link> {
+        self.routes.read().get(&addr).cloned()
+    }
+
     /// Whether a client holds `addr`.
     pub fn has_route(&self, addr: IpAddr) -> bool {
         self.routes.read().contains_key(&addr)
@@ -439,7 +444,7 @@ pub use client::{Client, OnDeviceError, Prepared};
 #[cfg(all(target_os = "linux", feature = "tun"))]
 mod device {
     use bytes::{Bytes, BytesMut};
-    use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+    use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN, VirtioNetHdr, gso_split};
 
     use super::*;
 
@@ -498,31 +503,222 @@ mod device {
         Ok(Arc::new(device))
     }
 
-    /// Reads the device: each read may hold many packets (offload), handed to `each` one by
-    /// one. Buffers are allocated once.
+    /// What one read of the device gave.
+    enum Read {
+        /// A segmentation-offload super-packet, whole: `virtio_net_hdr` and IP packet, the
+        /// first this many bytes of the read buffer ([`Reader::raw`]).
+        Whole(usize),
+        /// This many packets ([`Reader::packet`]).
+        Packets(usize),
+    }
+
+    /// Reads the device. A device with offload gives super-packets, kept whole
+    /// ([`Read::Whole`]) for a peer that takes them and split ([`Reader::split`]) for one that
+    /// does not; other reads are packets. Buffers are allocated once.
     struct Reader {
         original: Vec<u8>,
-        bufs: Vec<Vec<u8>>,
-        sizes: Vec<usize>,
+        splitter: Splitter,
     }
 
     impl Reader {
         fn new(mtu: usize) -> Self {
             Self {
                 original: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
-                bufs: vec![vec![0; mtu.max(1500) + 64]; IDEAL_BATCH_SIZE],
-                sizes: vec![0; IDEAL_BATCH_SIZE],
+                splitter: Splitter::new(mtu),
             }
         }
 
-        async fn read(&mut self, device: &Device) -> io::Result<usize> {
-            device
-                .recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0)
-                .await
+        async fn read(&mut self, device: &Device) -> io::Result<Read> {
+            if !device.tcp_gso() {
+                let n = device
+                    .recv_multiple(
+                        &mut self.original,
+                        &mut self.splitter.bufs,
+                        &mut self.splitter.sizes,
+                        0,
+                    )
+                    .await?;
+                return Ok(Read::Packets(n));
+            }
+            let n = device.recv(&mut self.original).await?;
+            let raw = &self.original[..n];
+            if n > VIRTIO_NET_HDR_LEN && raw[1] != 0 {
+                return Ok(Read::Whole(n));
+            }
+            self.splitter.split(raw).map(Read::Packets)
+        }
+
+        fn raw(&self, len: usize) -> &[u8] {
+            &self.original[..len]
+        }
+
+        /// Splits the super-packet of [`Read::Whole`] into packets; none (logged) if it
+        /// will not split.
+        fn split_or_drop(&mut self, len: usize) -> usize {
+            self.splitter
+                .split(&self.original[..len])
+                .unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "a super-packet from the device would not split");
+                    0
+                })
+        }
+
+        fn packet(&self, i: usize) -> &[u8] {
+            self.splitter.packet(i)
+        }
+    }
+
+    /// Splits super-packets (`virtio_net_hdr` and IP packet) into packets, completing
+    /// checksums the kernel left partial: for a peer or a device that does not take them
+    /// whole.
+    struct Splitter {
+        scratch: Vec<u8>,
+        bufs: Vec<Vec<u8>>,
+        sizes: Vec<usize>,
+    }
+
+    impl Splitter {
+        fn new(mtu: usize) -> Self {
+            // 64 KiB of segments of at least 512 bytes (a small MSS) each.
+            let count = IDEAL_BATCH_SIZE.max(65_536 / 512);
+            Self {
+                scratch: Vec::with_capacity(65_535),
+                bufs: vec![vec![0; mtu.max(1500) + 64]; count],
+                sizes: vec![0; count],
+            }
+        }
+
+        fn split(&mut self, raw: &[u8]) -> io::Result<usize> {
+            let hdr = VirtioNetHdr::decode(raw)?;
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&raw[VIRTIO_NET_HDR_LEN..]);
+            let input = &mut self.scratch;
+            let Some(&first) = input.first() else {
+                return Err(io::Error::other("an empty packet"));
+            };
+            if hdr.gso_type == 0 {
+                if hdr.flags & 1 != 0 {
+                    complete_checksum(input, hdr.csum_start, hdr.csum_offset)?;
+                }
+                let buf = &mut self.bufs[0];
+                if input.len() > buf.len() {
+                    return Err(io::Error::other(format!(
+                        "a packet of {} bytes without segmentation",
+                        input.len()
+                    )));
+                }
+                buf[..input.len()].copy_from_slice(input);
+                self.sizes[0] = input.len();
+                return Ok(1);
+            }
+            let mut hdr = hdr;
+            // The kernel's header length can cover a whole first segment on a forwarding
+            // path: recompute it from the transport header, as tun-rs does on its reads.
+            let start = usize::from(hdr.csum_start);
+            hdr.hdr_len = if hdr.gso_type & 0x7f == tun_rs::VIRTIO_NET_HDR_GSO_UDP_L4 {
+                hdr.csum_start.saturating_add(8)
+            } else {
+                let offset = input
+                    .get(start + 12)
+                    .ok_or_else(|| io::Error::other("a super-packet shorter than its headers"))?;
+                hdr.csum_start.saturating_add(u16::from(offset >> 4) * 4)
+            };
+            gso_split(
+                input,
+                hdr,
+                &mut self.bufs,
+                &mut self.sizes,
+                0,
+                first >> 4 == 6,
+            )
         }
 
         fn packet(&self, i: usize) -> &[u8] {
             &self.bufs[i][..self.sizes[i]]
+        }
+    }
+
+    /// Fills in a checksum the kernel left partial (`VIRTIO_NET_HDR_F_NEEDS_CSUM`): the
+    /// one's-complement sum from `start` on, stored at `start + offset`, whose field already
+    /// holds the pseudo-header's sum.
+    fn complete_checksum(packet: &mut [u8], start: u16, offset: u16) -> io::Result<()> {
+        let (start, at) = (usize::from(start), usize::from(start) + usize::from(offset));
+        if at + 2 > packet.len() || start > at {
+            return Err(io::Error::other("a checksum offset beyond the packet"));
+        }
+        let mut sum: u64 = 0;
+        for chunk in packet[start..].chunks(2) {
+            let word = if chunk.len() == 2 {
+                u16::from_be_bytes([chunk[0], chunk[1]])
+            } else {
+                u16::from_be_bytes([chunk[0], 0])
+            };
+            sum += u64::from(word);
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let folded = u16::try_from(sum).unwrap_or(u16::MAX);
+        packet[at..at + 2].copy_from_slice(&(!folded).to_be_bytes());
+        Ok(())
+    }
+
+    /// Sends what one device read gave on `link`: a super-packet whole when the link takes
+    /// them, else its packets.
+    async fn send_read(reader: &mut Reader, read: Read, link: &mut Option<Link>) {
+        let n = match read {
+            Read::Whole(len) => {
+                if let Some(l) = link.as_ref().filter(|l| l.gso()) {
+                    match l.send_gso_packet(reader.raw(len)).await {
+                        Ok(()) => return,
+                        Err(LinkError::Packet(_)) => {}
+                        Err(_) => {
+                            *link = None;
+                            return;
+                        }
+                    }
+                }
+                reader.split_or_drop(len)
+            }
+            Read::Packets(n) => n,
+        };
+        for i in 0..n {
+            send_from_device(link, reader.packet(i)).await;
+        }
+    }
+
+    /// Routes what one device read gave to the client holding its destination: whole to a
+    /// client that takes super-packets, else split.
+    fn route_read(reader: &mut Reader, read: Read, router: &Router) {
+        let n = match read {
+            Read::Whole(len) => {
+                let Some((_, dst)) = addresses(&reader.raw(len)[VIRTIO_NET_HDR_LEN..]) else {
+                    return;
+                };
+                let Some(link) = router.route(dst) else {
+                    router.counters.no_route.add(1);
+                    return;
+                };
+                if link.gso() {
+                    let counter = match link.try_send_gso_packet(reader.raw(len)) {
+                        Ok(true) => &router.counters.forwarded,
+                        Ok(false) | Err(_) => &router.counters.refused,
+                    };
+                    counter.add(1);
+                    return;
+                }
+                reader.split_or_drop(len)
+            }
+            Read::Packets(n) => n,
+        };
+        for i in 0..n {
+            let packet = reader.packet(i);
+            let Some((_, dst)) = addresses(packet) else {
+                continue;
+            };
+            if !router.forward(dst, packet) {
+                router.counters.no_route.add(1);
+            }
         }
     }
 
@@ -531,6 +727,8 @@ mod device {
     struct Writer {
         bufs: Vec<BytesMut>,
         gro: GROTable,
+        /// For super-packets to a device without offload.
+        splitter: Option<Splitter>,
     }
 
     impl Writer {
@@ -538,6 +736,31 @@ mod device {
             Self {
                 bufs: Vec::with_capacity(IDEAL_BATCH_SIZE),
                 gro: GROTable::default(),
+                splitter: None,
+            }
+        }
+
+        /// Writes a super-packet from the peer: as it is to a device with offload, which
+        /// segments it; split into packets otherwise.
+        async fn write_whole(&mut self, device: &Device, raw: &[u8]) {
+            if device.tcp_gso() {
+                if let Err(e) = device.send(raw).await {
+                    tracing::debug!(error = %e, "TUN write of a super-packet failed");
+                }
+                return;
+            }
+            let splitter = self.splitter.get_or_insert_with(|| Splitter::new(1500));
+            let n = match splitter.split(raw) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a super-packet from the peer would not split");
+                    return;
+                }
+            };
+            for i in 0..n {
+                if let Err(e) = device.send(splitter.packet(i)).await {
+                    tracing::debug!(error = %e, "TUN write failed");
+                }
             }
         }
 
@@ -568,24 +791,27 @@ mod device {
     }
 
     /// Takes the next packets from `incoming`: waits for one, then takes whatever else is
-    /// already queued, up to a batch. `None` when the queue has ended.
+    /// already queued, up to a batch or a super-packet, which ends the batch (and comes after
+    /// it, in order). `None` when the queue has ended.
     async fn next_batch(
         incoming: &mut mpsc::Receiver<Incoming>,
         batch: &mut Vec<Bytes>,
-    ) -> Option<()> {
+    ) -> Option<Option<Bytes>> {
         batch.clear();
         let first = incoming.recv().await?;
         let mut item = Some(first);
         while let Some(next) = item {
-            if let Incoming::Packet(packet) = next {
-                batch.push(packet);
+            match next {
+                Incoming::Packet(packet) => batch.push(packet),
+                Incoming::GsoPacket(raw) => return Some(Some(raw)),
+                _ => {}
             }
             if batch.len() >= IDEAL_BATCH_SIZE {
                 break;
             }
             item = incoming.try_recv().ok();
         }
-        Some(())
+        Some(None)
     }
 
     /// Server: reads packets from the device and sends each to the client holding its
@@ -601,16 +827,8 @@ mod device {
     ) -> io::Result<()> {
         let mut reader = Reader::new(usize::from(mtu));
         loop {
-            let n = reader.read(&device).await?;
-            for i in 0..n {
-                let packet = reader.packet(i);
-                let Some((_, dst)) = addresses(packet) else {
-                    continue;
-                };
-                if !router.forward(dst, packet) {
-                    router.counters.no_route.add(1);
-                }
-            }
+            let read = reader.read(&device).await?;
+            route_read(&mut reader, read, &router);
         }
     }
 
@@ -638,7 +856,8 @@ mod device {
     ) {
         let mut writer = Writer::new();
         let mut batch = Vec::with_capacity(IDEAL_BATCH_SIZE);
-        while next_batch(&mut incoming, &mut batch).await.is_some() {
+        let mut splitter = None;
+        while let Some(whole) = next_batch(&mut incoming, &mut batch).await {
             batch.retain(|packet| {
                 let Some((src, dst)) = addresses(packet) else {
                     return false;
@@ -662,7 +881,69 @@ mod device {
                 }
             });
             writer.write(&device, &batch).await;
+            if let Some(raw) = whole {
+                let to_device = route_whole(&raw, &own, &router, filter.as_mut(), &mut splitter);
+                if to_device {
+                    writer.write_whole(&device, &raw).await;
+                }
+            }
         }
+    }
+
+    /// Where a client's super-packet goes, by the same rules as its packets (its own source
+    /// address, the filter): to another client, whole if it takes them and split if not, or
+    /// to the device (`true`).
+    fn route_whole(
+        raw: &[u8],
+        own: &[IpAddr],
+        router: &Router,
+        filter: Option<&mut PacketFilter>,
+        splitter: &mut Option<Splitter>,
+    ) -> bool {
+        let Some((src, dst)) = raw.get(VIRTIO_NET_HDR_LEN..).and_then(addresses) else {
+            return false;
+        };
+        if !own.contains(&src) {
+            router.counters.spoofed.add(1);
+            return false;
+        }
+        let mut filter = filter;
+        let Some(link) = router.route(dst) else {
+            let allowed = filter.as_mut().is_none_or(|f| f(dst, Destination::Server));
+            if !allowed {
+                router.counters.denied.add(1);
+            }
+            return allowed;
+        };
+        if let Some(f) = filter.as_mut() {
+            if !f(dst, Destination::Client) {
+                router.counters.denied.add(1);
+                return false;
+            }
+        }
+        let sent = if link.gso() {
+            link.try_send_gso_packet(raw).unwrap_or(false)
+        } else {
+            let splitter = splitter.get_or_insert_with(|| Splitter::new(1500));
+            match splitter.split(raw) {
+                Ok(n) => {
+                    // Every segment is offered, even after one is refused.
+                    let mut all = true;
+                    for i in 0..n {
+                        all &= link.try_send_packet(splitter.packet(i)).unwrap_or(false);
+                    }
+                    all
+                }
+                Err(_) => false,
+            }
+        };
+        let counter = if sent {
+            &router.counters.forwarded
+        } else {
+            &router.counters.refused
+        };
+        counter.add(1);
+        false
     }
 
     /// Client: reads packets from the device and sends them on whatever link is current
@@ -680,13 +961,11 @@ mod device {
         let mut reader = Reader::new(usize::from(mtu));
         let mut link = current.borrow_and_update().clone();
         loop {
-            let n = reader.read(&device).await?;
+            let read = reader.read(&device).await?;
             if current.has_changed().unwrap_or(false) {
                 link = current.borrow_and_update().clone();
             }
-            for i in 0..n {
-                send_from_device(&mut link, reader.packet(i)).await;
-            }
+            send_read(&mut reader, read, &mut link).await;
         }
     }
 
@@ -709,8 +988,93 @@ mod device {
     pub async fn client_link_loop(mut incoming: mpsc::Receiver<Incoming>, device: Arc<Device>) {
         let mut writer = Writer::new();
         let mut batch = Vec::with_capacity(IDEAL_BATCH_SIZE);
-        while next_batch(&mut incoming, &mut batch).await.is_some() {
+        while let Some(whole) = next_batch(&mut incoming, &mut batch).await {
             writer.write(&device, &batch).await;
+            if let Some(raw) = whole {
+                writer.write_whole(&device, &raw).await;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn fold(mut sum: u64) -> u16 {
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            u16::try_from(sum).unwrap()
+        }
+
+        fn sum(bytes: &[u8]) -> u64 {
+            bytes
+                .chunks(2)
+                .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+                .sum()
+        }
+
+        #[test]
+        fn a_partial_checksum_is_completed_over_the_rest_of_the_packet() {
+            // 20 bytes of IP header, then a UDP header and an odd-length body; the checksum
+            // field holds the pseudo-header's sum, as the kernel leaves it.
+            let mut packet: Vec<u8> = (0..20u8).chain([0, 53, 0, 53, 0, 13, 0, 0]).collect();
+            packet.extend_from_slice(b"hello");
+            let pseudo: u16 = 0x1234;
+            packet[26..28].copy_from_slice(&pseudo.to_be_bytes());
+            complete_checksum(&mut packet, 20, 6).unwrap();
+            let stored = u16::from_be_bytes([packet[26], packet[27]]);
+            let mut without = packet[20..].to_vec();
+            without[6..8].copy_from_slice(&[0, 0]);
+            // What a receiver checks: pseudo-header, segment, checksum sum to all ones.
+            assert_eq!(
+                fold(sum(&without) + u64::from(pseudo) + u64::from(stored)),
+                0xffff
+            );
+            assert!(complete_checksum(&mut packet, 20, 100).is_err());
+        }
+
+        #[test]
+        fn a_tcp_super_packet_splits_into_segments_of_its_size() {
+            let payload: Vec<u8> = (0..3000u32)
+                .map(|i| u8::try_from(i % 251).unwrap())
+                .collect();
+            let mut ip = vec![0u8; 40];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&(40 + 3000u16).to_be_bytes());
+            ip[8] = 64;
+            ip[9] = 6;
+            ip[12..16].copy_from_slice(&[10, 77, 0, 2]);
+            ip[16..20].copy_from_slice(&[10, 77, 0, 1]);
+            ip[24..28].copy_from_slice(&1000u32.to_be_bytes()); // sequence number
+            ip[32] = 5 << 4; // data offset: 20 bytes
+            ip[33] = 0x18; // PSH, ACK
+            ip.extend_from_slice(&payload);
+            let hdr = VirtioNetHdr {
+                flags: 1,
+                gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV4,
+                // As the kernel can give it on a forwarding path: the whole first segment.
+                hdr_len: 1040,
+                gso_size: 1000,
+                csum_start: 20,
+                csum_offset: 16,
+            };
+            let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN];
+            hdr.encode(&mut raw).unwrap();
+            raw.extend_from_slice(&ip);
+            let mut splitter = Splitter::new(1400);
+            assert_eq!(splitter.split(&raw).unwrap(), 3);
+            for (i, first) in [(0, 1000u32), (1, 2000), (2, 3000)] {
+                let segment = splitter.packet(i);
+                assert_eq!(segment.len(), 1040, "segment {i}");
+                assert_eq!(u16::from_be_bytes([segment[2], segment[3]]), 1040);
+                let seq = u32::from_be_bytes([segment[24], segment[25], segment[26], segment[27]]);
+                assert_eq!(seq, first);
+                assert_eq!(&segment[40..], &payload[1000 * i..1000 * (i + 1)]);
+            }
+            // Not a super-packet's worth of bytes: refused, not a panic.
+            assert!(splitter.split(&raw[..VIRTIO_NET_HDR_LEN + 30]).is_err());
+            assert!(splitter.split(&raw[..4]).is_err());
         }
     }
 }

@@ -49,6 +49,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                 }
             ),
         bytes(1600).prop_map(Frame::Packet),
+        bytes(1600).prop_map(Frame::GsoPacket),
         (any::<u32>(), "[a-z0-9:.-]{0,40}")
             .prop_map(|(id, target)| Frame::StreamOpen { id, target }),
         (any::<u32>(), bytes(4096)).prop_map(|(id, data)| Frame::StreamData { id, data }),

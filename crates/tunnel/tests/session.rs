@@ -564,3 +564,92 @@ fn a_hello_the_session_cannot_work_with_is_refused_by_name() {
     });
     assert!(no_credit.contains("per-stream credit"), "{no_credit}");
 }
+
+fn gso_pair(now: Instant, client_gso: bool, server_gso: bool) -> (Session, Session) {
+    let config = |role, gso| {
+        let mut c = SessionConfig::new(role, Mode::Tun);
+        c.gso = gso;
+        c.max_payload = 96 * 1024;
+        c
+    };
+    let mut client = Session::client(config(Role::Client, client_gso), now, vec![]);
+    let mut server = Session::server(
+        config(Role::Server, server_gso),
+        now,
+        Box::new(|_| Ok(vec![addr(2)])),
+    );
+    pump(&mut client, &mut server, now);
+    events(&mut client);
+    events(&mut server);
+    (client, server)
+}
+
+/// A super-packet as a TUN device with offload reads it: `virtio_net_hdr` (TCP over IPv4,
+/// segments of `gso_size`), then `len` bytes of IP packet.
+fn super_packet(gso_type: u8, gso_size: u16, len: usize) -> Vec<u8> {
+    let mut raw = vec![0u8; 10 + len];
+    raw[0] = 1; // needs checksum
+    raw[1] = gso_type;
+    raw[2..4].copy_from_slice(&40u16.to_le_bytes());
+    raw[4..6].copy_from_slice(&gso_size.to_le_bytes());
+    raw[6..8].copy_from_slice(&20u16.to_le_bytes());
+    raw[8..10].copy_from_slice(&16u16.to_le_bytes());
+    raw[10] = 0x45;
+    raw
+}
+
+#[test]
+fn super_packets_go_whole_only_when_both_sides_announce_them() {
+    let now = Instant::now();
+    let (mut client, mut server) = gso_pair(now, true, true);
+    assert!(client.gso() && server.gso());
+    let raw = super_packet(1, 1360, 60_000);
+    client.send_gso_packet(&raw).unwrap();
+    pump(&mut client, &mut server, now);
+    assert_eq!(
+        events(&mut server),
+        [Event::GsoPacket(Bytes::from(raw.clone()))]
+    );
+
+    // One side without: neither sends them (the caller splits), and the session goes on.
+    for (c, s) in [(true, false), (false, true)] {
+        let (mut client, mut server) = gso_pair(now, c, s);
+        assert!(!client.gso() && !server.gso());
+        assert!(client.send_gso_packet(&raw).is_err());
+        assert!(server.send_gso_packet(&raw).is_err());
+        assert_eq!(client.state(), State::Established);
+    }
+}
+
+#[test]
+fn a_super_packet_the_receiver_did_not_ask_for_or_cannot_take_is_a_protocol_error() {
+    let now = Instant::now();
+    for (server_gso, raw, expected) in [
+        (false, super_packet(1, 1360, 3000), "did not announce GSO"),
+        (
+            true,
+            super_packet(1, 1500, 3000),
+            "segments of 1500 bytes (MTU 1400)",
+        ),
+        (true, super_packet(1, 0, 3000), "segments of 0 bytes"),
+        (
+            true,
+            super_packet(0, 1360, 3000),
+            "unknown segmentation type 0",
+        ),
+        (true, super_packet(1, 1360, 8), "too short"),
+    ] {
+        let (mut client, mut server) = gso_pair(now, true, server_gso);
+        // Past the client's own check: the frame as a peer that ignores the rules would send.
+        let mut wire = BytesMut::new();
+        sssonector_tunnel::proto::Frame::encode_gso_packet(&raw, &mut wire, 96 * 1024).unwrap();
+        server.receive(&wire, now);
+        match events(&mut server).as_slice() {
+            [Event::Closed(CloseReason::ProtocolError { message, .. })] => {
+                assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+            }
+            other => panic!("expected a protocol error with {expected:?}, got {other:?}"),
+        }
+        drop(client.take_output(now));
+    }
+}

@@ -37,6 +37,9 @@ pub mod capability {
     pub const BATCHING: u32 = 1 << 0;
     /// The peer sends and accepts per-stream credit (window updates).
     pub const STREAM_CREDIT: u32 = 1 << 1;
+    /// The peer sends and accepts segmentation-offload super-packets whole
+    /// ([`Frame::GsoPacket`](super::Frame::GsoPacket)); its TUN device splits or takes them.
+    pub const GSO: u32 = 1 << 2;
 }
 
 /// A tunnel address with its prefix length.
@@ -85,6 +88,10 @@ pub enum Frame {
     Hello(Hello),
     /// One IP packet (TUN mode).
     Packet(Bytes),
+    /// A segmentation-offload super-packet (TUN mode, both sides announcing
+    /// [`capability::GSO`]): the 10-byte Linux `virtio_net_hdr` its device gave with it, then
+    /// up to 64 KiB of IP packet that the receiving device segments (or a receiver splits).
+    GsoPacket(Bytes),
     /// Opens a stream to a forwarding rule's target, by rule name.
     StreamOpen {
         /// The stream, chosen by the opener (odd from the client, even from the server).
@@ -152,6 +159,7 @@ pub enum Frame {
 mod kind {
     pub(super) const HELLO: u8 = 0x01;
     pub(super) const PACKET: u8 = 0x02;
+    pub(super) const GSO_PACKET: u8 = 0x03;
     pub(super) const STREAM_OPEN: u8 = 0x10;
     pub(super) const STREAM_DATA: u8 = 0x11;
     pub(super) const STREAM_HALF_CLOSE: u8 = 0x12;
@@ -201,7 +209,7 @@ impl Frame {
                 }
                 out.put_u32(hello.max_payload);
             }
-            Frame::Packet(packet) => out.put_slice(packet),
+            Frame::Packet(packet) | Frame::GsoPacket(packet) => out.put_slice(packet),
             Frame::StreamOpen { id, target } => {
                 out.put_u32(*id);
                 out.put_slice(target.as_bytes());
@@ -261,6 +269,29 @@ impl Frame {
         out: &mut BytesMut,
         max_payload: usize,
     ) -> Result<(), DecodeError> {
+        Self::encode_raw(kind::PACKET, packet, out, max_payload)
+    }
+
+    /// [`encode_packet`](Self::encode_packet) for a [`Frame::GsoPacket`]: `raw` is the
+    /// `virtio_net_hdr` and the super-packet.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooLarge`] when `raw` exceeds `max_payload`.
+    pub fn encode_gso_packet(
+        raw: &[u8],
+        out: &mut BytesMut,
+        max_payload: usize,
+    ) -> Result<(), DecodeError> {
+        Self::encode_raw(kind::GSO_PACKET, raw, out, max_payload)
+    }
+
+    fn encode_raw(
+        kind: u8,
+        packet: &[u8],
+        out: &mut BytesMut,
+        max_payload: usize,
+    ) -> Result<(), DecodeError> {
         let limit = max_payload.min(MAX_PAYLOAD_LIMIT);
         if packet.len() > limit {
             return Err(DecodeError::TooLarge {
@@ -268,7 +299,7 @@ impl Frame {
                 max: limit,
             });
         }
-        let header = (u32::from(kind::PACKET) << 24) | u32::try_from(packet.len()).unwrap_or(0);
+        let header = (u32::from(kind) << 24) | u32::try_from(packet.len()).unwrap_or(0);
         out.reserve(HEADER_LEN + packet.len());
         out.put_u32(header);
         out.put_slice(packet);
@@ -279,6 +310,7 @@ impl Frame {
         match self {
             Frame::Hello(_) => kind::HELLO,
             Frame::Packet(_) => kind::PACKET,
+            Frame::GsoPacket(_) => kind::GSO_PACKET,
             Frame::StreamOpen { .. } => kind::STREAM_OPEN,
             Frame::StreamData { .. } => kind::STREAM_DATA,
             Frame::StreamHalfClose { .. } => kind::STREAM_HALF_CLOSE,
@@ -370,6 +402,7 @@ impl Frame {
                 })
             }
             kind::PACKET => Frame::Packet(std::mem::take(p)),
+            kind::GSO_PACKET => Frame::GsoPacket(std::mem::take(p)),
             kind::STREAM_OPEN => {
                 let id = take_u32(p, "stream open")?;
                 let target = String::from_utf8(p.to_vec())

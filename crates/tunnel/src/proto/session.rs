@@ -146,6 +146,10 @@ pub struct SessionConfig {
     /// windows' size, in bytes: the memory one connection may hold for streams whose
     /// applications fall behind.
     pub receive_budget: u64,
+    /// Announce [`capability::GSO`](crate::proto::capability::GSO): this side takes
+    /// segmentation-offload super-packets whole. Give `max_payload` room for one (64 KiB and
+    /// the 10-byte header). Off by default.
+    pub gso: bool,
 }
 
 impl SessionConfig {
@@ -163,6 +167,7 @@ impl SessionConfig {
             stream_window: 256 * 1024,
             max_stream_window: 16 * 1024 * 1024,
             receive_budget: 32 * 1024 * 1024,
+            gso: false,
         }
     }
 }
@@ -189,6 +194,9 @@ pub enum Event {
     Established(Hello),
     /// An IP packet from the peer.
     Packet(Bytes),
+    /// A segmentation-offload super-packet from the peer: the `virtio_net_hdr`, then the IP
+    /// packet (only when this side announced GSO).
+    GsoPacket(Bytes),
     /// The peer opened a stream to a forwarding rule.
     StreamOpened {
         /// The stream.
@@ -357,7 +365,12 @@ impl Session {
             mode: self.config.mode,
             mtu: self.config.mtu,
             capabilities: crate::proto::capability::BATCHING
-                | crate::proto::capability::STREAM_CREDIT,
+                | crate::proto::capability::STREAM_CREDIT
+                | if self.config.gso {
+                    crate::proto::capability::GSO
+                } else {
+                    0
+                },
             addresses,
             max_payload: u32::try_from(self.config.max_payload.min(MAX_PAYLOAD_LIMIT))
                 .unwrap_or(u32::MAX),
@@ -394,6 +407,12 @@ impl Session {
         self.peer_capabilities
     }
 
+    /// Whether super-packets go whole both ways: both sides announced
+    /// [`capability::GSO`](crate::proto::capability::GSO).
+    pub fn gso(&self) -> bool {
+        self.config.gso && self.peer_capabilities & crate::proto::capability::GSO != 0
+    }
+
     /// The largest frame payload this side sends: the smaller of its own limit and the
     /// peer's, once the peer's hello has said it.
     pub fn send_limit(&self) -> usize {
@@ -412,6 +431,7 @@ impl Session {
             return Err(DecodeError::Invalid("the session is not established"));
         }
         if !matches!(frame, Frame::Packet(_) | Frame::Control { .. }) {
+            // (Super-packets go through send_gso_packet, which checks the capability.)
             // Streams have flow control and keepalive has timers: their methods keep the
             // session's accounting right.
             return Err(DecodeError::Invalid(
@@ -438,6 +458,23 @@ impl Session {
             });
         }
         Frame::encode_packet(packet, &mut self.outbound, self.send_limit)
+    }
+
+    /// Queues a segmentation-offload super-packet whole: `raw` is the 10-byte
+    /// `virtio_net_hdr` and the IP packet, as a TUN device with offload reads them.
+    ///
+    /// # Errors
+    ///
+    /// Either side did not announce GSO ([`gso`](Self::gso)), `raw` is larger than the peer
+    /// accepts, or the session is not established. Send the packets one by one instead.
+    pub fn send_gso_packet(&mut self, raw: &[u8]) -> Result<(), DecodeError> {
+        if self.state != State::Established {
+            return Err(DecodeError::Invalid("the session is not established"));
+        }
+        if !self.gso() {
+            return Err(DecodeError::Invalid("the peer does not take super-packets"));
+        }
+        Frame::encode_gso_packet(raw, &mut self.outbound, self.send_limit)
     }
 
     fn send(&mut self, frame: &Frame) {
@@ -811,6 +848,12 @@ impl Session {
                 }
                 Event::Packet(p)
             }
+            Frame::GsoPacket(raw) => {
+                if let Err(why) = check_gso(&raw, self.config.gso, self.config.mtu) {
+                    return self.fail(code::UNEXPECTED_FRAME, why);
+                }
+                Event::GsoPacket(raw)
+            }
             Frame::StreamOpen { id, target } => {
                 let peers = match self.config.role {
                     Role::Client => id % 2 == 0,
@@ -956,11 +999,45 @@ impl Session {
     }
 }
 
+/// Bytes of the Linux `virtio_net_hdr` in front of a super-packet.
+const VIRTIO_HEADER_LEN: usize = 10;
+
+/// What a super-packet from the peer must be: announced by this side, a header and at least
+/// an IP header, segments no larger than the MTU.
+fn check_gso(raw: &[u8], announced: bool, mtu: u16) -> Result<(), String> {
+    if !announced {
+        return Err("gso packet, but this side did not announce GSO".into());
+    }
+    if raw.len() < VIRTIO_HEADER_LEN + 20 {
+        return Err(format!("gso packet of {} bytes is too short", raw.len()));
+    }
+    // TCP over IPv4 (1) or IPv6 (4), or UDP (5), perhaps with the ECN bit (0x80): a frame
+    // that segments nothing is sent as a packet.
+    let gso_type = raw[1];
+    if !matches!(gso_type & 0x7f, 1 | 4 | 5) {
+        return Err(format!(
+            "gso packet of unknown segmentation type {gso_type}"
+        ));
+    }
+    // Little-endian, as the kernel writes it on the hosts this runs on.
+    let gso_size = u16::from_le_bytes([raw[4], raw[5]]);
+    if gso_size == 0 || gso_size > mtu {
+        return Err(format!(
+            "gso packet with segments of {gso_size} bytes (MTU {mtu})"
+        ));
+    }
+    if raw.len() > VIRTIO_HEADER_LEN + 65_535 {
+        return Err(format!("gso packet of {} bytes exceeds 64 KiB", raw.len()));
+    }
+    Ok(())
+}
+
 fn name(frame: &Frame) -> &'static str {
     match frame {
         Frame::Hello(_) => "hello",
         Frame::Extension { .. } => "extension",
         Frame::Packet(_) => "packet",
+        Frame::GsoPacket(_) => "gso packet",
         Frame::StreamOpen { .. } => "stream open",
         Frame::StreamData { .. } => "stream data",
         Frame::StreamHalfClose { .. } => "stream half-close",

@@ -602,10 +602,7 @@ mod device {
                 }
                 let buf = &mut self.bufs[0];
                 if input.len() > buf.len() {
-                    return Err(io::Error::other(format!(
-                        "a packet of {} bytes without segmentation",
-                        input.len()
-                    )));
+                    buf.resize(input.len(), 0);
                 }
                 buf[..input.len()].copy_from_slice(input);
                 self.sizes[0] = input.len();
@@ -623,6 +620,14 @@ mod device {
                     .ok_or_else(|| io::Error::other("a super-packet shorter than its headers"))?;
                 hdr.csum_start.saturating_add(u16::from(offset >> 4) * 4)
             };
+            // Segments as large as this super-packet's (a link MTU above the one these
+            // buffers were made for): the buffers grow once.
+            let segment = usize::from(hdr.hdr_len) + usize::from(hdr.gso_size);
+            if self.bufs[0].len() < segment {
+                for buf in &mut self.bufs {
+                    buf.resize(segment, 0);
+                }
+            }
             gso_split(
                 input,
                 hdr,
@@ -1072,6 +1077,11 @@ mod device {
                 assert_eq!(seq, first);
                 assert_eq!(&segment[40..], &payload[1000 * i..1000 * (i + 1)]);
             }
+            // Segments larger than the buffers were made for (an MTU of 9000 on the path).
+            let mut big = raw.clone();
+            big[4..6].copy_from_slice(&3000u16.to_le_bytes());
+            assert_eq!(splitter.split(&big).unwrap(), 1);
+            assert_eq!(splitter.packet(0).len(), 3040);
             // Not a super-packet's worth of bytes: refused, not a panic.
             assert!(splitter.split(&raw[..VIRTIO_NET_HDR_LEN + 30]).is_err());
             assert!(splitter.split(&raw[..4]).is_err());

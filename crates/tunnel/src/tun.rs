@@ -746,13 +746,16 @@ mod device {
         }
 
         /// Writes a super-packet from the peer: as it is to a device with offload, which
-        /// segments it; split into packets otherwise.
+        /// segments it; split into packets otherwise, or when the kernel refuses it whole (a
+        /// kind of segmentation this kernel does not know, such as UDP before Linux 6.2).
         async fn write_whole(&mut self, device: &Device, raw: &[u8]) {
             if device.tcp_gso() {
-                if let Err(e) = device.send(raw).await {
-                    tracing::debug!(error = %e, "TUN write of a super-packet failed");
+                match device.send(raw).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the device refused a super-packet whole; splitting it");
+                    }
                 }
-                return;
             }
             let splitter = self.splitter.get_or_insert_with(|| Splitter::new(1500));
             let n = match splitter.split(raw) {

@@ -257,6 +257,9 @@ pub(crate) struct Shared {
     counters: Counters,
     pub(crate) config: LinkConfig,
     peer: Hello,
+    /// Whether super-packets go whole, settled by the hello exchange: read per device read
+    /// without the session's lock.
+    gso: bool,
 }
 
 /// A handle to a running tunnel connection; cheap to clone. The connection ends when the
@@ -360,6 +363,7 @@ impl Link {
             writer.flush().await?;
         }
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_queue.max(1));
+        let gso = session.gso();
         let shared = Arc::new(Shared {
             session: Mutex::new(session),
             streams: Mutex::new(HashMap::new()),
@@ -372,6 +376,7 @@ impl Link {
             counters: Counters::default(),
             config,
             peer: hello.clone(),
+            gso,
         });
         // Frames that followed the peer's hello in the same read.
         if !inbound.is_empty() {
@@ -434,7 +439,7 @@ impl Link {
 
     /// Whether super-packets go whole on this link (both sides announced GSO).
     pub fn gso(&self) -> bool {
-        self.shared.session.lock().gso()
+        self.shared.gso
     }
 
     /// [`try_send_packet`](Self::try_send_packet) for a super-packet (`virtio_net_hdr` and

@@ -18,16 +18,7 @@ const MEASURED: usize = 50_000;
 
 #[test]
 fn packets_in_steady_state_do_not_allocate_each() {
-    let _profiler = dhat::Profiler::builder()
-        .testing()
-        .file_name(
-            std::env::temp_dir().join(format!("sssonector-dhat-{}.json", std::process::id())),
-        )
-        .build();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_profiler, runtime) = common::heap_profiler("packets");
     runtime.block_on(async {
         let (client_session, server_session) = common::tun_sessions();
         let pair = common::tls_link_pair(

@@ -20,17 +20,7 @@ const ROUNDS: usize = 1_000;
 
 #[test]
 fn unread_bytes_hold_their_size_not_their_read_buffers() {
-    let _profiler = dhat::Profiler::builder()
-        .testing()
-        .file_name(std::env::temp_dir().join(format!(
-            "sssonector-dhat-streams-{}.json",
-            std::process::id()
-        )))
-        .build();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_profiler, runtime) = common::heap_profiler("streams");
     runtime.block_on(async {
         let forward = |role| SessionConfig::new(role, Mode::Forward);
         let ((client, _ci), (server, mut incoming)) = common::link_pair(

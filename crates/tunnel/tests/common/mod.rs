@@ -137,3 +137,22 @@ pub fn tun_sessions() -> (
         SessionConfig::new(Role::Server, Mode::Tun),
     )
 }
+
+/// dhat's heap profiler in testing mode, for a test binary whose global allocator is
+/// `dhat::Alloc`, writing its profile to the temporary directory as
+/// `sssonector-dhat-{name}-{pid}.json`; and the single-threaded runtime such a test runs in, so
+/// that nothing else allocates meanwhile.
+pub fn heap_profiler(name: &str) -> (dhat::Profiler, tokio::runtime::Runtime) {
+    let profiler = dhat::Profiler::builder()
+        .testing()
+        .file_name(std::env::temp_dir().join(format!(
+            "sssonector-dhat-{name}-{}.json",
+            std::process::id()
+        )))
+        .build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (profiler, runtime)
+}

@@ -227,6 +227,18 @@ pub(crate) const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         None,
         "TUN packets by outcome.",
     ),
+    (
+        "sssonector_tun_super_packets_total",
+        Kind::Counter,
+        None,
+        "Segmentation-offload super-packets by path (to_peer: read from the device; to_device: from a peer) and how they went (whole, split).",
+    ),
+    (
+        "sssonector_tunnel_receive_window_grown_bytes",
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "What forwarded streams' receive windows have grown by beyond their first window, over all connections (each within limits.receive_budget).",
+    ),
     // Libraries.
     (
         "sssonector_ratelimit_admitted_total",

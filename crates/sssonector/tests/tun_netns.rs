@@ -522,7 +522,12 @@ fn super_packets_cross_whole_between_offload_devices_and_split_for_others() {
     };
     let dir = net.dir.clone();
     let (server_ns, client_ns) = (net.server_ns.clone(), net.client_ns.clone());
+    // An admin endpoint in the server's namespace, for its super-packet counters.
+    let mut text = std::fs::read_to_string(&server_config).unwrap();
+    text.push_str("[admin]\nlisten = \"127.0.0.1:9464\"\n");
+    std::fs::write(&server_config, text).unwrap();
     net.start(&server_ns, &server_config, "server.log");
+    let mut counted = SuperPackets::default();
     for (offload, whole) in [(true, "super_packets=true"), (false, "super_packets=false")] {
         let client_config = dir.join(format!("client-{offload}.toml"));
         let text = tun_client_toml("3s").replace(
@@ -551,10 +556,83 @@ fn super_packets_cross_whole_between_offload_devices_and_split_for_others() {
             "the server did not log {whole}:\n{}",
             net.log("server.log")
         );
+        // What the server's metrics say it did with the super-packets of both transfers.
+        let now = SuperPackets::scrape(&net, &server_ns);
+        let added = now.since(&counted);
+        println!("client offload {offload}: the server's super-packets {added:?}");
+        if offload {
+            assert!(
+                added.to_peer_whole > 0 && added.to_peer_split == 0,
+                "{added:?}"
+            );
+            assert!(added.to_device_whole > 0, "{added:?}");
+        } else {
+            assert!(
+                added.to_peer_split > 0 && added.to_peer_whole == 0,
+                "{added:?}"
+            );
+            assert_eq!(
+                added.to_device_whole + added.to_device_split,
+                0,
+                "{added:?}"
+            );
+        }
+        counted = now;
         let child = &mut net.children[client];
         child.kill().unwrap();
         child.wait().unwrap();
         // Its device goes with it.
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The server's `sssonector_tun_super_packets_total` by path and how.
+#[derive(Debug, Default)]
+struct SuperPackets {
+    to_peer_whole: u64,
+    to_peer_split: u64,
+    to_device_whole: u64,
+    to_device_split: u64,
+}
+
+impl SuperPackets {
+    /// Reads them from the admin endpoint at `127.0.0.1:9464` inside `ns`.
+    fn scrape(net: &Net, ns: &str) -> Self {
+        let out = net
+            .exec(
+                ns,
+                &[
+                    "python3",
+                    "-c",
+                    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics', timeout=10).read().decode())",
+                ],
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = |path: &str, how: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("sssonector_tun_super_packets_total{"))
+                .filter(|l| {
+                    l.contains(&format!("path=\"{path}\"")) && l.contains(&format!("how=\"{how}\""))
+                })
+                .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            to_peer_whole: value("to_peer", "whole"),
+            to_peer_split: value("to_peer", "split"),
+            to_device_whole: value("to_device", "whole"),
+            to_device_split: value("to_device", "split"),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            to_peer_whole: self.to_peer_whole - before.to_peer_whole,
+            to_peer_split: self.to_peer_split - before.to_peer_split,
+            to_device_whole: self.to_device_whole - before.to_device_whole,
+            to_device_split: self.to_device_split - before.to_device_split,
+        }
     }
 }

@@ -16,7 +16,9 @@
 //! `sssonector_tunnel_bytes_sent_total`, `sssonector_tunnel_writes_total`,
 //! `sssonector_tunnel_packets_dropped_total`, `sssonector_tunnel_packets_total` by `direction`
 //! (`received`, `sent`), `sssonector_tunnel_streams_opened_total`,
-//! `sssonector_tunnel_streams_refused_total` by `reason` (`max_streams`, `queue_full`), and
+//! `sssonector_tunnel_streams_refused_total` by `reason` (`max_streams`, `queue_full`),
+//! `sssonector_tunnel_receive_window_grown_bytes` (a gauge: what stream receive windows have
+//! grown by beyond their first window, over all links), and
 //! `sssonector_tunnel_sessions_closed_total` by
 //! `reason` (`goodbye`, `dead_peer`, `handshake_timeout`, `protocol_error` — a malformed or
 //! unexpected frame —, `peer_error`, `transport`).
@@ -24,7 +26,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -202,6 +204,9 @@ pub struct LinkStats {
     /// Memory held now by stream data received but not yet read, as counted against
     /// [`LinkConfig::max_buffered`].
     pub buffered: usize,
+    /// What this link's stream receive windows have grown by beyond the first window
+    /// ([`Session::window_grown`]), within the session's receive budget.
+    pub window_grown: u64,
 }
 
 pub(crate) enum StreamMsg {
@@ -252,6 +257,8 @@ pub(crate) struct Shared {
     pub(crate) shutting: AtomicBool,
     /// What queued stream data holds, counted against `max_buffered`.
     buffered: AtomicUsize,
+    /// The session's window growth last added to `sssonector_tunnel_receive_window_grown_bytes`.
+    window_published: AtomicU64,
     /// Taken when the link closes, so the application's queue ends.
     incoming: Mutex<Option<mpsc::Sender<Incoming>>>,
     counters: Counters,
@@ -372,6 +379,7 @@ impl Link {
             closed: watch::channel(None).0,
             shutting: AtomicBool::new(false),
             buffered: AtomicUsize::new(0),
+            window_published: AtomicU64::new(0),
             incoming: Mutex::new(Some(incoming_tx)),
             counters: Counters::default(),
             config,
@@ -566,6 +574,7 @@ impl Link {
             packets_in: c.packets_in.get(),
             packets_out: c.packets_out.get(),
             buffered: self.shared.buffered.load(Ordering::Acquire),
+            window_grown: self.shared.session.lock().window_grown(),
         }
     }
 }
@@ -594,6 +603,26 @@ fn new_stream(
 /// events allocates.
 fn drain_events(session: &mut Session, into: &mut Vec<Event>) {
     into.extend(std::iter::from_fn(|| session.poll_event()));
+}
+
+/// Brings `sssonector_tunnel_receive_window_grown_bytes` (summed over links) in step with
+/// `session`'s window growth; to 0 once the link is shutting. Called with the session's lock
+/// held, so that a loop's last update cannot land after the link's final one.
+fn publish_window(shared: &Shared, session: &Session) {
+    let grown = if shared.shutting.load(Ordering::Acquire) {
+        0
+    } else {
+        session.window_grown()
+    };
+    let before = shared.window_published.swap(grown, Ordering::AcqRel);
+    if before != grown {
+        let gauge = metrics::gauge!("sssonector_tunnel_receive_window_grown_bytes");
+        if grown > before {
+            gauge.increment((grown - before) as f64);
+        } else {
+            gauge.decrement((before - grown) as f64);
+        }
+    }
 }
 
 fn dispatch(shared: &Arc<Shared>, events: &mut Vec<Event>) {
@@ -766,6 +795,7 @@ fn finish(shared: &Arc<Shared>, reason: CloseReason) {
             .increment(1);
     }
     shared.incoming.lock().take();
+    publish_window(shared, &shared.session.lock());
     shared.closed.send_if_modified(|slot| {
         if slot.is_none() {
             *slot = Some(reason);
@@ -813,6 +843,7 @@ async fn read_loop<R: AsyncRead>(shared: Arc<Shared>, reader: R, mut inbound: By
                     let mut session = shared.session.lock();
                     session.receive_from(&mut inbound, Instant::now());
                     drain_events(&mut session, &mut events);
+                    publish_window(&shared, &session);
                     session.state()
                 };
                 dispatch(&shared, &mut events);
@@ -879,6 +910,8 @@ async fn write_loop<W: AsyncWrite>(shared: Arc<Shared>, writer: W) {
             let mut session = shared.session.lock();
             let out = session.take_output(Instant::now());
             drain_events(&mut session, &mut events);
+            // Streams closed here give back their growth (the writer sends their close).
+            publish_window(&shared, &session);
             (out, session.state(), session.next_deadline())
         };
         if !events.is_empty() {

@@ -503,6 +503,28 @@ mod device {
         Ok(Arc::new(device))
     }
 
+    /// Segmentation-offload super-packets on one path, `to_peer` (read from the device, sent
+    /// on a link) or `to_device` (from a link, written to the device): how many went whole and
+    /// how many were split into packets, as `sssonector_tun_super_packets_total{path, how}`.
+    struct SuperPackets {
+        whole: Count,
+        split: Count,
+    }
+
+    impl SuperPackets {
+        fn new(path: &'static str) -> Self {
+            let count = |how: &'static str| {
+                Count::new(metrics::counter!(
+                    "sssonector_tun_super_packets_total", "path" => path, "how" => how
+                ))
+            };
+            Self {
+                whole: count("whole"),
+                split: count("split"),
+            }
+        }
+    }
+
     /// What one read of the device gave.
     enum Read {
         /// A segmentation-offload super-packet, whole: `virtio_net_hdr` and IP packet, the
@@ -518,6 +540,7 @@ mod device {
     struct Reader {
         original: Vec<u8>,
         splitter: Splitter,
+        to_peer: SuperPackets,
     }
 
     impl Reader {
@@ -525,6 +548,7 @@ mod device {
             Self {
                 original: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
                 splitter: Splitter::new(mtu),
+                to_peer: SuperPackets::new("to_peer"),
             }
         }
 
@@ -555,6 +579,7 @@ mod device {
         /// Splits the super-packet of [`Read::Whole`] into packets; none (logged) if it
         /// will not split.
         fn split_or_drop(&mut self, len: usize) -> usize {
+            self.to_peer.split.add(1);
             self.splitter
                 .split(&self.original[..len])
                 .unwrap_or_else(|e| {
@@ -675,7 +700,10 @@ mod device {
             Read::Whole(len) => {
                 if let Some(l) = link.as_ref().filter(|l| l.gso()) {
                     match l.send_gso_packet(reader.raw(len)).await {
-                        Ok(()) => return,
+                        Ok(()) => {
+                            reader.to_peer.whole.add(1);
+                            return;
+                        }
                         Err(LinkError::Packet(_)) => {}
                         Err(_) => {
                             *link = None;
@@ -705,6 +733,7 @@ mod device {
                     return;
                 };
                 if link.gso() {
+                    reader.to_peer.whole.add(1);
                     let counter = match link.try_send_gso_packet(reader.raw(len)) {
                         Ok(true) => &router.counters.forwarded,
                         Ok(false) | Err(_) => &router.counters.refused,
@@ -735,6 +764,7 @@ mod device {
     struct Writer {
         /// For super-packets to a device without offload.
         splitter: Option<Splitter>,
+        to_device: SuperPackets,
     }
 
     /// The `virtio_net_hdr` of a packet that needs nothing done.
@@ -742,7 +772,10 @@ mod device {
 
     impl Writer {
         fn new() -> Self {
-            Self { splitter: None }
+            Self {
+                splitter: None,
+                to_device: SuperPackets::new("to_device"),
+            }
         }
 
         /// Writes a super-packet from the peer: as it is to a device with offload, which
@@ -751,12 +784,16 @@ mod device {
         async fn write_whole(&mut self, device: &Device, raw: &[u8]) {
             if device.tcp_gso() {
                 match device.send(raw).await {
-                    Ok(_) => return,
+                    Ok(_) => {
+                        self.to_device.whole.add(1);
+                        return;
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "the device refused a super-packet whole; splitting it");
                     }
                 }
             }
+            self.to_device.split.add(1);
             let splitter = self.splitter.get_or_insert_with(|| Splitter::new(1500));
             let n = match splitter.split(raw) {
                 Ok(n) => n,
@@ -856,6 +893,7 @@ mod device {
         let mut writer = Writer::new();
         let mut batch = Vec::with_capacity(IDEAL_BATCH_SIZE);
         let mut splitter = None;
+        let to_peer = SuperPackets::new("to_peer");
         while let Some(whole) = next_batch(&mut incoming, &mut batch).await {
             batch.retain(|packet| {
                 let Some((src, dst)) = addresses(packet) else {
@@ -881,7 +919,14 @@ mod device {
             });
             writer.write(&device, &batch).await;
             if let Some(raw) = whole {
-                let to_device = route_whole(&raw, &own, &router, filter.as_mut(), &mut splitter);
+                let to_device = route_whole(
+                    &raw,
+                    &own,
+                    &router,
+                    filter.as_mut(),
+                    &mut splitter,
+                    &to_peer,
+                );
                 if to_device {
                     writer.write_whole(&device, &raw).await;
                 }
@@ -898,6 +943,7 @@ mod device {
         router: &Router,
         filter: Option<&mut PacketFilter>,
         splitter: &mut Option<Splitter>,
+        to_peer: &SuperPackets,
     ) -> bool {
         let Some((src, dst)) = raw.get(VIRTIO_NET_HDR_LEN..).and_then(addresses) else {
             return false;
@@ -921,8 +967,10 @@ mod device {
             }
         }
         let sent = if link.gso() {
+            to_peer.whole.add(1);
             link.try_send_gso_packet(raw).unwrap_or(false)
         } else {
+            to_peer.split.add(1);
             let splitter = splitter.get_or_insert_with(|| Splitter::new(1500));
             match splitter.split(raw) {
                 Ok(n) => {

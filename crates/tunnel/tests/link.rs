@@ -267,17 +267,8 @@ async fn unread_stream_data_past_the_links_bound_resets_that_stream_only() {
 #[tokio::test(flavor = "current_thread")]
 async fn unread_data_is_given_back_when_its_reader_goes() {
     use bytes::Bytes;
-    use sssonector_tunnel::proto::{Mode, Role};
-    let forward = |role| SessionConfig::new(role, Mode::Forward);
-    let ((client, _ci), (server, mut incoming)) = common::link_pair(
-        (forward(Role::Client), LinkConfig::default()),
-        (forward(Role::Server), LinkConfig::default()),
-    )
-    .await;
-    let (_r, mut writer) = client.open_stream("x").unwrap().into_split();
-    let Some(Incoming::Stream { stream, .. }) = incoming.recv().await else {
-        panic!("no stream");
-    };
+    let ((_client, server), (local, stream)) = common::forward_stream().await;
+    let (_r, mut writer) = local.into_split();
     for _ in 0..8 {
         writer.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
     }

@@ -2,10 +2,14 @@
 //! including packets dropped on the way out. (Its own test binary: it installs the process's
 //! recorder.)
 
+#![allow(clippy::print_stdout)]
+
 use std::time::Duration;
 
+use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use sssonector_tunnel::LinkConfig;
+use sssonector_tunnel::proto::{Mode, Role, SessionConfig};
 
 mod common;
 
@@ -68,4 +72,61 @@ async fn link_counters_feed_the_metrics() {
         c.writes + s.writes
     );
     assert!(c.bytes_out > 0 && s.bytes_in > 0);
+
+    // Receive windows grow with a stream that fills them, and the gauge follows; it comes
+    // back to 0 when the links close.
+    let gauge = || {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, _, _, _)| {
+                key.key().name() == "sssonector_tunnel_receive_window_grown_bytes"
+            })
+            .map(|(_, _, _, value)| match value {
+                DebugValue::Gauge(g) => g.into_inner(),
+                other => panic!("{other:?}"),
+            })
+    };
+    let ((client, server), (local, stream)) = common::forward_stream().await;
+    let (_r, mut writer) = local.into_split();
+    let (mut reader, _w) = stream.into_split();
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    let total = 32 << 20;
+    let send = async {
+        for _ in 0..total / chunk.len() {
+            writer.send(chunk.clone()).await.unwrap();
+        }
+    };
+    let receive = async {
+        let mut got = 0;
+        while got < total {
+            let n = reader.recv().await.unwrap().unwrap().len();
+            reader.consumed(n);
+            got += n;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(send, receive)
+    })
+    .await
+    .expect("32 MiB through the stream within 60 s");
+    let grown = server.stats().window_grown;
+    println!(
+        "after 32 MiB: the receiver's window grew by {grown} bytes (first window {})",
+        SessionConfig::new(Role::Server, Mode::Forward).stream_window
+    );
+    assert!(grown > 0, "{:?}", server.stats());
+    let published = gauge().expect("the gauge is published");
+    assert_eq!(published, (grown + client.stats().window_grown) as f64);
+    client.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.closed()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server.closed()).await;
+    // A snapshot resets what it reports: the gauge's changes since the last one add up.
+    let after = gauge().unwrap_or(0.0);
+    assert_eq!(
+        published + after,
+        0.0,
+        "closed links give their growth back"
+    );
 }

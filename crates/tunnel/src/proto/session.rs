@@ -608,6 +608,12 @@ impl Session {
         }
     }
 
+    /// What the open streams' receive windows have grown by beyond the first window, summed:
+    /// the part of [`SessionConfig::receive_budget`] in use.
+    pub fn window_grown(&self) -> u64 {
+        self.grown
+    }
+
     /// The receive window of stream `id` now, if it is open.
     pub fn stream_window(&self, id: u32) -> Option<u64> {
         self.streams.get(&id).map(|s| s.window)

@@ -156,3 +156,27 @@ pub fn heap_profiler(name: &str) -> (dhat::Profiler, tokio::runtime::Runtime) {
         .unwrap();
     (profiler, runtime)
 }
+
+/// Two forward-mode links with default settings over an in-memory transport, and one stream
+/// between them: the client's end and the server's.
+pub async fn forward_stream() -> (
+    (sssonector_tunnel::Link, sssonector_tunnel::Link),
+    (
+        sssonector_tunnel::TunnelStream,
+        sssonector_tunnel::TunnelStream,
+    ),
+) {
+    use sssonector_tunnel::proto::{Mode, Role, SessionConfig};
+    use sssonector_tunnel::{Incoming, LinkConfig};
+    let forward = |role| SessionConfig::new(role, Mode::Forward);
+    let ((client, _ci), (server, mut incoming)) = link_pair(
+        (forward(Role::Client), LinkConfig::default()),
+        (forward(Role::Server), LinkConfig::default()),
+    )
+    .await;
+    let local = client.open_stream("x").unwrap();
+    let Some(Incoming::Stream { stream, .. }) = incoming.recv().await else {
+        panic!("no stream");
+    };
+    ((client, server), (local, stream))
+}

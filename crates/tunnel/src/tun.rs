@@ -389,34 +389,70 @@ impl Router {
         packet: &[u8],
         allow: impl FnOnce() -> bool,
     ) -> Option<bool> {
+        self.send_if(dst, allow, |link| {
+            link.try_send_packet(packet).unwrap_or(false)
+        })
+    }
+
+    /// Sends `packet` to the client holding its destination; `false` when none does.
+    pub fn forward(&self, dst: IpAddr, packet: &[u8]) -> bool {
+        self.forward_if(dst, packet, || true).is_some()
+    }
+
+    /// [`forward_if`](Self::forward_if) with the sending step given: `send` offers the
+    /// packet to the client's link, `true` if it was taken. A slow client loses its own
+    /// packets (counted as refused), not everyone's.
+    fn send_if(
+        &self,
+        dst: IpAddr,
+        allow: impl FnOnce() -> bool,
+        send: impl FnOnce(&Link) -> bool,
+    ) -> Option<bool> {
         let routes = self.routes.read();
         let link = routes.get(&dst)?;
         if !allow() {
             self.counters.denied.add(1);
             return Some(false);
         }
-        let counter = match link.try_send_packet(packet) {
-            Ok(true) => &self.counters.forwarded,
-            Ok(false) | Err(_) => &self.counters.refused,
+        let counter = if send(link) {
+            &self.counters.forwarded
+        } else {
+            &self.counters.refused
         };
         counter.add(1);
         Some(true)
     }
 
-    /// Sends `packet` to the client holding its destination; `false` when none does.
-    pub fn forward(&self, dst: IpAddr, packet: &[u8]) -> bool {
-        let routes = self.routes.read();
-        match routes.get(&dst) {
-            Some(link) => {
-                // A slow client loses its own packets, not everyone's.
-                let counter = match link.try_send_packet(packet) {
-                    Ok(true) => &self.counters.forwarded,
-                    Ok(false) | Err(_) => &self.counters.refused,
-                };
-                counter.add(1);
-                true
+    /// Where a packet from a client goes, by its addresses: dropped if its source is not one
+    /// of the client's `own` (counted as spoofed); sent to the client holding its destination
+    /// by `send`, if `filter` grants it; or `true`, for the server's own device, if `filter`
+    /// grants that. Whatever a filter refuses is counted as denied. One route lookup decides
+    /// both where the packet goes and which grant it needs.
+    #[cfg(all(target_os = "linux", feature = "tun"))]
+    fn route_from_client(
+        &self,
+        ip: &[u8],
+        own: &[IpAddr],
+        filter: Option<&mut PacketFilter>,
+        send: impl FnOnce(&Link) -> bool,
+    ) -> bool {
+        let Some((src, dst)) = addresses(ip) else {
+            return false;
+        };
+        if !own.contains(&src) {
+            self.counters.spoofed.add(1);
+            return false;
+        }
+        let Some(filter) = filter else {
+            return self.send_if(dst, || true, send).is_none();
+        };
+        match self.send_if(dst, || filter(dst, Destination::Client), send) {
+            Some(_) => false,
+            None if filter(dst, Destination::Server) => true,
+            None => {
+                self.counters.denied.add(1);
+                false
             }
-            None => false,
         }
     }
 
@@ -895,38 +931,18 @@ mod device {
         let mut splitter = None;
         let to_peer = SuperPackets::new("to_peer");
         while let Some(whole) = next_batch(&mut incoming, &mut batch).await {
+            // To another client: sent on here; to the server: kept for the device.
             batch.retain(|packet| {
-                let Some((src, dst)) = addresses(packet) else {
-                    return false;
-                };
-                if !own.contains(&src) {
-                    router.counters.spoofed.add(1);
-                    return false;
-                }
-                let Some(filter) = filter.as_mut() else {
-                    // To another client: sent on here; to the server: kept for the device.
-                    return !router.forward(dst, packet);
-                };
-                // One route lookup decides where the packet goes and which grant it needs.
-                match router.forward_if(dst, packet, || filter(dst, Destination::Client)) {
-                    Some(_) => false,
-                    None if filter(dst, Destination::Server) => true,
-                    None => {
-                        router.counters.denied.add(1);
-                        false
-                    }
-                }
+                router.route_from_client(packet, &own, filter.as_mut(), |link| {
+                    link.try_send_packet(packet).unwrap_or(false)
+                })
             });
             writer.write(&device, &batch).await;
             if let Some(raw) = whole {
-                let to_device = route_whole(
-                    &raw,
-                    &own,
-                    &router,
-                    filter.as_mut(),
-                    &mut splitter,
-                    &to_peer,
-                );
+                let ip = &raw[VIRTIO_NET_HDR_LEN.min(raw.len())..];
+                let to_device = router.route_from_client(ip, &own, filter.as_mut(), |link| {
+                    send_whole(link, &raw, &mut splitter, &to_peer)
+                });
                 if to_device {
                     writer.write_whole(&device, &raw).await;
                 }
@@ -934,63 +950,30 @@ mod device {
         }
     }
 
-    /// Where a client's super-packet goes, by the same rules as its packets (its own source
-    /// address, the filter): to another client, whole if it takes them and split if not, or
-    /// to the device (`true`).
-    fn route_whole(
+    /// Offers a client's super-packet to another client's `link`: whole if it takes them,
+    /// else split, every segment offered even after one is refused; `true` if all was taken.
+    fn send_whole(
+        link: &Link,
         raw: &[u8],
-        own: &[IpAddr],
-        router: &Router,
-        filter: Option<&mut PacketFilter>,
         splitter: &mut Option<Splitter>,
         to_peer: &SuperPackets,
     ) -> bool {
-        let Some((src, dst)) = raw.get(VIRTIO_NET_HDR_LEN..).and_then(addresses) else {
-            return false;
-        };
-        if !own.contains(&src) {
-            router.counters.spoofed.add(1);
-            return false;
-        }
-        let mut filter = filter;
-        let Some(link) = router.route(dst) else {
-            let allowed = filter.as_mut().is_none_or(|f| f(dst, Destination::Server));
-            if !allowed {
-                router.counters.denied.add(1);
-            }
-            return allowed;
-        };
-        if let Some(f) = filter.as_mut() {
-            if !f(dst, Destination::Client) {
-                router.counters.denied.add(1);
-                return false;
-            }
-        }
-        let sent = if link.gso() {
+        if link.gso() {
             to_peer.whole.add(1);
-            link.try_send_gso_packet(raw).unwrap_or(false)
-        } else {
-            to_peer.split.add(1);
-            let splitter = splitter.get_or_insert_with(|| Splitter::new(1500));
-            match splitter.split(raw) {
-                Ok(n) => {
-                    // Every segment is offered, even after one is refused.
-                    let mut all = true;
-                    for i in 0..n {
-                        all &= link.try_send_packet(splitter.packet(i)).unwrap_or(false);
-                    }
-                    all
+            return link.try_send_gso_packet(raw).unwrap_or(false);
+        }
+        to_peer.split.add(1);
+        let splitter = splitter.get_or_insert_with(|| Splitter::new(1500));
+        match splitter.split(raw) {
+            Ok(n) => {
+                let mut all = true;
+                for i in 0..n {
+                    all &= link.try_send_packet(splitter.packet(i)).unwrap_or(false);
                 }
-                Err(_) => false,
+                all
             }
-        };
-        let counter = if sent {
-            &router.counters.forwarded
-        } else {
-            &router.counters.refused
-        };
-        counter.add(1);
-        false
+            Err(_) => false,
+        }
     }
 
     /// Client: reads packets from the device and sends them on whatever link is current

@@ -8,8 +8,10 @@
 //! gets its answer), and prints the link's counters. Run it with
 //! `cargo run -p sssonector-examples --example forward_tunnel`.
 
-// An example speaks to the person running it.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example speaks to the person running it"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,8 +7,10 @@
 //! words a `Retry-After` header would use, then closed. Run it with
 //! `cargo run -p sssonector-examples --example ip_limited_echo`.
 
-// An example speaks to the person running it.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example speaks to the person running it"
+)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -8,8 +8,10 @@
 //! waits: memory stays bounded however fast the source is. Run it with
 //! `cargo run -p sssonector-examples --example pooled_copy`, or pass a size in MB: `... -- 512`.
 
-// An example speaks to the person running it.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example speaks to the person running it"
+)]
 
 use std::time::{Duration, Instant};
 

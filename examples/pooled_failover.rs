@@ -4,8 +4,10 @@
 //!
 //! Run it with `cargo run -p sssonector-examples --example pooled_failover`.
 
-// An example speaks to the person running it.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example speaks to the person running it"
+)]
 
 use std::io;
 use std::net::SocketAddr;

@@ -16,8 +16,10 @@
 //! request finally succeeded. Run it with
 //! `cargo run -p sssonector-examples --example retry_breaker_tcp`.
 
-// An example speaks to the person running it.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example speaks to the person running it"
+)]
 
 use std::io;
 use std::net::SocketAddr;

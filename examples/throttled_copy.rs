@@ -5,8 +5,10 @@
 //! what arrives. Run it with `cargo run -p sssonector-examples --example throttled_copy`, or
 //! pass a rate in Mbit/s and a size in MB: `... -- 20 10`.
 
-// An example speaks to the person running it.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example speaks to the person running it"
+)]
 
 use std::time::Instant;
 

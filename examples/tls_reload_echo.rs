@@ -6,8 +6,10 @@
 //! connection is served with the new certificate without a restart. Run it with
 //! `cargo run -p sssonector-examples --example tls_reload_echo`.
 
-// An example speaks to the person running it.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example speaks to the person running it"
+)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -11,14 +11,18 @@
 //! - `cargo xtask bench [FILTER]`: runs the criterion benchmarks that set our crates beside
 //!   their anchors and prints the overhead ratios the crate READMEs quote.
 
-// xtask reports to the developer running it on standard output.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "xtask reports to the developer running it on standard output"
+)]
 
 mod bench;
 mod ci;
 mod cmd;
 mod fuzz;
 mod soak;
+#[cfg(test)]
+mod tidy;
 mod tunnel;
 
 use std::process::ExitCode;

@@ -51,8 +51,10 @@ impl CountWindow {
     }
 
     pub(crate) fn record(&self, failed: bool, slow: bool) -> Totals {
-        // The remainder is below the slot count, itself a usize, so it fits.
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the remainder is below the slot count, itself a usize, so it fits"
+        )]
         let index = (self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64) as usize;
         let new = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
         let old = self.slots[index].swap(new, Ordering::AcqRel);

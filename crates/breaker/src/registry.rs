@@ -137,7 +137,10 @@ where
         }
     }
 
-    #[allow(clippy::cast_precision_loss)] // breaker counts are far below 2^52
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "breaker counts are far below 2^52"
+    )]
     fn publish_size(&self) {
         self.size.set(self.len() as f64);
     }

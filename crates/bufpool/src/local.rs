@@ -126,8 +126,10 @@ struct LocalCache {
 struct Stack {
     newest: Option<Box<Node>>,
     /// Allocated once, one short of the class's limit, so storing never reallocates.
-    // Boxed on purpose: moving a pointer in and out is what makes the fast path fast.
-    #[allow(clippy::vec_box)]
+    #[allow(
+        clippy::vec_box,
+        reason = "boxed on purpose: moving a pointer in and out is what makes the fast path fast"
+    )]
     rest: Vec<Box<Node>>,
 }
 

@@ -206,7 +206,7 @@ impl Stats {
         for (name, value) in counters {
             metrics::counter!(name, &label).absolute(value);
         }
-        #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+        #[allow(clippy::cast_precision_loss, reason = "byte counts far below 2^52")]
         let gauges = [
             ("sssonector_bufpool_pooled_bytes", self.pooled_bytes as f64),
             (

@@ -283,7 +283,7 @@ impl ReloadableIdentity {
     /// the threshold newly crossed, if any. [`poll`](Self::poll) calls it on every tick.
     pub fn check_expiry(&self, now: SystemTime) -> Option<Duration> {
         let left = self.expires_in(now)?;
-        #[allow(clippy::cast_precision_loss)] // seconds, far below 2^52
+        #[allow(clippy::cast_precision_loss, reason = "seconds, far below 2^52")]
         let seconds = left.as_secs() as f64;
         metrics::gauge!("sssonector_certs_expiry_seconds", "name" => self.history.name().to_owned())
             .set(seconds);

@@ -171,7 +171,7 @@ impl ReloadableTrust {
             }
             let trust = self.trust();
             let now = std::time::SystemTime::now();
-            #[allow(clippy::cast_precision_loss)] // seconds, far below 2^52
+            #[allow(clippy::cast_precision_loss, reason = "seconds, far below 2^52")]
             let seconds = |at: std::time::SystemTime| match at.duration_since(now) {
                 Ok(left) => left.as_secs() as f64,
                 Err(past) => -(past.duration().as_secs() as f64),

@@ -18,9 +18,8 @@ impl<T> std::ops::Deref for Padded<T> {
 /// holding it, and a panic elsewhere must not make the pool unusable).
 ///
 /// std's rather than parking_lot's: with two workers contending for it at every checkout and
-/// return, parking_lot's waiting (spinning, then `sched_yield`) cost more than std's (spinning,
-/// then a futex wait): 712-722 against 733-744 ns per cycle at 8 connections / 32 tasks
-/// (`ab connpool`, runs alternated).
+/// return, parking_lot's waiting (spinning, then `sched_yield`) costs more per cycle than std's
+/// (spinning, then a futex wait); `ab connpool` compares them.
 ///
 /// The data sits on cache lines of its own, apart from the lock word: a worker waiting for the
 /// lock spins reading that word, and with the two together every write the holder made to the

@@ -654,7 +654,10 @@ impl<M: Manager> Shared<M> {
         let lifetime = self.config.max_lifetime?;
         let jitter = self.config.lifetime_jitter;
         // Uniform in [1 − jitter, 1 + jitter] of the lifetime.
-        #[allow(clippy::cast_precision_loss)] // 53 bits of randomness are plenty
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "53 bits of randomness are plenty"
+        )]
         let unit = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let factor = 1.0 - jitter + 2.0 * jitter * unit;
         Some(now + lifetime.mul_f64(factor))

@@ -61,7 +61,7 @@ pub struct Stats {
 impl Stats {
     pub(crate) fn publish(&self, pool: &str) {
         let label = [("pool", pool.to_owned())];
-        #[allow(clippy::cast_precision_loss)] // connection counts are small
+        #[allow(clippy::cast_precision_loss, reason = "connection counts are small")]
         let gauges = [
             ("sssonector_connpool_size", self.size as f64),
             ("sssonector_connpool_idle", self.idle as f64),

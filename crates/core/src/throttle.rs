@@ -35,7 +35,10 @@ fn epoch() -> Instant {
 impl Throttle {
     /// A throttle letting one occurrence through per `interval`.
     pub const fn new(interval: Duration) -> Self {
-        #[allow(clippy::cast_possible_truncation)] // intervals are seconds, far below u64::MAX ms
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "intervals are seconds, far below u64::MAX ms"
+        )]
         Self {
             interval_ms: interval.as_millis() as u64,
             last: AtomicU64::new(0),

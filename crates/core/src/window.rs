@@ -85,8 +85,10 @@ impl<const K: usize> TimeWindow<K> {
     #[inline]
     pub fn add(&self, now: u64, deltas: [u64; K]) {
         let epoch = now / self.bucket_nanos + 1;
-        // The remainder is below the bucket count, itself a usize, so it fits.
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the remainder is below the bucket count, itself a usize, so it fits"
+        )]
         let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
         let seen = bucket.epoch.load(Ordering::Acquire);
         if seen < epoch

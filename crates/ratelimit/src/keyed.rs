@@ -105,7 +105,10 @@ struct Entry<K> {
     /// The first quota's state, inline: the common single-quota check touches no other memory.
     first: Cell,
     /// The other quotas' states; `None` for one quota. A thin pointer, to keep the entry small.
-    #[allow(clippy::redundant_allocation)]
+    #[allow(
+        clippy::redundant_allocation,
+        reason = "a thin pointer keeps the entry small"
+    )]
     more: Option<Box<Box<[Cell]>>>,
 }
 

@@ -150,7 +150,10 @@ impl Quota {
         if !(count >= 1.0 && count.is_finite()) {
             return Err(ConfigError::ZeroRate);
         }
-        #[allow(clippy::cast_possible_truncation)] // finite and ≥ 1, saturating
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "finite and ≥ 1, saturating"
+        )]
         let quota = Quota::new(count as u64, Duration::from_secs(1000))?;
         quota.with_burst_window(window)
     }

@@ -89,7 +89,7 @@ impl Pacing {
     /// Bytes charged for `payload` bytes.
     #[inline]
     fn cost(&self, payload: u64) -> u64 {
-        #[allow(clippy::cast_possible_truncation)] // ≤ 2 × MAX_CHUNK
+        #[allow(clippy::cast_possible_truncation, reason = "≤ 2 × MAX_CHUNK")]
         let cost = (payload as f64 * (1.0 + self.overhead)).ceil() as u64;
         cost
     }
@@ -103,7 +103,7 @@ impl Pacing {
             .map(|q| q.burst())
             .min()
             .unwrap_or(1);
-        #[allow(clippy::cast_possible_truncation)] // ≤ MAX_CHUNK
+        #[allow(clippy::cast_possible_truncation, reason = "≤ MAX_CHUNK")]
         let payload = ((burst.min(MAX_CHUNK * 2) as f64) / (1.0 + self.overhead)).floor() as u64;
         payload.clamp(1, MAX_CHUNK)
     }

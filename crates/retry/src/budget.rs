@@ -81,8 +81,10 @@ impl RetryBudget {
         if window < Duration::from_millis(1) {
             return Err(ConfigError::BudgetWindow(window));
         }
-        // Float-to-int `as` saturates; a floor beyond u64 means "unlimited", which is right.
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "float-to-int `as` saturates; a floor beyond u64 means \"unlimited\", which is right"
+        )]
         let floor = (f64::from(min_per_sec) * window.as_secs_f64()).floor() as u64;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -122,8 +124,10 @@ impl RetryBudget {
         self.allowed(calls).saturating_sub(retries)
     }
 
-    // Float-to-int `as` saturates, so a huge ratio grants "unlimited" rather than wrapping.
-    #[allow(clippy::cast_possible_truncation)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "float-to-int `as` saturates, so a huge ratio grants \"unlimited\" rather than wrapping"
+    )]
     fn allowed(&self, calls: u64) -> u64 {
         self.inner.floor + (calls as f64 * self.inner.ratio).floor() as u64
     }

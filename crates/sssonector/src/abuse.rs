@@ -266,7 +266,7 @@ impl Shield {
     }
 }
 
-#[allow(clippy::cast_precision_loss)] // ban counts are far below 2^52
+#[allow(clippy::cast_precision_loss, reason = "ban counts are far below 2^52")]
 fn count(n: usize) -> f64 {
     n as f64
 }

@@ -115,7 +115,7 @@ async fn push(addr: SocketAddr, streams: usize, bytes: usize) -> Result<Duration
                 socket.set_nodelay(true).map_err(io(addr))?;
                 let (mut r, mut w) = socket.into_split();
                 let writer = tokio::spawn(async move {
-                    #[allow(clippy::cast_possible_truncation)] // below 251
+                    #[allow(clippy::cast_possible_truncation, reason = "below 251")]
                     let chunk: Vec<u8> = (0..256 * 1024)
                         .map(|j| ((i * 31 + j) % 251) as u8)
                         .collect();
@@ -163,7 +163,10 @@ fn gbits(bytes: usize, took: Duration) -> f64 {
 }
 
 /// Runs the demo; prints as it goes.
-#[allow(clippy::print_stdout)]
+#[allow(
+    clippy::print_stdout,
+    reason = "the demo tells the user what it does as it goes"
+)]
 pub(crate) async fn demo(options: DemoOptions) -> Result<(), Error> {
     let dir = std::env::temp_dir().join(format!("sssonector-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, "create", e))?;

@@ -6,8 +6,10 @@
 //! reach the configuration and policy parsers ([`fuzzing`]). Its API is not stable: depend on
 //! the `sssonector-*` crates instead.
 
-// A command-line program writes to standard output.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program writes to standard output"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -66,8 +66,11 @@ impl Notifier {
 fn monotonic_usec() -> Option<u128> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;
     let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
-    // Whole microseconds of a few days' uptime fit f64's 53-bit mantissa exactly enough.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "whole microseconds of a few days' uptime fit f64's 53-bit mantissa exactly enough"
+    )]
     Some((seconds * 1e6) as u128)
 }
 

@@ -59,7 +59,10 @@ pub(crate) struct Sources {
     pub(crate) expiry_warning: Duration,
 }
 
-#[allow(clippy::cast_possible_wrap)] // seconds since 1970, far below i64::MAX
+#[allow(
+    clippy::cast_possible_wrap,
+    reason = "seconds since 1970, far below i64::MAX"
+)]
 fn signed_seconds(at: SystemTime, now: SystemTime) -> i64 {
     match at.duration_since(now) {
         Ok(left) => left.as_secs() as i64,
@@ -67,7 +70,10 @@ fn signed_seconds(at: SystemTime, now: SystemTime) -> i64 {
     }
 }
 
-#[allow(clippy::cast_precision_loss)] // seconds since 1970, far below 2^52
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "seconds since 1970, far below 2^52"
+)]
 fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs() as f64)
@@ -217,7 +223,7 @@ impl Observed {
         }
         let certificates = self.certificates(now, &mut problems);
         let sessions = inner.sessions.status();
-        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
         {
             metrics::gauge!("sssonector_sessions", "state" => "established")
                 .set(sessions.len() as f64);

@@ -66,7 +66,11 @@ pub(crate) struct Running {
 
 pub(crate) fn pacing(mbps: Option<f64>) -> Result<Option<Pacing>, Error> {
     let Some(mbps) = mbps else { return Ok(None) };
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a positive rate in Mbit/s; float-to-int `as` saturates"
+    )]
     let bits = (mbps * 1e6) as u64;
     let limiter =
         RateLimiter::new(Quota::bits_per_second(bits).map_err(|e| Error::field("limits", e))?);
@@ -773,7 +777,11 @@ impl ClientReload {
             match (pacing, new) {
                 _ if *old == new => {}
                 (Some(pacing), Some(mbps)) => {
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        clippy::cast_sign_loss,
+                        reason = "a positive rate in Mbit/s; float-to-int `as` saturates"
+                    )]
                     let bits = (mbps * 1e6) as u64;
                     let quota = Quota::bits_per_second(bits);
                     match (quota, pacing.budgets().first()) {

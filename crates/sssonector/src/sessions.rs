@@ -159,7 +159,10 @@ impl Sessions {
 
     /// One status row per session. Rates are over the time since the previous call that was
     /// at least a second earlier (since the session began, on the first call).
-    #[allow(clippy::cast_precision_loss)] // byte counts and rates far below 2^52
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "byte counts and rates far below 2^52"
+    )]
     pub(crate) fn status(&self) -> Vec<SessionStatus> {
         let now = Instant::now();
         let wall = SystemTime::now();

@@ -123,7 +123,10 @@ fn bits(bps: f64) -> String {
     }
 }
 
-#[allow(clippy::cast_precision_loss)] // a byte count shown to two decimals
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a byte count shown to two decimals"
+)]
 fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / f64::from(1u32 << 30)),

@@ -436,7 +436,10 @@ pub(crate) fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus:
         }
     }
     metrics::gauge!("sssonector_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    #[allow(clippy::cast_precision_loss)] // seconds since 1970, far below 2^52
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "seconds since 1970, far below 2^52"
+    )]
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs() as f64);

@@ -2,7 +2,7 @@
 //! health, readiness (and readiness turning false on a certificate about to expire), metrics
 //! with real values after traffic, the status page and `sssonector status`, the token, the
 //! hardening headers, `POST /reload`, and the refusal to listen off loopback without a token.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, reason = "the test reports what it measured")]
 
 mod common;
 

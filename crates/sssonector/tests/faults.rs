@@ -9,7 +9,7 @@
 //!
 //! Needs root, `/dev/net/tun`, `ip`, `ping`, `python3` and `nft`; without them it prints why
 //! and passes. Without `openvpn` it runs sssonector alone and says so. CI has all of them.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, reason = "the test reports what it measured")]
 
 mod common;
 

@@ -8,7 +8,7 @@
 //! `LOAD_TEST_SECONDS` sets the duration (10 s by default, what CI runs) and `LOAD_TEST_RATE`
 //! the rate (not `SSSONECTOR_…` names: the binary reads those as configuration);
 //! `cargo xtask soak --minutes N` runs it in release for N minutes and prints the figures.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, reason = "the test reports what it measured")]
 
 mod common;
 

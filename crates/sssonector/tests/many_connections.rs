@@ -5,8 +5,10 @@
 //! Each process stays under the 20,000 open files a process may have here: the test holds the
 //! 10,000 local connections, the client and the server 10,000 each, and the echo target — this
 //! same test binary run again as a child — the 10,000 it accepts.
-// The figures go to the test's output; the child prints its address for the parent.
-#![allow(clippy::print_stdout)]
+#![allow(
+    clippy::print_stdout,
+    reason = "the figures go to the test's output; the child prints its address for the parent"
+)]
 
 mod common;
 

@@ -1,9 +1,14 @@
 //! The sssonector tunnel: a layer-3 VPN and port forwarder over mutual TLS.
 //!
-//! This first part is the wire protocol ([`proto`]), sans IO: length-prefixed typed frames that
-//! encode into a buffer and decode from one, never panicking on malformed input, and the
-//! session state machine that takes bytes and time and returns bytes and events. The TUN and
-//! port-forward data paths and the binary follow.
+//! - [`proto`], the wire protocol, sans IO: length-prefixed typed frames that encode into a
+//!   buffer and decode from one, never panicking on malformed input, and the session state
+//!   machine that takes bytes and time and returns bytes and events.
+//! - [`Link`]: a session driven over a transport (TLS over TCP), with packets, streams
+//!   ([`TunnelStream`]) and control messages for the rest of the program.
+//! - [`client`] and [`server`]: the TLS connection stacks (tower services) that establish links;
+//!   [`transport`] tunes their TCP sockets.
+//! - [`forward`]: port forwarding, local connections carried as streams; [`tun`]: the layer-3
+//!   data path between TUN devices, with address pools and the server's router.
 //!
 //! # Example
 //!

@@ -795,8 +795,9 @@ mod device {
     /// Writes packets to the device straight from where they were received (the link's read
     /// buffer): one write each, a device with offload given a zero `virtio_net_hdr` (no
     /// segmentation, checksum complete) in front by a gathered write, so nothing is copied or
-    /// allocated per packet. (Coalescing packets into super-packets on this side measured no
-    /// faster, and tun-rs's coalescer copies each packet into a new allocation.)
+    /// allocated per packet. Packets are not coalesced into super-packets here: a peer with
+    /// offload sends them whole already, and tun-rs's coalescer copies each packet into a new
+    /// allocation.
     struct Writer {
         /// For super-packets to a device without offload.
         splitter: Option<Splitter>,

@@ -2,7 +2,7 @@
 //! links, over an in-memory pipe and over TLS on loopback TCP, counted by dhat's heap
 //! profiler (the global allocator of this test binary only). One test, so that the two runs
 //! do not count each other's allocations.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, reason = "the test reports what it measured")]
 
 use std::time::Duration;
 

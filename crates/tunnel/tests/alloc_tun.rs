@@ -7,7 +7,7 @@
 //! Needs root, `/dev/net/tun` and `ip` (iproute2): the test runs itself again inside a network
 //! namespace it creates and removes. Without them it prints why and passes. CI runs as root.
 #![cfg(all(target_os = "linux", feature = "tun"))]
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, reason = "the test reports what it measured")]
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! including packets dropped on the way out. (Its own test binary: it installs the process's
 //! recorder.)
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, reason = "the test reports what it measured")]
 
 use std::time::Duration;
 

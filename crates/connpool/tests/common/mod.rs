@@ -1,7 +1,7 @@
 //! A manager whose endpoints can be told to fail, hang, or fail health checks, and whose
 //! connections count themselves, so tests see every leak.
 
-#![allow(dead_code)] // each test binary uses part of it
+#![allow(dead_code, reason = "each test binary uses part of it")]
 
 use std::io;
 use std::sync::Arc;

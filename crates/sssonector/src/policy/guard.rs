@@ -226,7 +226,11 @@ fn rerate(budgets: &Budgets, tier: &Tier) -> bool {
     for (budget, mbps) in pairs {
         match (budget, mbps) {
             (Some(pacing), Some(mbps)) => {
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "a positive rate in Mbit/s; float-to-int `as` saturates"
+                )]
                 let bits = (mbps * 1e6) as u64;
                 let Ok(quota) = Quota::bits_per_second(bits) else {
                     return false;

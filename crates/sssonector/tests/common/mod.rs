@@ -1,6 +1,10 @@
 //! What the binary's end-to-end tests share: a temporary directory, running the binary, and a
 //! CA with its certificates made by the binary itself.
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses part of the shared set-up"
+)]
 
 pub mod http;
 pub mod netns;

@@ -1,5 +1,9 @@
 //! Shared set-up: a CA, a server and a client certificate, and the TLS configurations.
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses part of the shared set-up"
+)]
 
 use std::sync::Arc;
 

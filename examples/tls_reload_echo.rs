@@ -18,7 +18,7 @@ use std::time::Duration;
 use rustls_pki_types::ServerName;
 use sssonector_certs::{
     CertificateAuthority, Identity, Issued, ReloadableIdentity, TlsOptions, TrustStore, Usage,
-    Validity, client_config, server_config_reloadable,
+    Validity, client_config, server_config_reloading_identity,
 };
 use sssonector_core::BoxError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,7 +104,7 @@ async fn main() -> Result<(), BoxError> {
         Some(trust.clone()),
     )?);
     tokio::spawn(identity.clone().poll(Duration::from_millis(100)));
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config_reloadable(
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config_reloading_identity(
         identity.clone(),
         &trust,
         &TlsOptions::new(),

@@ -435,7 +435,8 @@ pub mod tls {
     use rustls_pki_types::ServerName;
     use sssonector_certs::{
         CertificateAuthority, Identity, ReloadableIdentity, ReloadableTrust, TlsOptions,
-        TrustStore, Usage, Validity, client_config, server_config, server_config_rotating,
+        TrustStore, Usage, Validity, client_config, server_config,
+        server_config_reloading_identity_and_trust,
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -445,7 +446,7 @@ pub mod tls {
     pub struct Setup {
         /// `server_config`: fixed certificate and verifier.
         pub fixed: Arc<rustls::ServerConfig>,
-        /// `server_config_rotating`: both reloadable.
+        /// `server_config_reloading_identity_and_trust`: both reloadable.
         pub reloadable: Arc<rustls::ServerConfig>,
         /// The client.
         pub client: Arc<rustls::ClientConfig>,
@@ -498,7 +499,8 @@ pub mod tls {
         let reloadable_trust =
             Arc::new(ReloadableTrust::load("bench", &ca_file, &[&crl_file]).expect("trust"));
         let reloadable =
-            server_config_rotating(identity, &reloadable_trust, &options).expect("server config");
+            server_config_reloading_identity_and_trust(identity, &reloadable_trust, &options)
+                .expect("server config");
         let mut client = (*client_config(
             &Identity::from_pem(&client.cert_pem, &client.key_pem).expect("identity"),
             &trust,

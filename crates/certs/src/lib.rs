@@ -56,8 +56,8 @@ pub use reload::{
 };
 pub use reload_trust::{ReloadableTrust, TrustReloaded};
 pub use tls::{
-    TlsOptions, client_config, client_config_rotating, server_config, server_config_reloadable,
-    server_config_rotating,
+    TlsOptions, client_config, client_config_reloading_identity_and_trust, server_config,
+    server_config_reloading_identity, server_config_reloading_identity_and_trust,
 };
 pub use trust::TrustStore;
 

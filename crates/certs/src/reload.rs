@@ -126,9 +126,9 @@ impl ExpiryPolicy {
 /// [`TrustStore`] the chain must verify for its use now (not expired, trusted, right key
 /// usage, not revoked). A bad file is refused, counted, and the old material stays in use.
 /// Handshakes already done are untouched; new ones use the new certificate. Use it as the
-/// certificate resolver of a rustls configuration ([`server_config_reloadable`]).
+/// certificate resolver of a rustls configuration ([`server_config_reloading_identity`]).
 ///
-/// [`server_config_reloadable`]: crate::server_config_reloadable
+/// [`server_config_reloading_identity`]: crate::server_config_reloading_identity
 pub struct ReloadableIdentity {
     cert_path: PathBuf,
     key_path: PathBuf,

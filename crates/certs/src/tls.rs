@@ -86,7 +86,7 @@ pub fn server_config(
 /// # Errors
 ///
 /// [`CertError::Tls`] if rustls refuses the CAs or CRLs.
-pub fn server_config_reloadable(
+pub fn server_config_reloading_identity(
     identity: Arc<ReloadableIdentity>,
     trust: &TrustStore,
     options: &TlsOptions,
@@ -104,7 +104,7 @@ pub fn server_config_reloadable(
 /// # Errors
 ///
 /// [`CertError::Tls`] if rustls refuses the protocol versions.
-pub fn server_config_rotating(
+pub fn server_config_reloading_identity_and_trust(
     identity: Arc<ReloadableIdentity>,
     trust: &Arc<ReloadableTrust>,
     options: &TlsOptions,
@@ -134,7 +134,7 @@ fn server_config_with(
 /// # Errors
 ///
 /// [`CertError::Tls`] if rustls refuses the protocol versions.
-pub fn client_config_rotating(
+pub fn client_config_reloading_identity_and_trust(
     identity: Arc<ReloadableIdentity>,
     trust: &Arc<ReloadableTrust>,
     options: &TlsOptions,

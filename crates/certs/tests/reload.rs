@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sssonector_certs::{
     CertError, CertificateAuthority, Identity, Issued, ReloadableIdentity, Reloaded, TlsOptions,
-    TrustStore, Usage, Validity, client_config, server_config_reloadable,
+    TrustStore, Usage, Validity, client_config, server_config_reloading_identity,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,7 +94,7 @@ fn serve(dir: &TempDir, pki: &Pki, issued: &Issued) -> Served {
         .unwrap(),
     );
     let server =
-        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+        server_config_reloading_identity(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
     Served {
         cert,
         key,
@@ -339,8 +339,12 @@ async fn a_crl_reload_refuses_new_handshakes_of_a_revoked_client() {
     let trust = Arc::new(
         sssonector_certs::ReloadableTrust::load("clients", &ca_file, &[&crl_file]).unwrap(),
     );
-    let server =
-        sssonector_certs::server_config_rotating(identity, &trust, &TlsOptions::new()).unwrap();
+    let server = sssonector_certs::server_config_reloading_identity_and_trust(
+        identity,
+        &trust,
+        &TlsOptions::new(),
+    )
+    .unwrap();
 
     let bob = pki.ca.issue_client("bob", Validity::days(1)).unwrap();
     let bob_client = {
@@ -565,7 +569,7 @@ async fn an_ocsp_response_is_stapled_and_reloaded() {
             .unwrap(),
     );
     let server =
-        server_config_reloadable(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
+        server_config_reloading_identity(identity.clone(), &pki.trust, &TlsOptions::new()).unwrap();
     let sees = Arc::new(SeesOcsp {
         inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
             pki.trust.roots(),
@@ -665,7 +669,7 @@ async fn a_client_follows_a_ca_rotation() {
     let client_trust = Arc::new(
         sssonector_certs::ReloadableTrust::load("servers", &bundle, &[] as &[PathBuf]).unwrap(),
     );
-    let mut client = (*sssonector_certs::client_config_rotating(
+    let mut client = (*sssonector_certs::client_config_reloading_identity_and_trust(
         client_identity,
         &client_trust,
         &TlsOptions::new(),
@@ -688,7 +692,8 @@ async fn a_client_follows_a_ca_rotation() {
         Arc::new(ReloadableIdentity::load("server", &cert, &key, Usage::Server, None).unwrap());
     let accepts_old = TrustStore::from_pem(old_ca.cert_pem(), &[]).unwrap();
     let server =
-        server_config_reloadable(server_identity, &accepts_old, &TlsOptions::new()).unwrap();
+        server_config_reloading_identity(server_identity, &accepts_old, &TlsOptions::new())
+            .unwrap();
 
     assert!(
         presented(server.clone(), client.clone()).await.is_err(),

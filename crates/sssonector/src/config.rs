@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sssonector_tunnel::server::Cidr;
+use sssonector_tunnel::Cidr;
 
 mod bans;
 mod error;
@@ -355,27 +355,8 @@ fn is_host_port(text: &str) -> bool {
 }
 
 /// `addr/prefix`, parsed.
-pub(crate) fn cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (addr, prefix) = text.split_once('/')?;
-    let addr: std::net::IpAddr = addr.parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = prefix.parse::<u8>().ok().filter(|p| *p <= max)?;
-    Some((addr, prefix))
-}
-
-fn in_net(addr: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
-    use std::net::IpAddr::{V4, V6};
-    match (addr, net) {
-        (V4(a), V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (V6(a), V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
+pub(crate) fn cidr(text: &str) -> Option<Cidr> {
+    text.parse().ok()
 }
 
 /// Reads and parses `path`, then applies `SSSONECTOR_…` environment overrides from `env`:
@@ -535,7 +516,7 @@ impl Config {
         ] {
             if let Some(text) = value {
                 match cidr(text) {
-                    Some((addr, _)) if addr.is_ipv6() == v6 => {}
+                    Some(net) if net.addr().is_ipv6() == v6 => {}
                     _ => errors.push(format!(
                         "{field}: {text:?} is not an {} address with prefix (for example {})",
                         if v6 { "IPv6" } else { "IPv4" },
@@ -550,14 +531,14 @@ impl Config {
         ] {
             let Some(text) = pool else { continue };
             match cidr(text) {
-                Some((net, prefix)) if net.is_ipv6() == v6 => {
+                Some(net) if net.addr().is_ipv6() == v6 => {
                     if !server {
                         errors.push(format!(
                             "{field}: only a server assigns addresses; remove it"
                         ));
                     }
-                    if let Some((own, _)) = address.as_deref().and_then(cidr) {
-                        if !in_net(own, net, prefix) {
+                    if let Some(own) = address.as_deref().and_then(cidr) {
+                        if !net.contains(own.addr()) {
                             errors.push(format!(
                                 "{field}: {text:?} does not contain this side's address {}",
                                 address.as_deref().unwrap_or_default()
@@ -611,7 +592,7 @@ impl Config {
                     text.parse::<std::net::IpAddr>(),
                     pool.as_deref().and_then(cidr),
                 ) {
-                    (Ok(addr), Some((net, prefix))) if in_net(addr, net, prefix) => {}
+                    (Ok(addr), Some(net)) if net.contains(addr) => {}
                     (Ok(_), _) => errors.push(format!(
                         "tun.clients[{i}].{field}: {text} is not inside the pool {}",
                         pool.as_deref().unwrap_or("(none)")

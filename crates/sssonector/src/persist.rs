@@ -129,7 +129,7 @@ mod tests {
     use super::*;
     use crate::audit::Audit;
     use crate::bans::{BanPolicy, Bans};
-    use sssonector_tunnel::server::Cidr;
+    use sssonector_tunnel::Cidr;
     use sssonector_tunnel::tun::AddressPool;
 
     fn pools() -> Arc<Pools> {

@@ -9,10 +9,11 @@ use parking_lot::Mutex;
 use sssonector_bufpool::BufPool;
 use sssonector_certs::{ReloadableIdentity, ReloadableTrust, TlsOptions, TrustReloaded, Usage};
 use sssonector_ratelimit::{Pacing, Quota, RateLimiter};
+use sssonector_tunnel::Cidr;
 use sssonector_tunnel::client::{Endpoint, Reconnect};
 use sssonector_tunnel::forward::Targets;
 use sssonector_tunnel::proto::{self, Role as SessionRole, Session, SessionConfig, TunnelAddress};
-use sssonector_tunnel::server::{AcceptOptions, Cidr, Server, accept_stack};
+use sssonector_tunnel::server::{AcceptOptions, Server, accept_stack};
 use sssonector_tunnel::{LinkConfig, TcpTuning, tun};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -120,7 +121,10 @@ fn own_addresses(config: &Config) -> Vec<TunnelAddress> {
         .into_iter()
         .flatten()
         .filter_map(|text| crate::config::cidr(text))
-        .map(|(addr, prefix)| TunnelAddress { addr, prefix })
+        .map(|net| TunnelAddress {
+            addr: net.addr(),
+            prefix: net.prefix(),
+        })
         .collect()
 }
 
@@ -256,13 +260,17 @@ pub(crate) async fn start(config: &Config) -> Result<Running, Error> {
     }
     match config.role {
         Role::Server => {
-            let tls = sssonector_certs::server_config_rotating(identity, &trust, &options)
-                .map_err(|e| Error::cert("tls", e))?;
+            let tls = sssonector_certs::server_config_reloading_identity_and_trust(
+                identity, &trust, &options,
+            )
+            .map_err(|e| Error::cert("tls", e))?;
             start_server(config, tls, pool, fatal_tx, &mut running).await?;
         }
         Role::Client => {
-            let tls = sssonector_certs::client_config_rotating(identity, &trust, &options)
-                .map_err(|e| Error::cert("tls", e))?;
+            let tls = sssonector_certs::client_config_reloading_identity_and_trust(
+                identity, &trust, &options,
+            )
+            .map_err(|e| Error::cert("tls", e))?;
             start_client(config, tls, pool, fatal_tx, &mut running).await?;
         }
     }

@@ -27,6 +27,7 @@
 //! # Ok::<(), sssonector_tunnel::proto::DecodeError>(())
 //! ```
 
+mod cidr;
 pub mod client;
 mod count;
 pub mod forward;
@@ -37,6 +38,7 @@ mod stream;
 pub mod transport;
 pub mod tun;
 
+pub use cidr::{Cidr, CidrError};
 pub use link::{EstablishError, Incoming, Link, LinkConfig, LinkError, LinkStats, stream_code};
 pub use stream::{ResetHandle, StreamReader, StreamWriter, TunnelStream};
 pub use transport::TcpTuning;

@@ -29,6 +29,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
+use crate::cidr::Cidr;
 use crate::link::Link;
 use crate::transport::TcpTuning;
 
@@ -57,83 +58,6 @@ pub struct Handshaken {
     /// The client certificate's names (common name, SAN DNS and URI names, OUs, SHA-256
     /// fingerprint) and serial number.
     pub identity: PeerIdentity,
-}
-
-/// A network in CIDR form, `10.0.0.0/8` or `2001:db8::/32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// `addr/prefix`; the prefix is clamped to the address family's length.
-    pub fn new(addr: IpAddr, prefix: u8) -> Self {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        Self {
-            addr,
-            prefix: prefix.min(max),
-        }
-    }
-
-    /// Whether `ip` is inside the network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-
-    /// The network address.
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a network (for example 10.0.0.0/8)"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {max}"))?;
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
 }
 
 /// A connection from an address outside the allowed networks.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sssonector_tunnel::server::Cidr;
+use sssonector_tunnel::Cidr;
 
 use super::pattern::Pattern;
 use super::{Grant, Matcher, Policy, Rule, Tier};

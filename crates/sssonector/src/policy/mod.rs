@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use sssonector_certs::PeerIdentity;
-use sssonector_tunnel::server::Cidr;
+use sssonector_tunnel::Cidr;
 use sssonector_tunnel::tun::Destination;
 
 pub(crate) use file::{Context, PolicySection};

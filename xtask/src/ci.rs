@@ -10,6 +10,9 @@ use crate::cmd::{available, cargo, step};
 /// three minutes on two cores.
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
+/// cargo-hack's version, pinned likewise; it builds in under a minute.
+const CARGO_HACK_VERSION: &str = "0.6.46";
+
 /// Programs the tests need, with the flag that makes each print its version (iputils' ping
 /// and iproute2's ip know `-V`, not `--version`) and the Debian package that provides it.
 /// Tests that need one skip with a printed reason when it is missing; CI (root) installs them
@@ -59,6 +62,12 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             "-D",
             "warnings",
         ]),
+    )?;
+    // Every other step builds with all features; this one checks each crate without its
+    // optional features and with each one alone, so a feature gate cannot hide a break.
+    step(
+        "features, each alone",
+        cargo().args(["hack", "check", "--workspace", "--each-feature"]),
     )?;
     if available("cargo-nextest", &["nextest", "--version"]) {
         step(
@@ -197,6 +206,21 @@ fn install_tools() -> Result<(), String> {
                 "--version",
                 CARGO_DENY_VERSION,
                 "cargo-deny",
+            ]),
+        )?;
+    }
+    if !available("cargo-hack", &["hack", "--version"]) {
+        eprintln!(
+            "cargo-hack is missing: installing cargo-hack {CARGO_HACK_VERSION} from crates.io"
+        );
+        step(
+            "install cargo-hack",
+            cargo().args([
+                "install",
+                "--locked",
+                "--version",
+                CARGO_HACK_VERSION,
+                "cargo-hack",
             ]),
         )?;
     }

@@ -29,6 +29,12 @@ const APT_PACKAGES: &[(&str, &str, &str)] = &[
     ("g++", "--version", "g++"),
 ];
 
+/// Crates with loom models of their atomics, and the test-name filter that selects them.
+const LOOM_TESTS: &[(&str, &str)] = &[
+    ("sssonector-core", "loom_tests"),
+    ("sssonector-ratelimit", "loom_tests"),
+];
+
 /// Seconds each fuzz target runs in CI.
 const FUZZ_SECONDS: u64 = 15;
 
@@ -93,6 +99,18 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 "--tests",
                 "--examples",
             ]),
+        )?;
+    }
+    // The lock-free state machines under loom, which explores every interleaving of their
+    // atomics; a cfg of our own (tokio reads `cfg(loom)` itself) and a target directory of
+    // its own, so the other steps' builds stay as they are.
+    for (package, filter) in LOOM_TESTS {
+        step(
+            &format!("loom {package}"),
+            cargo()
+                .args(["test", "-p", package, "--lib", filter])
+                .env("RUSTFLAGS", "--cfg sssonector_loom")
+                .env("CARGO_TARGET_DIR", "target/loom"),
         )?;
     }
     step(

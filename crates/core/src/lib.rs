@@ -31,6 +31,7 @@ mod classify;
 mod clock;
 mod rejection;
 mod rng;
+mod sync;
 mod throttle;
 mod window;
 

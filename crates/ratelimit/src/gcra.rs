@@ -9,7 +9,7 @@
 //! 10 Gbit/s counted in bytes, and a `u64` of them lasts 9 years from the limiter's start. `T`
 //! is rounded up, so a limiter never admits more than its quota.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sssonector_core::RateLimited;
@@ -269,5 +269,67 @@ mod tests {
         let p = params(10, Duration::from_secs(1), 5);
         assert!(p.increment(6).is_none());
         assert_eq!(p.increment(5), Some(5 * p.t));
+    }
+}
+
+/// The limiter's state under every interleaving of concurrent callers, explored by loom
+/// (`RUSTFLAGS="--cfg sssonector_loom" cargo test -p sssonector-ratelimit --lib loom`).
+#[cfg(all(test, sssonector_loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::*;
+
+    fn params(count: u64, burst: u64) -> Arc<Params> {
+        let quota = Quota::new(count, Duration::from_secs(1))
+            .unwrap()
+            .with_burst(burst)
+            .unwrap();
+        Arc::new(Params::from_quota(&quota))
+    }
+
+    /// Two callers race for a burst of one at one instant: exactly one is admitted, and the
+    /// state ends as one admission leaves it.
+    #[test]
+    fn racing_checks_admit_exactly_the_burst() {
+        loom::model(|| {
+            let p = params(10, 1);
+            let cell = Arc::new(Cell::default());
+            let other = {
+                let (p, cell) = (Arc::clone(&p), Arc::clone(&cell));
+                thread::spawn(move || matches!(cell.check(&p, 0, p.t), Decision::Admit { .. }))
+            };
+            let mine = matches!(cell.check(&p, 0, p.t), Decision::Admit { .. });
+            let theirs = other.join().unwrap();
+            assert!(mine != theirs, "admitted: mine {mine}, theirs {theirs}");
+            assert_eq!(cell.tat(), p.t);
+        });
+    }
+
+    /// A reservation racing with another reservation and a refund: each reservation is
+    /// charged exactly once, and the refund gives back one charge if there was one to give
+    /// back, never going below `now`.
+    #[test]
+    fn racing_reservations_and_a_refund_keep_the_books() {
+        loom::model(|| {
+            let p = params(10, 1);
+            let t = p.t;
+            let cell = Arc::new(Cell::default());
+            let other = {
+                let (p, cell) = (Arc::clone(&p), Arc::clone(&cell));
+                thread::spawn(move || cell.reserve(&p, 0, p.t))
+            };
+            let mine = cell.reserve(&p, 0, t);
+            cell.refund(0, t);
+            let theirs = other.join().unwrap();
+            let mut waits = [mine, theirs];
+            waits.sort_unstable();
+            let outcome = (waits, cell.tat());
+            // Mine before theirs, refunded after both; mine refunded before theirs came (it
+            // did not wait); theirs first, then mine, refunded.
+            let valid = [([0, t], t), ([0, 0], t)];
+            assert!(valid.contains(&outcome), "waits and state {outcome:?}");
+        });
     }
 }

@@ -65,6 +65,7 @@ mod quota;
 mod redis;
 mod sliding;
 mod stream;
+mod sync;
 mod tiers;
 
 pub use adaptive::AdaptiveRate;

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::buf::{Node, PooledBuf};
-use crate::class::ClassIndex;
+use crate::class::{ClassIndex, ClassTable};
 use crate::config::BufPoolBuilder;
 use crate::error::GetError;
 use crate::local;
@@ -44,28 +44,6 @@ pub(crate) struct Class {
     idle_min: AtomicUsize,
 }
 
-/// Bit lengths of a `usize` minus one: 0 to 64.
-const BIT_LENGTHS: usize = usize::BITS as usize + 1;
-
-/// The bit length of `len − 1`: an index into the tables below.
-#[inline]
-fn bit_length(len: usize) -> usize {
-    (usize::BITS - len.saturating_sub(1).leading_zeros()) as usize % BIT_LENGTHS
-}
-
-/// For each bit length `k` of `len − 1` (so `2^(k−1) < len ≤ 2^k`), the first class larger
-/// than `2^(k−1)`: where the search for `len`'s class starts.
-fn first_class_by_bits(sizes: &[usize]) -> [Option<ClassIndex>; BIT_LENGTHS] {
-    let mut table = [ClassIndex::new(0); BIT_LENGTHS];
-    for (k, entry) in table.iter_mut().enumerate().skip(1) {
-        let below = 1usize.checked_shl(u32::try_from(k - 1).unwrap_or(u32::MAX));
-        *entry = below
-            .and_then(|below| sizes.iter().position(|&s| s > below))
-            .and_then(ClassIndex::new);
-    }
-    table
-}
-
 /// Where each pool's epochs start: pools' epochs never meet, so a thread cache whose epoch
 /// equals a pool's is that pool's cache, and current (see `LocalCache::is_current_for`).
 static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
@@ -77,12 +55,8 @@ const EPOCH_SPAN: u64 = 1 << 40;
 /// State shared by every handle, buffer and thread cache of one pool.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// Class sizes, ascending, apart from `classes` so finding a class reads one cache line.
-    sizes: Box<[usize]>,
-    /// See [`first_class_by_bits`]; class 0 where there is none.
-    first_class_by_bits: [ClassIndex; BIT_LENGTHS],
-    /// The size of each of those classes; 0 where there is none.
-    first_size_by_bits: [usize; BIT_LENGTHS],
+    /// Finding a length's class, apart from `classes` so that it reads one cache line.
+    table: ClassTable,
     pub(crate) classes: Box<[Class]>,
     pub(crate) budget: usize,
     /// Bytes charged for every buffer the pool owns: in the queues, in thread caches, or out.
@@ -166,12 +140,9 @@ impl BufPool {
                 idle_min: AtomicUsize::new(0),
             })
             .collect();
-        let first_classes = first_class_by_bits(&config.classes);
         Self {
             shared: Arc::new(Shared {
-                sizes: config.classes.clone().into_boxed_slice(),
-                first_class_by_bits: first_classes.map(|c| c.unwrap_or(ClassIndex::C0)),
-                first_size_by_bits: first_classes.map(|c| c.map_or(0, |c| config.classes[c.get()])),
+                table: ClassTable::new(&config.classes),
                 classes,
                 budget: config.budget,
                 used: AtomicUsize::new(0),
@@ -410,49 +381,19 @@ impl Shared {
 
     /// The class sizes, ascending.
     pub(crate) fn sizes(&self) -> &[usize] {
-        &self.sizes
+        self.table.sizes()
     }
 
-    /// The smallest class that holds `len` bytes.
-    ///
-    /// Starts from the first class above the power of two below `len` (a table lookup by
-    /// `len`'s bit length), so with the usual power-of-two classes the first size compared
-    /// is the answer, and it is read from a second table beside the first: no bounds checks.
+    /// The smallest class that holds `len` bytes ([`ClassTable::class_for`]).
     #[inline]
     pub(crate) fn class_for(&self, len: usize) -> Option<ClassIndex> {
-        match self.table_entry(len) {
-            (class, true) => Some(class),
-            (class, false) => self.class_after(class, len),
-        }
+        self.table.class_for(len)
     }
 
-    /// [`class_for`](Self::class_for) when the tables alone answer it (always, with
-    /// power-of-two classes); else `None`.
+    /// [`ClassTable::table_class`].
     #[inline]
     pub(crate) fn table_class(&self, len: usize) -> Option<usize> {
-        match self.table_entry(len) {
-            (class, true) => Some(class.get()),
-            (_, false) => None,
-        }
-    }
-
-    /// The tables' class for `len`'s bit length, and whether it holds `len`.
-    #[inline]
-    fn table_entry(&self, len: usize) -> (ClassIndex, bool) {
-        let bits = bit_length(len);
-        (
-            self.first_class_by_bits[bits],
-            self.first_size_by_bits[bits] >= len,
-        )
-    }
-
-    /// The smallest class after `class` that holds `len` bytes.
-    #[cold]
-    #[inline(never)]
-    fn class_after(&self, class: ClassIndex, len: usize) -> Option<ClassIndex> {
-        (class.get() + 1..self.sizes.len())
-            .find(|&c| self.sizes[c] >= len)
-            .and_then(ClassIndex::new)
+        self.table.table_class(len)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -619,7 +560,7 @@ impl Shared {
         self.threads
             .lock()
             .iter()
-            .map(|t| t.sums(&self.sizes).cached_bytes)
+            .map(|t| t.sums(self.table.sizes()).cached_bytes)
             .sum()
     }
 
@@ -645,7 +586,7 @@ impl Shared {
         let mut gets = c.gets.load(Ordering::Relaxed);
         let mut returns = c.returns.load(Ordering::Relaxed);
         for t in threads.iter() {
-            let sums = t.sums(&self.sizes);
+            let sums = t.sums(self.table.sizes());
             gets += sums.taken;
             stats.hits += sums.taken;
             returns += sums.stored;

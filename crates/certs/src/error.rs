@@ -26,10 +26,10 @@ impl std::fmt::Display for Source {
 #[non_exhaustive]
 pub enum CertError {
     /// The file could not be read.
-    #[error("{source_}: cannot read: {error}")]
+    #[error("{origin}: cannot read: {error}")]
     Io {
         /// The file.
-        source_: Source,
+        origin: Source,
         /// The I/O error.
         #[source]
         error: std::io::Error,
@@ -44,10 +44,10 @@ pub enum CertError {
     #[error("{0}: no CRL found (expected a PEM \"X509 CRL\" block)")]
     NoCrl(Source),
     /// The PEM text is malformed.
-    #[error("{source_}: malformed PEM: {problem}")]
+    #[error("{origin}: malformed PEM: {problem}")]
     Pem {
         /// The file.
-        source_: Source,
+        origin: Source,
         /// What is wrong.
         problem: String,
     },
@@ -63,18 +63,18 @@ pub enum CertError {
     #[error("{0}: unsupported or malformed private key: {1}")]
     BadKey(Source, String),
     /// The certificate has expired.
-    #[error("{source_}: certificate expired at {}", display_time(*not_after))]
+    #[error("{origin}: certificate expired at {}", display_time(*not_after))]
     Expired {
         /// The certificate file.
-        source_: Source,
+        origin: Source,
         /// When it expired.
         not_after: SystemTime,
     },
     /// The certificate is not valid yet.
-    #[error("{source_}: certificate not valid until {}", display_time(*not_before))]
+    #[error("{origin}: certificate not valid until {}", display_time(*not_before))]
     NotYetValid {
         /// The certificate file.
-        source_: Source,
+        origin: Source,
         /// When it becomes valid.
         not_before: SystemTime,
     },
@@ -82,10 +82,10 @@ pub enum CertError {
     #[error("{0}: certificate chain does not lead to a trusted CA")]
     UntrustedChain(Source),
     /// The certificate does not allow the use it is put to.
-    #[error("{source_}: certificate is not for {usage} (wrong extended key usage)")]
+    #[error("{origin}: certificate is not for {usage} (wrong extended key usage)")]
     WrongKeyUsage {
         /// The certificate file.
-        source_: Source,
+        origin: Source,
         /// The use it was checked for.
         usage: Usage,
     },
@@ -93,10 +93,10 @@ pub enum CertError {
     #[error("{0}: certificate is revoked")]
     Revoked(Source),
     /// The certificate or a CRL is invalid in another way.
-    #[error("{source_}: invalid: {problem}")]
+    #[error("{origin}: invalid: {problem}")]
     Invalid {
         /// The file at fault.
-        source_: Source,
+        origin: Source,
         /// What webpki or rustls reported.
         problem: String,
     },

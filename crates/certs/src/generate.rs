@@ -158,7 +158,7 @@ impl CertificateAuthority {
             .first()
             .and_then(|cert| crate::x509::common_name(cert))
             .ok_or_else(|| CertError::Pem {
-                source_: crate::Source::Memory,
+                origin: crate::Source::Memory,
                 problem: "the CA certificate has no common name to sign as".into(),
             })?;
         let params = ca_params(&name);
@@ -190,12 +190,12 @@ impl CertificateAuthority {
         let der =
             CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes()).map_err(|e| {
                 CertError::Pem {
-                    source_: source.clone(),
+                    origin: source.clone(),
                     problem: format!("no CRL: {e}"),
                 }
             })?;
         let invalid = |problem: String| CertError::Invalid {
-            source_: source.clone(),
+            origin: source.clone(),
             problem,
         };
         let (_, crl) = CertificateRevocationList::from_der(&der)

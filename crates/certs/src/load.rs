@@ -26,27 +26,27 @@ impl Input<'_> {
 fn pem_error(source: Source, error: pem::Error, missing: fn(Source) -> CertError) -> CertError {
     match error {
         pem::Error::Io(error) => CertError::Io {
-            source_: source,
+            origin: source,
             error,
         },
         pem::Error::NoItemsFound => missing(source),
         pem::Error::MissingSectionEnd { end_marker } => CertError::Pem {
-            source_: source,
+            origin: source,
             problem: format!(
                 "missing end line {}",
                 String::from_utf8_lossy(&end_marker).trim()
             ),
         },
         pem::Error::IllegalSectionStart { line } => CertError::Pem {
-            source_: source,
+            origin: source,
             problem: format!("bad BEGIN line {}", String::from_utf8_lossy(&line).trim()),
         },
         pem::Error::Base64Decode(problem) => CertError::Pem {
-            source_: source,
+            origin: source,
             problem: format!("bad base64: {problem}"),
         },
         other => CertError::Pem {
-            source_: source,
+            origin: source,
             problem: other.to_string(),
         },
     }

@@ -204,7 +204,7 @@ pub(crate) fn hash_files(paths: &[&Path]) -> Result<u64, CertError> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for path in paths {
         let bytes = std::fs::read(path).map_err(|error| CertError::Io {
-            source_: crate::Source::File(path.to_path_buf()),
+            origin: crate::Source::File(path.to_path_buf()),
             error,
         })?;
         bytes.hash(&mut hasher);
@@ -321,12 +321,12 @@ impl ReloadableIdentity {
         if let Some(path) = ocsp {
             let source = || crate::Source::File(path.to_path_buf());
             let response = std::fs::read(path).map_err(|error| CertError::Io {
-                source_: source(),
+                origin: source(),
                 error,
             })?;
             if response.first() != Some(&0x30) {
                 return Err(CertError::Invalid {
-                    source_: source(),
+                    origin: source(),
                     problem: "not a DER OCSP response".into(),
                 });
             }
@@ -485,7 +485,7 @@ impl ReloadableIdentity {
             for (path, text, mode) in &files {
                 crate::write::atomically(path, text.as_bytes(), *mode).map_err(|error| {
                     CertError::Io {
-                        source_: crate::Source::File(path.clone()),
+                        origin: crate::Source::File(path.clone()),
                         error,
                     }
                 })?;
@@ -494,7 +494,7 @@ impl ReloadableIdentity {
         })
         .await
         .map_err(|e| CertError::Io {
-            source_: crate::Source::File(self.key_path.clone()),
+            origin: crate::Source::File(self.key_path.clone()),
             error: std::io::Error::other(format!("the writing task failed: {e}")),
         })??;
         match self.reload()? {
@@ -566,7 +566,7 @@ fn watch_dirs(
         }
     })
     .map_err(|e| CertError::Invalid {
-        source_: crate::Source::Memory,
+        origin: crate::Source::Memory,
         problem: format!("cannot start watching files: {e}"),
     })?;
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -590,7 +590,7 @@ fn watch_dirs(
         watcher
             .watch(&dir, notify::RecursiveMode::NonRecursive)
             .map_err(|e| CertError::Invalid {
-                source_: crate::Source::File(dir.clone()),
+                origin: crate::Source::File(dir.clone()),
                 problem: format!("cannot watch this directory: {e}"),
             })?;
     }

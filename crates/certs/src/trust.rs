@@ -63,7 +63,7 @@ impl TrustStore {
         let mut roots = RootCertStore::empty();
         for ca in &ca_certs {
             roots.add(ca.clone()).map_err(|e| CertError::Invalid {
-                source_: cas.source(),
+                origin: cas.source(),
                 problem: format!("not usable as a CA: {e}"),
             })?;
         }
@@ -125,7 +125,7 @@ impl TrustStore {
         let source = identity.source().clone();
         let chain = identity.chain();
         let invalid = |problem: String| CertError::Invalid {
-            source_: source.clone(),
+            origin: source.clone(),
             problem,
         };
         let leaf = EndEntityCert::try_from(&chain[0]).map_err(|e| invalid(e.to_string()))?;
@@ -171,11 +171,11 @@ impl TrustStore {
         match result {
             Ok(_) => Ok(()),
             Err(webpki::Error::CertExpired { not_after, .. }) => Err(CertError::Expired {
-                source_: source,
+                origin: source,
                 not_after: to_system(not_after),
             }),
             Err(webpki::Error::CertNotValidYet { not_before, .. }) => Err(CertError::NotYetValid {
-                source_: source,
+                origin: source,
                 not_before: to_system(not_before),
             }),
             // A CA with the right name but another key (an impostor) fails on the signature.
@@ -184,7 +184,7 @@ impl TrustStore {
             }
             Err(webpki::Error::CertRevoked) => Err(CertError::Revoked(source)),
             Err(webpki::Error::RequiredEkuNotFoundContext(_)) => Err(CertError::WrongKeyUsage {
-                source_: source,
+                origin: source,
                 usage,
             }),
             Err(other) => Err(invalid(other.to_string())),
@@ -197,7 +197,7 @@ fn checked_crls(input: Input<'_>) -> Result<Vec<CertificateRevocationListDer<'st
     let crls = load::crls(input)?;
     for crl in &crls {
         BorrowedCertRevocationList::from_der(crl).map_err(|e| CertError::Invalid {
-            source_: input.source(),
+            origin: input.source(),
             problem: format!("CRL: {e}"),
         })?;
     }

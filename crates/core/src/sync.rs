@@ -1,8 +1,9 @@
-//! The atomics of the lock-free time window: loom's under `cfg(sssonector_loom)`, so that the
-//! model checker explores every interleaving of concurrent recorders (`cargo xtask ci` runs
-//! those tests), and std's otherwise.
+//! The atomics of the lock-free time window: loom's in this crate's own tests under
+//! `cfg(sssonector_loom)`, so that the model checker explores every interleaving of concurrent
+//! recorders (`cargo xtask ci` runs those tests), and std's otherwise — also when this crate
+//! is another's dependency in a loom run, since loom is only a dev-dependency.
 
-#[cfg(sssonector_loom)]
+#[cfg(all(test, sssonector_loom))]
 pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
-#[cfg(not(sssonector_loom))]
+#[cfg(not(all(test, sssonector_loom)))]
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
